@@ -1,0 +1,29 @@
+"""The Temporal connection lifecycle: states, transitions, backoff, the event record and the loops.
+
+Pure Python plus `transitions`; no Temporal, no gRPC. The service binds the effects.
+"""
+
+from statemachine.backoff import BackoffPolicy
+from statemachine.clock import Clock, ManualClock, SystemClock, with_timeout
+from statemachine.events import EventLog, TransitionEvent
+from statemachine.lifecycle import TRANSITIONS, ConnectionLifecycle, Edge, Effects, Snapshot, describe
+from statemachine.states import State
+from statemachine.supervisor import Supervisor
+
+__all__ = [
+    "TRANSITIONS",
+    "BackoffPolicy",
+    "Clock",
+    "ConnectionLifecycle",
+    "Edge",
+    "Effects",
+    "EventLog",
+    "ManualClock",
+    "Snapshot",
+    "State",
+    "Supervisor",
+    "SystemClock",
+    "TransitionEvent",
+    "describe",
+    "with_timeout",
+]

@@ -1,0 +1,36 @@
+"""The states of a connection to Temporal."""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.Enum):
+    """Where the connection to Temporal is in its life.
+
+    Workers run and workflow creators are injected exactly while the state is ``CONNECTED``;
+    everything else about the connection (status, health, fail-fast answers) derives from this.
+    """
+
+    #: Never connected yet, or the last first-time dial failed; a retry is scheduled.
+    DISCONNECTED = "DISCONNECTED"
+    #: A first-time dial (connect + namespace check) is in flight.
+    CONNECTING = "CONNECTING"
+    #: Client verified, three workers running, creators injected.
+    CONNECTED = "CONNECTED"
+    #: Was connected, then lost Temporal; workers stopped, creators withdrawn, a retry is scheduled.
+    UNHEALTHY = "UNHEALTHY"
+    #: A re-dial after a loss is in flight.
+    RECONNECTING = "RECONNECTING"
+    #: Shut down for good; nothing runs and no trigger is accepted.
+    STOPPED = "STOPPED"
+
+    @property
+    def dialling(self) -> bool:
+        """True while an attempt (dial + verify) is in flight."""
+        return self in (State.CONNECTING, State.RECONNECTING)
+
+    @property
+    def waiting_to_retry(self) -> bool:
+        """True while a retry is scheduled and nothing is in flight."""
+        return self in (State.DISCONNECTED, State.UNHEALTHY)

@@ -1,0 +1,159 @@
+"""The loops that drive the lifecycle: the retry timer, the health ticker and the fast path.
+
+They are tasks owned here, never loops inside transition callbacks (AsyncMachine cancels running
+callbacks when a new transition fires). Both loops wait on the injected clock, so tests move time
+by hand instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from statemachine.clock import Clock, SystemClock, with_timeout
+from statemachine.lifecycle import ConnectionLifecycle, describe
+from statemachine.states import State
+
+C = TypeVar("C")
+
+HealthCheck = Callable[[C], Awaitable[None]]
+
+
+class Supervisor(Generic[C]):
+    """Keeps a :class:`ConnectionLifecycle` moving towards CONNECTED until closed.
+
+    - retry timer: from DISCONNECTED/UNHEALTHY, attempts again when the backoff the lifecycle
+      scheduled is due -- not on the health tick, so a retry after 1 s happens after 1 s;
+    - health ticker: every ``health_interval`` while CONNECTED, ``check(client)`` bounded by
+      ``check_timeout``; a failure (or time-out) reports the connection unhealthy;
+    - fast path: :meth:`request_attempt` lets a request that found Temporal unavailable ask for
+      one immediate attempt (single-flight, at most one per ``fast_path_interval``) and wait a
+      bounded time for its outcome.
+    """
+
+    def __init__(
+        self,
+        lifecycle: ConnectionLifecycle[C],
+        *,
+        check: HealthCheck[C],
+        health_interval: float = 15.0,
+        check_timeout: float = 2.0,
+        fast_path_interval: float = 1.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if health_interval <= 0:
+            raise ValueError(f"health_interval must be > 0, got {health_interval}")
+        self.lifecycle = lifecycle
+        self._check = check
+        self.health_interval = health_interval
+        self._check_timeout = check_timeout
+        self._fast_path_interval = fast_path_interval
+        self._clock: Clock = clock or SystemClock()
+        self._wake = asyncio.Event()
+        self._fast_requested = False
+        self._last_fast: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe = lifecycle.events.subscribe(lambda _event: self._wake.set())
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not self._closed
+
+    def start(self) -> None:
+        """Start both loops; the first attempt is made at once."""
+        if self._tasks or self._closed:
+            raise RuntimeError("supervisor already started")
+        self._tasks = [
+            asyncio.create_task(self._retry_loop(), name="stigmer-temporal-retry"),
+            asyncio.create_task(self._health_loop(), name="stigmer-temporal-health"),
+        ]
+
+    async def close(self) -> None:
+        """Stop both loops and shut the lifecycle down (workers, creators, client). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        # Cancel first, then shut down: shutdown() also cancels a dial the retry loop is awaiting.
+        await self.lifecycle.shutdown()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._unsubscribe()
+
+    async def request_attempt(self, *, wait: float) -> bool:
+        """Ask for an immediate attempt if none is in flight; wait up to ``wait`` s for CONNECTED.
+
+        Returns True when the machine is CONNECTED, False when the attempt failed, was
+        rate-limited with nothing in flight, or the wait ran out.
+        """
+        lifecycle = self.lifecycle
+        if lifecycle.is_connected():
+            return True
+        if lifecycle.state is State.STOPPED or self._closed:
+            return False
+        seen = lifecycle.events.last_seq
+        if lifecycle.state.waiting_to_retry:
+            now = self._clock.monotonic()
+            if self._last_fast is not None and now - self._last_fast < self._fast_path_interval:
+                return False
+            self._last_fast = now
+            self._fast_requested = True
+            self._wake.set()
+        try:
+            return await with_timeout(self._clock, self._outcome_after(seen), wait)
+        except TimeoutError:
+            return lifecycle.is_connected()
+
+    async def _outcome_after(self, seen: int) -> bool:
+        """Wait for an attempt begun after event ``seen`` (or one in flight) to conclude."""
+        while True:
+            for event in await self.lifecycle.events.wait_beyond(seen):
+                seen = event.seq
+                if event.dest is State.CONNECTED:
+                    return True
+                if event.trigger in ("connect_failed", "reconnect_failed") or event.dest is State.STOPPED:
+                    return False
+
+    async def _retry_loop(self) -> None:
+        lifecycle = self.lifecycle
+        while True:
+            # Clear before reading the state: a transition after this point sets it again, so no
+            # wake-up is lost between the check and the wait.
+            self._wake.clear()
+            state = lifecycle.state
+            if state is State.STOPPED:
+                return
+            if not state.waiting_to_retry:
+                await self._wake.wait()
+                continue
+            due = lifecycle.next_retry_at
+            now = self._clock.monotonic()
+            if self._fast_requested:
+                self._fast_requested = False
+                await lifecycle.attempt(cause="fast path", waited=0.0)
+            elif due is None or now >= due:
+                await lifecycle.attempt(cause="first dial" if due is None else "scheduled retry")
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await with_timeout(self._clock, self._wake.wait(), due - now)
+
+    async def _health_loop(self) -> None:
+        lifecycle = self.lifecycle
+        while lifecycle.state is not State.STOPPED:
+            await self._clock.sleep(self.health_interval)
+            client, generation = lifecycle.client, lifecycle.generation
+            if client is None or not lifecycle.is_connected():
+                continue
+            try:
+                await with_timeout(self._clock, self._check(client), self._check_timeout)
+            except TimeoutError:
+                await lifecycle.report_failure(
+                    f"health check timed out after {self._check_timeout:g}s", generation=generation
+                )
+            except Exception as err:
+                await lifecycle.report_failure(f"health check failed: {describe(err)}", generation=generation)

@@ -1,0 +1,28 @@
+"""The ``stigmer`` command line. ``asyncio.run`` and logging sinks are set up only at this boundary."""
+
+from __future__ import annotations
+
+import click
+
+from stigmer import __version__
+from stigmer.cli.diagram import diagram
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="stigmer")
+def cli() -> None:
+    """Stigmer: run agent and workflow executions on Temporal, whatever order things start in.
+
+    \b
+    Start the server (it serves even while Temporal is down, and connects when it can):
+      stigmer server start --managed-temporal
+    Draw the connection lifecycle:
+      stigmer diagram
+    """
+
+
+cli.add_command(diagram)
+
+
+def main() -> None:
+    cli(prog_name="stigmer")

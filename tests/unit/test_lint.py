@@ -1,0 +1,21 @@
+"""The tree stays ruff-clean and the state machine stays mypy --strict clean (CI runs these)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def test_ruff_clean():
+    result = run("ruff", "check", ".", "--output-format", "concise")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_statemachine():
+    result = run("mypy", "--strict", "statemachine")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,193 @@
+"""The retry timer, health ticker and fast path, on a manual clock: time moves only by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from statemachine import BackoffPolicy, ConnectionLifecycle, ManualClock, State, Supervisor
+from tests.unit.aio import settle
+from tests.unit.fake_effects import Boom, FakeClient, FakeEffects
+
+
+@dataclass
+class Rig:
+    clock: ManualClock
+    effects: FakeEffects
+    lifecycle: ConnectionLifecycle[FakeClient]
+    supervisor: Supervisor[FakeClient]
+    health: dict[str, int]
+
+    async def advance_to_retry(self) -> None:
+        """Move the clock to the retry the lifecycle scheduled, and let it run."""
+        due = self.lifecycle.next_retry_at
+        assert due is not None, f"no retry scheduled in {self.lifecycle.state}"
+        self.clock.advance(due - self.clock.monotonic())
+        await settle()
+
+    def attempts_at(self) -> list[float]:
+        return [e.at for e in self.lifecycle.events if e.trigger in ("start", "reconnect")]
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    clock = ManualClock(start=0.0)
+    effects = FakeEffects()
+    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(
+        effects, clock=clock, backoff=BackoffPolicy())
+    health = {"fail": 0, "hang": 0, "calls": 0}
+
+    async def check(client: FakeClient) -> None:
+        health["calls"] += 1
+        if health["hang"]:
+            await asyncio.Event().wait()
+        if health["fail"]:
+            raise Boom("namespace check failed")
+
+    supervisor = Supervisor(lifecycle, check=check, health_interval=15, check_timeout=2, clock=clock)
+    rig = Rig(clock, effects, lifecycle, supervisor, health)
+    yield rig
+    await supervisor.close()
+    assert lifecycle.state is State.STOPPED
+    assert not effects.workers_running and not effects.open_clients
+
+
+async def test_first_attempt_is_immediate(rig: Rig):
+    rig.supervisor.start()
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+    assert rig.attempts_at() == [0.0]
+
+
+async def test_retries_follow_the_backoff_not_the_health_tick(rig: Rig):
+    rig.effects.fail("dial", times=10)
+    rig.supervisor.start()
+    await settle()
+    for _ in range(10):
+        await rig.advance_to_retry()
+    # Attempts at t=0, then after 1, 2, 4, 8, 16, 30, 30, ... seconds of backoff.
+    times = rig.attempts_at()
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
+    assert gaps[:10] == [1, 2, 4, 8, 16, 30, 30, 30, 30, 30]
+    assert rig.lifecycle.state is State.CONNECTED  # the 11th attempt worked
+    # Reset after success: a loss now retries after 1 s again.
+    rig.health["fail"] = 1
+    rig.clock.advance(15)
+    await settle()
+    assert rig.lifecycle.state is State.UNHEALTHY
+    rig.health["fail"] = 0
+    lost_at = rig.clock.monotonic()
+    rig.clock.advance(0.999)
+    await settle()
+    assert rig.lifecycle.state is State.UNHEALTHY
+    rig.clock.advance(0.001)
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+    assert rig.attempts_at()[-1] == pytest.approx(lost_at + 1)
+
+
+async def test_health_tick_detects_failure_within_one_interval(rig: Rig):
+    rig.supervisor.start()
+    await settle()
+    rig.health["fail"] = 1
+    rig.clock.advance(14.9)
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+    rig.clock.advance(0.1)
+    await settle()
+    assert rig.lifecycle.state is State.UNHEALTHY
+    assert "namespace check failed" in rig.lifecycle.snapshot().last_error
+
+
+async def test_a_hanging_health_check_counts_as_failed_after_its_timeout(rig: Rig):
+    rig.supervisor.start()
+    await settle()
+    rig.health["hang"] = 1
+    rig.clock.advance(15)
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+    rig.clock.advance(2)
+    await settle()
+    assert rig.lifecycle.state is State.UNHEALTHY
+    assert "timed out after 2s" in rig.lifecycle.snapshot().last_error
+
+
+async def test_fast_path_attempts_at_once_instead_of_waiting_for_the_backoff(rig: Rig):
+    rig.effects.fail("dial", times=6)
+    rig.supervisor.start()
+    await settle()
+    for _ in range(5):
+        await rig.advance_to_retry()
+    assert rig.lifecycle.next_delay == 30  # a long backoff is scheduled
+    rig.effects.failing.clear()  # Temporal is back
+    before = rig.clock.monotonic()
+    assert await rig.supervisor.request_attempt(wait=3) is True
+    assert rig.lifecycle.state is State.CONNECTED
+    assert rig.clock.monotonic() == before  # no time had to pass
+    assert list(rig.lifecycle.events)[-2].cause == "fast path"
+
+
+async def test_fast_path_is_rate_limited_and_single_flight(rig: Rig):
+    rig.effects.fail("dial", times=100)
+    rig.supervisor.start()
+    await settle()
+    dials = rig.effects.count("dial")
+    results = await asyncio.gather(*(rig.supervisor.request_attempt(wait=3) for _ in range(10)))
+    assert results == [False] * 10
+    assert rig.effects.count("dial") == dials + 1  # ten callers, one attempt
+    assert await rig.supervisor.request_attempt(wait=3) is False
+    assert rig.effects.count("dial") == dials + 1  # rate limited within the second
+    rig.clock.advance(0.5)
+    await settle()
+    rig.clock.advance(0.5)  # the scheduled 2 s retry is not due yet, the rate limit has passed
+    assert await rig.supervisor.request_attempt(wait=3) is False
+    assert rig.effects.count("dial") == dials + 2
+
+
+async def test_fast_path_waits_a_bounded_time_for_an_attempt_in_flight(rig: Rig):
+    rig.effects.dial_gate = asyncio.Event()
+    rig.supervisor.start()
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTING
+    waiter = asyncio.create_task(rig.supervisor.request_attempt(wait=3))
+    await settle()
+    rig.clock.advance(3)
+    assert await waiter is False  # gave up waiting; the dial is still in flight
+    rig.effects.dial_gate.set()
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+
+
+async def test_close_mid_dial_is_prompt_and_leaves_nothing(rig: Rig):
+    rig.effects.dial_gate = asyncio.Event()
+    rig.supervisor.start()
+    await settle()
+    await rig.supervisor.close()
+    assert rig.lifecycle.state is State.STOPPED
+    assert await rig.supervisor.request_attempt(wait=1) is False
+
+
+async def test_close_while_waiting_for_a_retry(rig: Rig):
+    rig.effects.fail("dial", times=1)
+    rig.supervisor.start()
+    await settle()
+    assert rig.lifecycle.state is State.DISCONNECTED
+    await rig.supervisor.close()
+    await rig.supervisor.close()
+    assert rig.lifecycle.state is State.STOPPED
+
+
+async def test_no_task_left_behind(rig: Rig):
+    before = {t for t in asyncio.all_tasks() if not t.done()}
+    rig.supervisor.start()
+    await settle()
+    rig.health["fail"] = 1
+    rig.clock.advance(15)
+    await settle()
+    await rig.supervisor.close()
+    await settle()
+    assert {t for t in asyncio.all_tasks() if not t.done()} == before
