@@ -1,0 +1,149 @@
+"""SQL for agent executions. Every function runs on a connection already inside the caller's
+transaction (see ``Database``); transitions return ``(record, changed)`` so the store notifies
+listeners only for real changes.
+
+Transitions read, check the phase guard, then write -- all under ``BEGIN IMMEDIATE``, so no
+other writer (thread or process) can slip in between. The UPDATE repeats the guard anyway, so a
+mistake in the Python check can never move a terminal record.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+
+from .codec import agent_execution_from_row, dump_json, messages_to_json
+from .models import AgentExecution, AlreadyExists, Message, NotFound, Phase
+from .paging import select_page
+
+__all__ = [
+    "PREFIX",
+    "complete",
+    "delete",
+    "fail",
+    "get",
+    "insert",
+    "list_page",
+    "mark_started",
+    "temporal_workflow_id",
+    "unfinished",
+]
+
+PREFIX = "aex"
+USER_ROLE = "user"
+_UNFINISHED = (Phase.PENDING.value, Phase.IN_PROGRESS.value)
+
+
+def temporal_workflow_id(execution_id: str) -> str:
+    return f"stigmer/agent-execution/invoke/{execution_id}"
+
+
+def _check_env(runtime_env: Mapping[str, str]) -> dict[str, str]:
+    # JSON would happily store numbers, which would then come back as non-str values.
+    for key, value in runtime_env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"runtime_env must map str to str, got {key!r}: {value!r}")
+    return dict(runtime_env)
+
+
+def insert(
+    conn: sqlite3.Connection,
+    *,
+    id: str,
+    agent: str,
+    message: str,
+    runtime_env: Mapping[str, str],
+    parent_id: str,
+    at: float,
+) -> AgentExecution:
+    env = _check_env(runtime_env)
+    messages = (Message(role=USER_ROLE, text=message, at=at),)
+    try:
+        conn.execute(
+            "INSERT INTO agent_executions (id, agent, message, runtime_env, phase, messages, error,"
+            " created_at, started_at, completed_at, workflow_id, parent_id, version)"
+            " VALUES (?, ?, ?, ?, ?, ?, '', ?, NULL, NULL, ?, ?, 1)",
+            (
+                id,
+                agent,
+                message,
+                dump_json(env),
+                Phase.PENDING.value,
+                messages_to_json(messages),
+                at,
+                temporal_workflow_id(id),
+                parent_id,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise AlreadyExists(f"agent execution {id} already exists") from exc
+    return get(conn, id)
+
+
+def get(conn: sqlite3.Connection, id: str) -> AgentExecution:
+    row = conn.execute("SELECT * FROM agent_executions WHERE id = ?", (id,)).fetchone()
+    if row is None:
+        raise NotFound(f"agent execution {id!r} not found")
+    return agent_execution_from_row(row)
+
+
+def list_page(
+    conn: sqlite3.Connection, *, phase: Phase | None, page_size: int, page_token: str
+) -> tuple[list[AgentExecution], str]:
+    return select_page(
+        conn,
+        table="agent_executions",
+        prefix=PREFIX,
+        phase=phase,
+        page_size=page_size,
+        page_token=page_token,
+        convert=agent_execution_from_row,
+    )
+
+
+def delete(conn: sqlite3.Connection, id: str) -> bool:
+    return conn.execute("DELETE FROM agent_executions WHERE id = ?", (id,)).rowcount > 0
+
+
+def unfinished(conn: sqlite3.Connection) -> list[AgentExecution]:
+    rows = conn.execute("SELECT * FROM agent_executions WHERE phase IN (?, ?) ORDER BY id ASC", _UNFINISHED).fetchall()
+    return [agent_execution_from_row(row) for row in rows]
+
+
+def mark_started(conn: sqlite3.Connection, id: str, *, at: float) -> tuple[AgentExecution, bool]:
+    current = get(conn, id)
+    if current.phase is not Phase.PENDING:
+        return current, False
+    cursor = conn.execute(
+        "UPDATE agent_executions SET phase = ?, started_at = ?, version = version + 1 WHERE id = ? AND phase = ?",
+        (Phase.IN_PROGRESS.value, at, id, Phase.PENDING.value),
+    )
+    return get(conn, id), cursor.rowcount == 1
+
+
+def complete(
+    conn: sqlite3.Connection, id: str, *, replies: Sequence[Message], at: float
+) -> tuple[AgentExecution, bool]:
+    current = get(conn, id)
+    if current.phase.terminal:
+        return current, False
+    messages = (*current.messages, *replies)
+    # started_at is filled in if the "started" activity never ran, so durations stay computable.
+    cursor = conn.execute(
+        "UPDATE agent_executions SET phase = ?, messages = ?, started_at = COALESCE(started_at, ?),"
+        " completed_at = ?, version = version + 1 WHERE id = ? AND phase IN (?, ?)",
+        (Phase.COMPLETED.value, messages_to_json(messages), at, at, id, *_UNFINISHED),
+    )
+    return get(conn, id), cursor.rowcount == 1
+
+
+def fail(conn: sqlite3.Connection, id: str, *, error: str, at: float) -> tuple[AgentExecution, bool]:
+    current = get(conn, id)
+    if current.phase.terminal:
+        return current, False
+    cursor = conn.execute(
+        "UPDATE agent_executions SET phase = ?, error = ?, completed_at = ?, version = version + 1"
+        " WHERE id = ? AND phase IN (?, ?)",
+        (Phase.FAILED.value, error, at, id, *_UNFINISHED),
+    )
+    return get(conn, id), cursor.rowcount == 1
