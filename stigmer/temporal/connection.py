@@ -1,0 +1,446 @@
+"""TemporalConnection: the lifecycle machine's effects bound to the temporalio SDK.
+
+It owns the machine and the loops that drive it (retry timer, health ticker, comeback probe),
+builds fresh workers and creators for every verified client, and writes the log lines users grep
+for (../shared/LOG_CONTRACT.md) from the machine's transition record, so each state change is
+logged once and in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from loguru import logger
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.service import KeepAliveConfig, RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from statemachine import BackoffPolicy, Clock, ConnectionLifecycle, Snapshot, State, Supervisor, TransitionEvent
+from statemachine.lifecycle import describe
+from stigmer.store import Store
+from stigmer.temporal.agents import AgentRunner
+from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
+from stigmer.temporal.names import TaskQueues
+from stigmer.temporal.workers import build_workers
+
+WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
+CORE_LOGGER = "temporalio.core"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionSettings:
+    host_port: str = "localhost:7233"
+    namespace: str = "default"
+    queues: TaskQueues = field(default_factory=TaskQueues)
+    #: Overall bound on Client.connect: behind a black hole it hangs ~30 s whatever connect_timeout says.
+    dial_timeout: float = 3.0
+    verify_timeout: float = 2.0
+    health_interval: float = 15.0
+    health_timeout: float = 2.0
+    #: How long a request that found Temporal unavailable waits for one immediate attempt.
+    fast_path_wait: float = 3.0
+    fast_path: bool = True
+    #: Watch the address while disconnected and retry at once when it starts accepting again.
+    probe: bool = True
+    probe_interval: float = 0.25
+    worker_start_timeout: float = 10.0
+    #: Bound on stopping old workers; on a dead connection Worker.shutdown() can block ~30 s.
+    worker_shutdown_timeout: float = 5.0
+    #: A short keepalive replaces a silently dead connection in seconds instead of 45.
+    keepalive_interval: float = 5.0
+    keepalive_timeout: float = 3.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+    @property
+    def host(self) -> str:
+        return self.host_port.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.host_port.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreatorTargets:
+    """Where creators go: the controllers' setters. ``None`` withdraws."""
+
+    agent_execution: Callable[[AgentExecutionCreator | None], None]
+    workflow_execution: Callable[[WorkflowExecutionCreator | None], None]
+    workflow_validation: Callable[[WorkflowValidator | None], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionStatus:
+    snapshot: Snapshot
+    workers_running: int
+    host_port: str
+    namespace: str
+
+    @property
+    def state(self) -> State:
+        return self.snapshot.state
+
+
+class NamespaceMissing(RuntimeError):
+    def __init__(self, namespace: str) -> None:
+        super().__init__(
+            f"namespace '{namespace}' does not exist on this Temporal; create it with "
+            f"`temporal operator namespace create -n {namespace}` (or set TEMPORAL_NAMESPACE)"
+        )
+
+
+class WorkerStartError(RuntimeError):
+    pass
+
+
+class TemporalUnreachable(RuntimeError):
+    """A dial or check failed; the message says how, in words (not a tonic error dump)."""
+
+
+def explain(err: BaseException, host_port: str) -> str:
+    """A one-line reason for a failed dial or check that an operator can act on."""
+    text = str(err)
+    lowered = text.lower()
+    if isinstance(err, TimeoutError) or "timeout expired" in lowered or "deadline" in lowered:
+        return f"no answer from {host_port} in time (is the address right, or the network path dead?)"
+    if "connection refused" in lowered:
+        return f"connection refused by {host_port} (is Temporal running?)"
+    if "tcp connect error" in lowered or "dns error" in lowered or "failed to lookup" in lowered:
+        return f"cannot reach {host_port}: {text.splitlines()[0][:200]}"
+    if isinstance(err, RPCError):
+        return f"{err.status.name if err.status else 'RPC error'}: {err.message}"
+    return describe(err)
+
+
+Connect = Callable[..., Awaitable[Client]]
+BuildWorkers = Callable[..., list[Worker]]
+
+
+def make_runtime() -> Runtime:
+    """A Temporal runtime whose core log lines go through Python logging (then loguru).
+
+    Without this the SDK core writes its own ANSI-coloured WARN lines straight to stderr, about
+    one per second per worker during an outage.
+    """
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
+            )
+        )
+    )
+
+
+class TemporalConnection:
+    """Keeps a Temporal client, three workers and the creators alive while Temporal allows."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        *,
+        store: Store,
+        runner: AgentRunner,
+        targets: CreatorTargets,
+        clock: Clock | None = None,
+        runtime: Runtime | None = None,
+        connect: Connect | None = None,
+        workers_factory: BuildWorkers = build_workers,
+        on_connected: Callable[[Client], Awaitable[object]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._runner = runner
+        self._targets = targets
+        self._runtime = runtime
+        self._connect: Connect = connect or Client.connect
+        self._build_workers = workers_factory
+        self._workers: list[Worker] = []
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._reports: set[asyncio.Task[bool]] = set()
+        self._workers_started_once = False
+        self._closing = False
+        self._on_connected = on_connected
+        self._hooks: set[asyncio.Task[object]] = set()
+        self.lifecycle: ConnectionLifecycle[Client] = ConnectionLifecycle(
+            self,
+            backoff=settings.backoff,
+            clock=clock,
+            attempt_timeout=settings.dial_timeout + settings.verify_timeout + 1.0,
+        )
+        self.supervisor: Supervisor[Client] = Supervisor(
+            self.lifecycle,
+            check=self._check,
+            health_interval=settings.health_interval,
+            check_timeout=settings.health_timeout,
+            clock=clock,
+            probe=self._probe if settings.probe else None,
+            probe_interval=settings.probe_interval,
+        )
+        self.lifecycle.events.subscribe(self._log_transition)
+        self.lifecycle.events.subscribe(self._run_connected_hook)
+
+    # ------------------------------------------------------------------ service API
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        if self._runtime is None:
+            self._runtime = make_runtime()
+        logger.info("Starting Temporal health monitor", interval=self.settings.health_interval,
+                    host_port=self.settings.host_port, namespace=self.settings.namespace)
+        self.supervisor.start()
+
+    async def close(self) -> None:
+        """Stop loops, workers, client; bounded. Safe to call twice."""
+        self._closing = True
+        await self.supervisor.close()
+        for task in [*self._reports, *self._hooks]:
+            task.cancel()
+        if self._hooks:
+            await asyncio.wait(set(self._hooks), timeout=2.0)
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=self.settings.worker_shutdown_timeout + 2)
+
+    def is_connected(self) -> bool:
+        return self.lifecycle.is_connected()
+
+    def status(self) -> ConnectionStatus:
+        snapshot = self.lifecycle.snapshot()
+        return ConnectionStatus(
+            snapshot=snapshot,
+            # Workers run exactly while CONNECTED (the lifecycle's invariant).
+            workers_running=len(WORKER_NAMES) if snapshot.connected else 0,
+            host_port=self.settings.host_port,
+            namespace=self.settings.namespace,
+        )
+
+    async def wait_available(self) -> bool:
+        """For a request that found no creator: one fast attempt, bounded wait. True if CONNECTED."""
+        if self.lifecycle.is_connected():
+            return True
+        if not self.settings.fast_path:
+            return False
+        return await self.supervisor.request_attempt(wait=self.settings.fast_path_wait)
+
+    def unavailable_details(self) -> tuple[str, float]:
+        """(state name, seconds until the next scheduled attempt) for an UNAVAILABLE answer."""
+        snapshot = self.lifecycle.snapshot()
+        retry_in = snapshot.next_retry_in
+        return snapshot.state.name, 1.0 if retry_in is None else max(1.0, retry_in)
+
+    def report_unavailable(self, error: BaseException | str, *, client: Client | None = None) -> None:
+        """A request saw Temporal unavailable: mark the connection unhealthy now, not at the next tick."""
+        cause = f"request failed: {error if isinstance(error, str) else describe(error)}"
+        self._spawn_report(cause, client)
+
+    # ------------------------------------------------------------------ effects
+
+    async def dial(self) -> Client:
+        try:
+            return await self._dial()
+        except Exception as err:
+            raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
+
+    async def _dial(self) -> Client:
+        return await asyncio.wait_for(
+            self._connect(
+                self.settings.host_port,
+                namespace=self.settings.namespace,
+                runtime=self._runtime,
+                connect_timeout=timedelta(seconds=self.settings.dial_timeout),
+                keep_alive_config=KeepAliveConfig(
+                    interval_millis=int(self.settings.keepalive_interval * 1000),
+                    timeout_millis=int(self.settings.keepalive_timeout * 1000),
+                ),
+            ),
+            timeout=self.settings.dial_timeout,
+        )
+
+    async def verify(self, client: Client) -> None:
+        try:
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=self.settings.namespace),
+                timeout=timedelta(seconds=self.settings.verify_timeout),
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise NamespaceMissing(self.settings.namespace) from err
+            raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
+
+    async def start_workers(self, client: Client) -> None:
+        workers = self._build_workers(client, store=self._store, runner=self._runner, queues=self.settings.queues)
+        tasks = [
+            asyncio.create_task(worker.run(), name=f"stigmer-worker-{name.replace(' ', '-')}")
+            for name, worker in zip(WORKER_NAMES, workers, strict=True)
+        ]
+        # Recorded before waiting, so that a rollback (stop_workers) finds them.
+        self._workers, self._worker_tasks = workers, tasks
+        deadline = asyncio.get_running_loop().time() + self.settings.worker_start_timeout
+        while not all(worker.is_running for worker in workers):
+            for name, task in zip(WORKER_NAMES, tasks, strict=True):
+                if task.done():
+                    error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+                    logger.error("Failed to start worker", worker=name, error=describe(error) if error else "exited")
+                    raise WorkerStartError(f"{name} worker failed to start: {describe(error) if error else 'exited'}")
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                logger.error("Failed to start worker", error=f"not running after {self.settings.worker_start_timeout}s")
+                raise WorkerStartError(f"workers not running after {self.settings.worker_start_timeout:g}s")
+            await asyncio.wait(tasks, timeout=min(0.02, remaining), return_when=asyncio.FIRST_COMPLETED)
+        for name, task in zip(WORKER_NAMES, tasks, strict=True):
+            task.add_done_callback(functools.partial(self._on_worker_exit, name, client))
+
+    async def stop_workers(self) -> None:
+        workers, tasks = self._workers, self._worker_tasks
+        self._workers, self._worker_tasks = [], []
+        if not workers:
+            return
+        # In the background: a shutdown on a dead connection must not hold up reconnection.
+        retire = asyncio.create_task(self._retire(workers, tasks), name="stigmer-retire-workers")
+        self._retiring.add(retire)
+        retire.add_done_callback(self._retiring.discard)
+
+    async def inject_creators(self, client: Client) -> None:
+        queues = self.settings.queues
+        self._targets.agent_execution(AgentExecutionCreator(client, queues=queues))
+        self._targets.workflow_execution(WorkflowExecutionCreator(client, queues=queues))
+        self._targets.workflow_validation(WorkflowValidator(client, queues=queues))
+
+    async def withdraw_creators(self) -> None:
+        self._targets.agent_execution(None)
+        self._targets.workflow_execution(None)
+        self._targets.workflow_validation(None)
+
+    async def close_client(self, client: Client) -> None:
+        # temporalio clients have no close(): the connection goes when the last reference does.
+        # Old workers still hold it until they have shut down, which is what we want.
+        return None
+
+    # ------------------------------------------------------------------ loops' helpers
+
+    async def _check(self, client: Client) -> None:
+        try:
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=self.settings.namespace),
+                timeout=timedelta(seconds=self.settings.health_timeout),
+            )
+        except RPCError as err:
+            raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
+
+    async def _probe(self) -> bool:
+        """Does the Temporal address accept TCP connections? (cheap; no gRPC, no log noise)"""
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.settings.host, self.settings.port), timeout=0.5
+            )
+        except (OSError, TimeoutError, ValueError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), timeout=0.5)
+        return True
+
+    async def _retire(self, workers: list[Worker], tasks: list[asyncio.Task[None]]) -> None:
+        for worker in workers:
+            # shutdown() only sets a flag and then waits for run() to finish: we wait on run().
+            asyncio.ensure_future(worker.shutdown()).add_done_callback(_consume)
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.worker_shutdown_timeout)
+        if pending:
+            logger.warning("Old workers did not stop in time; cancelling them",
+                           timeout=self.settings.worker_shutdown_timeout, count=len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+
+    def _on_worker_exit(self, name: str, client: Client, task: asyncio.Task[None]) -> None:
+        if self._closing or task.cancelled() or client is not self.lifecycle.client:
+            return  # stopped on purpose, or an old worker winding down
+        error = task.exception()
+        cause = f"{name} worker stopped: {describe(error) if error else 'run() returned'}"
+        logger.error("Temporal worker failed", worker=name, error=cause)
+        self._spawn_report(cause, client)
+
+    def _spawn_report(self, cause: str, client: Client | None) -> None:
+        if self._closing:
+            return
+        task = asyncio.get_running_loop().create_task(self.lifecycle.report_failure(cause, client=client))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    def _run_connected_hook(self, event: TransitionEvent) -> None:
+        """On every entry to CONNECTED, run the hook (the reconciler) on the new client, in the background."""
+        client = self.lifecycle.client
+        if self._on_connected is None or event.dest is not State.CONNECTED or client is None or self._closing:
+            return
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self._hook(client))
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
+    async def _hook(self, client: Client) -> object:
+        assert self._on_connected is not None
+        try:
+            return await self._on_connected(client)
+        except Exception as err:  # the hook must never take the connection down
+            logger.opt(exception=err).error("on-connected hook failed: {}", describe(err))
+            return None
+
+    # ------------------------------------------------------------------ the log contract
+
+    def _log_transition(self, event: TransitionEvent) -> None:
+        log = logger.bind(trigger=event.trigger, source=event.source.name, dest=event.dest.name,
+                          attempt=event.attempt, host_port=self.settings.host_port)
+        if event.trigger == "start" and event.attempt == 0:
+            log.info("Connecting to Temporal at {} (namespace {})", self.settings.host_port, self.settings.namespace)
+        elif event.trigger in ("start", "reconnect"):
+            if _worth_logging(event.attempt):
+                log.info("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
+            else:
+                log.debug("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
+        elif event.trigger in ("connect_ok", "reconnect_ok"):
+            first_workers = not self._workers_started_once
+            self._workers_started_once = True
+            if event.trigger == "connect_ok" and event.attempt == 0:
+                log.info("✅ Initial Temporal connection successful")
+                log.info("All Temporal workers started")
+                return
+            log.info("✅ Temporal reconnected successfully")
+            if first_workers:
+                log.info("All Temporal workers started")
+            log.info("✅ Workers restarted successfully")
+            log.info("✅ Workflow creators reinjected successfully")
+        elif event.trigger == "connect_failed" and event.attempt == 0:
+            log.warning("Failed initial Temporal connection - will retry automatically (error: {}; next try in {:g}s)",
+                        event.cause, event.backoff)
+        elif event.trigger in ("connect_failed", "reconnect_failed"):
+            if _worth_logging(event.attempt):
+                log.warning("Temporal reconnection failed, will retry (attempt {}: {}; next try in {:g}s)",
+                            event.attempt, event.cause, event.backoff)
+            else:
+                log.debug("Temporal reconnection failed, will retry (attempt {}: {})", event.attempt, event.cause)
+        elif event.trigger == "health_failed":
+            log.warning("Temporal connection unhealthy, initiating reconnection ({})", event.cause)
+            log.info("Stopping old workers")
+        elif event.trigger == "stop":
+            log.info("Temporal connection stopped")
+        for error in event.errors:
+            log.warning("Teardown step failed: {}", error)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieve a background future's outcome so asyncio does not warn it was never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _worth_logging(attempt: int) -> bool:
+    """Log the first few retries of an outage, then every tenth, so a long outage does not flood."""
+    return attempt <= 3 or attempt % 10 == 0

@@ -1,0 +1,196 @@
+"""Creators: start executions and validate documents through Temporal, with hard deadlines.
+
+Each is a small object built from one client; the connection layer injects them into the
+controllers while connected and withdraws them otherwise. Every call has an overall deadline
+because the SDK's high-level calls retry internally for 5-10 s when Temporal is down (measured),
+and `rpc_timeout` bounds a single attempt only. Running out of time, or Temporal answering
+UNAVAILABLE, raises `TemporalUnavailable`, which the server maps to gRPC UNAVAILABLE.
+
+Starts are idempotent: workflow id = execution id, conflict policy USE_EXISTING (a running
+workflow is reused) and reuse policy ALLOW_DUPLICATE_FAILED_ONLY (a workflow that finished is
+not started again; one that broke may be). A repeated start is therefore a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from stigmer.temporal import names, workflowdoc
+from stigmer.temporal.payloads import (
+    AgentExecutionInput,
+    ValidationInput,
+    ValidationResult,
+    WorkflowExecutionInput,
+)
+from stigmer.temporal.workflows import AGENT_EXECUTION_RUN_TIMEOUT, VALIDATION_RUN_TIMEOUT
+
+T = TypeVar("T")
+
+_UNAVAILABLE_CODES = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+class TemporalUnavailable(Exception):
+    """Temporal did not answer in time, or answered UNAVAILABLE: try again later."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for the RPC errors that mean "Temporal is not reachable" rather than "request refused".
+
+    A black-holed connection surfaces as CANCELLED 'Timeout expired' (measured), so it counts.
+    """
+    if not isinstance(exc, RPCError):
+        return False
+    if exc.status in _UNAVAILABLE_CODES:
+        return True
+    return exc.status == RPCStatusCode.CANCELLED and "timeout expired" in exc.message.lower()
+
+
+# The `timeout` parameters below are the agreed creator API (ASYNC109 prefers callers wrapping
+# us in asyncio.timeout): the deadline must cover the SDK's internal retries, so it lives here.
+async def _with_deadline(call: Awaitable[T], *, timeout: float, what: str) -> T:  # noqa: ASYNC109
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except TimeoutError:
+        raise TemporalUnavailable(f"{what}: Temporal did not answer within {timeout:g} s") from None
+    except RPCError as exc:
+        if is_unavailable(exc):
+            detail = f"{exc.status.name}: {exc.message}"
+            raise TemporalUnavailable(f"{what}: Temporal is unavailable ({detail})") from exc
+        raise
+
+
+async def _start_once(
+    client: Client,
+    workflow: str,
+    arg: object,
+    *,
+    workflow_id: str,
+    task_queue: str,
+    run_timeout: timedelta | None,
+    timeout: float,  # noqa: ASYNC109
+    what: str,
+) -> None:
+    # WorkflowAlreadyStartedError: the workflow already ran to completion, so the reuse policy
+    # refused a second run -- exactly the no-op a repeated start should be.
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await _with_deadline(
+            client.start_workflow(
+                workflow,
+                arg,
+                id=workflow_id,
+                task_queue=task_queue,
+                run_timeout=run_timeout,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                rpc_timeout=timedelta(seconds=timeout),
+            ),
+            timeout=timeout,
+            what=what,
+        )
+
+
+class AgentExecutionCreator:
+    """Starts the agent execution workflow of a stored agent execution."""
+
+    def __init__(self, client: Client, *, queues: names.TaskQueues) -> None:
+        self._client = client
+        self._queues = queues
+
+    @property
+    def client(self) -> Client:
+        """The client this was built with (lets a failure report name the connection it saw fail)."""
+        return self._client
+
+    async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
+        """Start (or find already started) the workflow; returns its Temporal workflow id."""
+        workflow_id = names.agent_execution_workflow_id(execution_id)
+        await _start_once(
+            self._client,
+            names.AGENT_EXECUTION_WORKFLOW,
+            AgentExecutionInput(execution_id=execution_id),
+            workflow_id=workflow_id,
+            task_queue=self._queues.agent_execution,
+            run_timeout=AGENT_EXECUTION_RUN_TIMEOUT,
+            timeout=timeout,
+            what=f"start agent execution {execution_id}",
+        )
+        return workflow_id
+
+
+class WorkflowExecutionCreator:
+    """Starts the workflow execution workflow of a stored workflow execution."""
+
+    def __init__(self, client: Client, *, queues: names.TaskQueues) -> None:
+        self._client = client
+        self._queues = queues
+
+    @property
+    def client(self) -> Client:
+        """The client this was built with (lets a failure report name the connection it saw fail)."""
+        return self._client
+
+    async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
+        """Start (or find already started) the workflow; returns its Temporal workflow id."""
+        workflow_id = names.workflow_execution_workflow_id(execution_id)
+        await _start_once(
+            self._client,
+            names.WORKFLOW_EXECUTION_WORKFLOW,
+            WorkflowExecutionInput(execution_id=execution_id, agent_task_queue=self._queues.agent_execution),
+            workflow_id=workflow_id,
+            task_queue=self._queues.workflow_execution,
+            run_timeout=None,  # as long as its document says; see workflows.py
+            timeout=timeout,
+            what=f"start workflow execution {execution_id}",
+        )
+        return workflow_id
+
+
+class WorkflowValidator:
+    """Validates a workflow document on the validation worker, synchronously for the caller."""
+
+    def __init__(self, client: Client, *, queues: names.TaskQueues) -> None:
+        self._client = client
+        self._queues = queues
+
+    @property
+    def client(self) -> Client:
+        """The client this was built with (lets a failure report name the connection it saw fail)."""
+        return self._client
+
+    async def validate(self, document: str, *, timeout: float) -> ValidationResult:  # noqa: ASYNC109
+        """VALID or INVALID with errors. TemporalUnavailable if no answer within `timeout` s.
+
+        An oversized document is rejected here, without a round trip: Temporal refuses payloads
+        over 2 MiB with an unhelpful error, and the size rule needs no worker.
+        """
+        if len(document.encode("utf-8")) > workflowdoc.MAX_DOCUMENT_BYTES:
+            return ValidationResult(valid=False, errors=workflowdoc.validate(document))
+        # Validations are not stored, so each gets a fresh id; its run timeout reaps it if the
+        # caller gave up before a worker picked it up.
+        request_id = uuid.uuid4().hex
+        result: ValidationResult = await _with_deadline(
+            self._client.execute_workflow(
+                names.WORKFLOW_VALIDATION_WORKFLOW,
+                ValidationInput(document=document),
+                id=names.workflow_validation_workflow_id(request_id),
+                task_queue=self._queues.workflow_validation,
+                run_timeout=VALIDATION_RUN_TIMEOUT,
+                result_type=ValidationResult,
+                rpc_timeout=timedelta(seconds=timeout),
+            ),
+            timeout=timeout,
+            what="validate workflow document",
+        )
+        return result

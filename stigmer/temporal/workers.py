@@ -1,0 +1,68 @@
+"""Worker factory: three workers, one per task queue, each registering only what it runs.
+
+Workers are built fresh for every connection (the lead's `TemporalConnection` starts them on
+entering CONNECTED and shuts them down on leaving it): a worker is tied to the client it was
+built with, and re-pointing an old worker at a new client does not unstick its polls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from stigmer.store import Store
+from stigmer.temporal.activities import (
+    AgentExecutionActivities,
+    WorkflowExecutionActivities,
+    validate_workflow_document,
+)
+from stigmer.temporal.agents import AgentRunner
+from stigmer.temporal.names import TaskQueues
+from stigmer.temporal.workflows import (
+    AgentExecutionWorkflow,
+    WorkflowExecutionWorkflow,
+    WorkflowValidationWorkflow,
+)
+
+# Long enough for a store write in flight to land; short enough that shutdown stays bounded.
+# Running agents are cancelled after it (they heartbeat, so they notice) and retried elsewhere.
+DEFAULT_GRACEFUL_SHUTDOWN = timedelta(seconds=2)
+
+FatalErrorHandler = Callable[[BaseException], Awaitable[None]]
+
+
+def build_workers(
+    client: Client,
+    *,
+    store: Store,
+    runner: AgentRunner,
+    queues: TaskQueues,
+    graceful_shutdown_timeout: timedelta = DEFAULT_GRACEFUL_SHUTDOWN,
+    on_fatal_error: FatalErrorHandler | None = None,
+) -> list[Worker]:
+    """The agent execution, workflow execution and validation workers, in that order.
+
+    Not started: the caller runs them (``worker.run()``) and shuts them down. `on_fatal_error`
+    is passed to every worker, so a poller failure can be turned into a state change.
+    """
+    agent_activities = AgentExecutionActivities(store=store, runner=runner)
+    workflow_activities = WorkflowExecutionActivities(store=store)
+
+    def worker(task_queue: str, workflows: list[type], activities: list[Callable[..., object]]) -> Worker:
+        return Worker(
+            client,
+            task_queue=task_queue,
+            workflows=workflows,
+            activities=activities,
+            graceful_shutdown_timeout=graceful_shutdown_timeout,
+            on_fatal_error=on_fatal_error,
+        )
+
+    return [
+        worker(queues.agent_execution, [AgentExecutionWorkflow], list(agent_activities.all())),
+        worker(queues.workflow_execution, [WorkflowExecutionWorkflow], list(workflow_activities.all())),
+        worker(queues.workflow_validation, [WorkflowValidationWorkflow], [validate_workflow_document]),
+    ]

@@ -1,0 +1,396 @@
+"""Workflow documents: parsing, validation and `${ref}` substitution. Pure functions, no I/O.
+
+A document is JSON text::
+
+    {"name": "greet", "description": "optional",
+     "tasks": [{"name": "t1", "kind": "set", "values": {"k": "v"}},
+               {"name": "t2", "kind": "wait", "seconds": 0.5},
+               {"name": "t3", "kind": "agent", "agent": "echo", "message": "hello ${k} ${input.user}",
+                "runtime_env": {"STIGMER_AGENT_DELAY_SECONDS": "1"}}]}
+
+Task kinds: ``set`` merges ``values`` into the workflow's values; ``wait`` sleeps ``seconds``
+(0..86400, durable); ``agent`` runs an agent execution with ``message`` (and optional
+``runtime_env``) and its replies become the task's output.
+
+References ``${...}`` may appear in string values of ``set`` tasks, in ``message`` and in
+``runtime_env`` values. Each must name ``input`` or ``input.<path>`` (the execution's input),
+a key set by an *earlier* ``set`` task (optionally followed by ``.<path>`` into its value), or
+``tasks.<earlier task>.output``. How they are substituted at run time: see `templating`.
+
+This module runs inside the Temporal workflow sandbox: it must stay deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from stigmer.temporal.templating import REFERENCE
+
+MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_NAME_LENGTH = 100
+MAX_WAIT_SECONDS = 86400
+MAX_VALUE_DEPTH = 32
+KINDS = ("agent", "set", "wait")
+RESERVED_KEYS = ("input", "tasks")
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_REF = REFERENCE
+_REF_PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+_TOP_FIELDS = ("name", "description", "tasks")
+_TASK_FIELDS: dict[str, tuple[str, ...]] = {
+    "set": ("name", "kind", "values"),
+    "wait": ("name", "kind", "seconds"),
+    "agent": ("name", "kind", "agent", "message", "runtime_env"),
+}
+
+JSONValue: TypeAlias = Any
+
+
+@dataclass(frozen=True)
+class SetTask:
+    name: str
+    values: dict[str, JSONValue]
+    kind: str = field(default="set", init=False)
+
+
+@dataclass(frozen=True)
+class WaitTask:
+    name: str
+    seconds: float
+    kind: str = field(default="wait", init=False)
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    name: str
+    agent: str
+    message: str
+    runtime_env: dict[str, str]
+    kind: str = field(default="agent", init=False)
+
+
+Task: TypeAlias = SetTask | WaitTask | AgentTask
+
+
+@dataclass(frozen=True)
+class WorkflowDocument:
+    name: str
+    description: str
+    tasks: tuple[Task, ...]
+
+
+class InvalidDocument(ValueError):
+    """`parse` was given a document that `validate` rejects; `errors` says why."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def validate(document: str | bytes) -> list[str]:
+    """All problems with `document`, each ``"<json path>: <what is wrong>"``; empty if valid."""
+    data, errors = _load(document)
+    if errors:
+        return errors
+    if not isinstance(data, dict):
+        return [f"document: must be a JSON object, got {_type_name(data)}"]
+    _check_unknown_fields(data, _TOP_FIELDS, "document", errors)
+    _check_name(data.get("name"), "name", "workflow", errors)
+    if "description" in data and not isinstance(data["description"], str):
+        errors.append(f"description: must be a string, got {_type_name(data['description'])}")
+    tasks = data.get("tasks")
+    if tasks is None:
+        errors.append("tasks: required (a non-empty list of tasks)")
+    elif not isinstance(tasks, list):
+        errors.append(f"tasks: must be a list, got {_type_name(tasks)}")
+    elif not tasks:
+        errors.append("tasks: must contain at least one task")
+    else:
+        _check_tasks(tasks, errors)
+    return errors
+
+
+def parse(document: str | bytes) -> WorkflowDocument:
+    """The document as typed tasks; raises `InvalidDocument` if `validate` finds any problem."""
+    errors = validate(document)
+    if errors:
+        raise InvalidDocument(errors)
+    data, _ = _load(document)
+    tasks: list[Task] = []
+    for raw in data["tasks"]:
+        kind = raw["kind"]
+        if kind == "set":
+            tasks.append(SetTask(name=raw["name"], values=dict(raw["values"])))
+        elif kind == "wait":
+            tasks.append(WaitTask(name=raw["name"], seconds=float(raw["seconds"])))
+        else:
+            tasks.append(
+                AgentTask(
+                    name=raw["name"],
+                    agent=raw["agent"],
+                    message=raw["message"],
+                    runtime_env=dict(raw.get("runtime_env", {})),
+                )
+            )
+    return WorkflowDocument(name=data["name"], description=data.get("description", ""), tasks=tuple(tasks))
+
+
+def _load(document: str | bytes) -> tuple[Any, list[str]]:
+    if isinstance(document, bytes):
+        size = len(document)
+        if size > MAX_DOCUMENT_BYTES:
+            return None, [_size_error(size)]
+        try:
+            document = document.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, [f"document: not valid UTF-8 ({exc.reason} at byte {exc.start})"]
+    else:
+        # Cheap bound first: a str never encodes to fewer bytes than it has characters.
+        if len(document) > MAX_DOCUMENT_BYTES or len(document.encode("utf-8")) > MAX_DOCUMENT_BYTES:
+            return None, [_size_error(len(document.encode("utf-8")))]
+    if not document.strip():
+        return None, ["document: empty (expected a JSON object)"]
+    try:
+        return json.loads(document, object_pairs_hook=_no_duplicates, parse_constant=_no_constant), []
+    except _DuplicateKey as exc:
+        return None, [f"document: {exc}"]
+    except json.JSONDecodeError as exc:
+        return None, [f"document: not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"]
+    except RecursionError:
+        return None, ["document: nested too deeply"]
+
+
+def _size_error(size: int) -> str:
+    return f"document: {size} bytes exceeds the limit of {MAX_DOCUMENT_BYTES} bytes (1 MiB)"
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"duplicate key {key!r} in an object")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not allowed", name, 0)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _check_unknown_fields(
+    obj: dict[str, Any], allowed: tuple[str, ...], path: str, errors: list[str]
+) -> None:
+    for key in obj:
+        if key not in allowed:
+            where = f"{path}.{key}" if path != "document" else key
+            errors.append(f"{where}: unknown field (expected {', '.join(allowed)})")
+
+
+def _check_name(value: Any, path: str, what: str, errors: list[str]) -> bool:
+    if value is None:
+        errors.append(f"{path}: required (the {what} name)")
+    elif not isinstance(value, str):
+        errors.append(f"{path}: must be a string, got {_type_name(value)}")
+    elif not value:
+        errors.append(f"{path}: must not be empty")
+    elif len(value) > MAX_NAME_LENGTH:
+        errors.append(f"{path}: {len(value)} characters, at most {MAX_NAME_LENGTH} allowed")
+    elif not _NAME.fullmatch(value):
+        errors.append(f"{path}: {value!r} may contain only letters, digits, '-' and '_'")
+    else:
+        return True
+    return False
+
+
+@dataclass
+class _Context:
+    """What a task may refer to: the keys and task names defined before it."""
+
+    keys: set[str] = field(default_factory=set)
+    earlier_tasks: set[str] = field(default_factory=set)
+    all_tasks: set[str] = field(default_factory=set)
+
+
+def _check_tasks(tasks: list[Any], errors: list[str]) -> None:
+    ctx = _Context()
+    first_use: dict[str, int] = {}
+    for i, task in enumerate(tasks):
+        if isinstance(task, dict) and isinstance(task.get("name"), str):
+            first_use.setdefault(task["name"], i)
+    ctx.all_tasks = set(first_use)
+    for i, task in enumerate(tasks):
+        path = f"tasks[{i}]"
+        if not isinstance(task, dict):
+            errors.append(f"{path}: must be an object, got {_type_name(task)}")
+            continue
+        name = task.get("name")
+        if _check_name(name, f"{path}.name", "task", errors) and first_use[str(name)] != i:
+            first = first_use[str(name)]
+            errors.append(f"{path}.name: duplicate task name {name!r} (first used by tasks[{first}])")
+        kind = task.get("kind")
+        if kind is None:
+            errors.append(f"{path}.kind: required (one of {', '.join(KINDS)})")
+        elif not isinstance(kind, str) or kind not in KINDS:
+            shown = repr(kind) if isinstance(kind, str) else _type_name(kind)
+            errors.append(f"{path}.kind: unknown kind {shown} (expected one of {', '.join(KINDS)})")
+        else:
+            _check_unknown_fields(task, _TASK_FIELDS[kind], path, errors)
+            if kind == "set":
+                _check_set(task, path, ctx, errors)
+            elif kind == "wait":
+                _check_wait(task, path, errors)
+            else:
+                _check_agent(task, path, ctx, errors)
+        if isinstance(name, str):
+            ctx.earlier_tasks.add(name)
+
+
+def _check_set(task: dict[str, Any], path: str, ctx: _Context, errors: list[str]) -> None:
+    values = task.get("values")
+    if values is None:
+        errors.append(f"{path}.values: required (an object of keys to set)")
+        return
+    if not isinstance(values, dict):
+        errors.append(f"{path}.values: must be an object, got {_type_name(values)}")
+        return
+    if not values:
+        errors.append(f"{path}.values: must set at least one key")
+    for key, value in values.items():
+        key_path = f"{path}.values.{key}"
+        if not key or len(key) > MAX_NAME_LENGTH or not _NAME.fullmatch(key):
+            errors.append(
+                f"{path}.values: key {key!r} must be 1-{MAX_NAME_LENGTH} letters, digits, '-' or '_'"
+            )
+        elif key in RESERVED_KEYS:
+            errors.append(f"{key_path}: {key!r} is reserved (it names the {key} scope)")
+        _check_value_refs(value, key_path, ctx, errors, depth=0)
+    # Keys become visible only to later tasks, so a set cannot refer to its own keys.
+    ctx.keys.update(k for k in values if k not in RESERVED_KEYS)
+
+
+def _check_wait(task: dict[str, Any], path: str, errors: list[str]) -> None:
+    seconds = task.get("seconds")
+    if seconds is None:
+        errors.append(f"{path}.seconds: required (a number of seconds, 0 to {MAX_WAIT_SECONDS})")
+    elif isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        errors.append(f"{path}.seconds: must be a number, got {_type_name(seconds)}")
+    elif not math.isfinite(seconds) or not 0 <= seconds <= MAX_WAIT_SECONDS:
+        errors.append(f"{path}.seconds: {seconds} is out of range (0 to {MAX_WAIT_SECONDS})")
+
+
+def _check_agent(task: dict[str, Any], path: str, ctx: _Context, errors: list[str]) -> None:
+    _check_name(task.get("agent"), f"{path}.agent", "agent", errors)
+    message = task.get("message")
+    if message is None:
+        errors.append(f"{path}.message: required (the text sent to the agent)")
+    elif not isinstance(message, str):
+        errors.append(f"{path}.message: must be a string, got {_type_name(message)}")
+    elif not message.strip():
+        errors.append(f"{path}.message: must not be empty")
+    else:
+        _check_refs(message, f"{path}.message", ctx, errors)
+    env = task.get("runtime_env")
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        errors.append(f"{path}.runtime_env: must be an object of strings, got {_type_name(env)}")
+        return
+    for key, value in env.items():
+        key_path = f"{path}.runtime_env.{key}"
+        if not key:
+            errors.append(f"{path}.runtime_env: keys must not be empty")
+        if not isinstance(value, str):
+            errors.append(f"{key_path}: must be a string, got {_type_name(value)}")
+        else:
+            _check_refs(value, key_path, ctx, errors)
+
+
+def _check_value_refs(value: Any, path: str, ctx: _Context, errors: list[str], *, depth: int) -> None:
+    if depth > MAX_VALUE_DEPTH:
+        errors.append(f"{path}: nested deeper than {MAX_VALUE_DEPTH} levels")
+    elif isinstance(value, str):
+        _check_refs(value, path, ctx, errors)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value_refs(item, f"{path}[{i}]", ctx, errors, depth=depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_value_refs(item, f"{path}.{key}", ctx, errors, depth=depth + 1)
+
+
+def _check_refs(text: str, path: str, ctx: _Context, errors: list[str]) -> None:
+    if "${" not in text:
+        return
+    if "${" in _REF.sub("", text):
+        errors.append(f"{path}: unterminated reference (a '${{' without its closing '}}')")
+    for match in _REF.finditer(text):
+        problem = _ref_problem(match.group(1), ctx)
+        if problem:
+            errors.append(f"{path}: reference '{match.group(0)}' {problem}")
+
+
+def _ref_problem(ref: str, ctx: _Context) -> str:
+    if not _REF_PATH.fullmatch(ref):
+        return "is malformed (expected dot-separated names like input.user or tasks.t1.output)"
+    head, *rest = ref.split(".")
+    if head == "input":
+        return ""
+    if head == "tasks":
+        if len(rest) != 2 or rest[1] != "output":
+            return "is malformed (task outputs are referred to as tasks.<task name>.output)"
+        task = rest[0]
+        if task in ctx.earlier_tasks:
+            return ""
+        if task in ctx.all_tasks:
+            return f"refers to task {task!r}, which does not run before this task"
+        return f"refers to unknown task {task!r}"
+    if head in ctx.keys:
+        return ""
+    return (
+        f"does not resolve: {head!r} is not set by an earlier set task "
+        "(references name input.*, an earlier set key, or tasks.<earlier task>.output)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# run-time input
+
+
+def parse_input(text: str) -> dict[str, JSONValue]:
+    """An execution's input: a JSON object, or empty text for no input. Raises ValueError."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"input: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"input: must be a JSON object, got {_type_name(value)}")
+    return value
