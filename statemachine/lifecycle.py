@@ -252,13 +252,14 @@ class ConnectionLifecycle(Generic[C]):
             self._dialling = None
         return await self._serialized(self._conclude_success, client)
 
-    async def report_failure(self, cause: str, *, generation: int | None = None) -> bool:
+    async def report_failure(self, cause: str, *, generation: int | None = None, client: C | None = None) -> bool:
         """CONNECTED -> UNHEALTHY because something saw Temporal fail.
 
-        ``generation`` (from :attr:`generation` when the failing call started) makes a late report
-        about an already replaced connection a no-op. Returns True if the machine moved.
+        ``generation`` (from :attr:`generation` when the failing call started) or ``client`` (the
+        client the failing call used) make a late report about an already replaced connection a
+        no-op. Returns True if the machine moved.
         """
-        return await self._serialized(self._fail_health, cause, generation)
+        return await self._serialized(self._fail_health, cause, generation, client)
 
     async def shutdown(self, *, cause: str = "shutdown") -> None:
         """Stop for good from any state; safe to call twice. Cancels an in-flight dial."""
@@ -309,10 +310,12 @@ class ConnectionLifecycle(Generic[C]):
             return False
         return True
 
-    async def _fail_health(self, cause: str, generation: int | None) -> bool:
+    async def _fail_health(self, cause: str, generation: int | None, client: C | None) -> bool:
         if self.state is not State.CONNECTED:
             return False
         if generation is not None and generation != self._generation:
+            return False
+        if client is not None and client is not self._client:
             return False
         await self.health_failed(cause=cause)
         return True

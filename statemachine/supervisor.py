@@ -19,6 +19,7 @@ from statemachine.states import State
 C = TypeVar("C")
 
 HealthCheck = Callable[[C], Awaitable[None]]
+Probe = Callable[[], Awaitable[bool]]
 
 
 class Supervisor(Generic[C]):
@@ -30,7 +31,13 @@ class Supervisor(Generic[C]):
       ``check_timeout``; a failure (or time-out) reports the connection unhealthy;
     - fast path: :meth:`request_attempt` lets a request that found Temporal unavailable ask for
       one immediate attempt (single-flight, at most one per ``fast_path_interval``) and wait a
-      bounded time for its outcome.
+      bounded time for its outcome;
+    - comeback probe (optional): while waiting to retry, ``probe()`` (a cheap "does the port
+      accept connections?") runs every ``probe_interval``. When the address goes from refusing
+      to accepting -- Temporal (re)started -- an attempt is made on every probe for
+      ``eager_window`` seconds instead of waiting out a backoff of up to 30 s. An address that
+      always accepts (a black hole, a missing namespace) never triggers it, so it costs no
+      extra attempts there.
     """
 
     def __init__(
@@ -42,6 +49,9 @@ class Supervisor(Generic[C]):
         check_timeout: float = 2.0,
         fast_path_interval: float = 1.0,
         clock: Clock | None = None,
+        probe: Probe | None = None,
+        probe_interval: float = 0.5,
+        eager_window: float = 10.0,
     ) -> None:
         if health_interval <= 0:
             raise ValueError(f"health_interval must be > 0, got {health_interval}")
@@ -52,11 +62,15 @@ class Supervisor(Generic[C]):
         self._fast_path_interval = fast_path_interval
         self._clock: Clock = clock or SystemClock()
         self._wake = asyncio.Event()
-        self._fast_requested = False
+        self._fast_requested = ""  # the cause of a pending fast attempt, "" for none
         self._last_fast: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe = lifecycle.events.subscribe(lambda _event: self._wake.set())
         self._closed = False
+        self._probe = probe
+        self._probe_interval = probe_interval
+        self._eager_window = eager_window
+        self._eager_until: float | None = None
 
     @property
     def running(self) -> bool:
@@ -70,6 +84,8 @@ class Supervisor(Generic[C]):
             asyncio.create_task(self._retry_loop(), name="stigmer-temporal-retry"),
             asyncio.create_task(self._health_loop(), name="stigmer-temporal-health"),
         ]
+        if self._probe is not None:
+            self._tasks.append(asyncio.create_task(self._probe_loop(self._probe), name="stigmer-temporal-probe"))
 
     async def close(self) -> None:
         """Stop both loops and shut the lifecycle down (workers, creators, client). Idempotent."""
@@ -97,17 +113,23 @@ class Supervisor(Generic[C]):
         if lifecycle.state is State.STOPPED or self._closed:
             return False
         seen = lifecycle.events.last_seq
-        if lifecycle.state.waiting_to_retry:
-            now = self._clock.monotonic()
-            if self._last_fast is not None and now - self._last_fast < self._fast_path_interval:
-                return False
-            self._last_fast = now
-            self._fast_requested = True
-            self._wake.set()
+        if lifecycle.state.waiting_to_retry and not self._ask_for_attempt():
+            return False
         try:
             return await with_timeout(self._clock, self._outcome_after(seen), wait)
         except TimeoutError:
             return lifecycle.is_connected()
+
+    def _ask_for_attempt(self, cause: str = "fast path", *, rate_limited: bool = True) -> bool:
+        """Wake the retry loop for an immediate attempt, at most once per fast-path interval."""
+        now = self._clock.monotonic()
+        if rate_limited:
+            if self._last_fast is not None and now - self._last_fast < self._fast_path_interval:
+                return False
+            self._last_fast = now
+        self._fast_requested = cause
+        self._wake.set()
+        return True
 
     async def _outcome_after(self, seen: int) -> bool:
         """Wait for an attempt begun after event ``seen`` (or one in flight) to conclude."""
@@ -134,8 +156,8 @@ class Supervisor(Generic[C]):
             due = lifecycle.next_retry_at
             now = self._clock.monotonic()
             if self._fast_requested:
-                self._fast_requested = False
-                await lifecycle.attempt(cause="fast path", waited=0.0)
+                cause, self._fast_requested = self._fast_requested, ""
+                await lifecycle.attempt(cause=cause, waited=0.0)
             elif due is None or now >= due:
                 await lifecycle.attempt(cause="first dial" if due is None else "scheduled retry")
             else:
@@ -157,3 +179,26 @@ class Supervisor(Generic[C]):
                 )
             except Exception as err:
                 await lifecycle.report_failure(f"health check failed: {describe(err)}", generation=generation)
+
+    async def _probe_loop(self, probe: Probe) -> None:
+        lifecycle = self.lifecycle
+        was_open: bool | None = None
+        while lifecycle.state is not State.STOPPED:
+            await self._clock.sleep(self._probe_interval)
+            if lifecycle.state is State.CONNECTED:
+                was_open = None  # judge edges afresh each time the connection is lost
+                continue
+            if not lifecycle.state.waiting_to_retry:
+                continue  # an attempt is in flight; keep what we knew about the port
+            try:
+                is_open = await with_timeout(self._clock, probe(), max(self._probe_interval, 0.5))
+            except Exception:
+                is_open = False
+            now = self._clock.monotonic()
+            if is_open and was_open is False:
+                self._eager_until = now + self._eager_window
+            if is_open and self._eager_until is not None and now < self._eager_until:
+                # Not rate-limited: a server that just opened its port is usually seconds from
+                # ready, and each failed attempt against it costs a millisecond.
+                self._ask_for_attempt("Temporal accepts connections again", rate_limited=False)
+            was_open = is_open

@@ -300,3 +300,14 @@ async def test_snapshot_reports_the_next_retry():
     assert snap.next_retry_in == 4.0
     clock.advance(1.5)
     assert lifecycle.snapshot().next_retry_in == 2.5
+
+
+async def test_failure_report_about_a_replaced_client_is_ignored():
+    lifecycle, _, _ = make()
+    await lifecycle.attempt()
+    old = lifecycle.client
+    await lifecycle.report_failure("boom")
+    await lifecycle.attempt()
+    assert not await lifecycle.report_failure("late news", client=old)
+    assert lifecycle.state is State.CONNECTED
+    assert await lifecycle.report_failure("current news", client=lifecycle.client)

@@ -191,3 +191,89 @@ async def test_no_task_left_behind(rig: Rig):
     await rig.supervisor.close()
     await settle()
     assert {t for t in asyncio.all_tasks() if not t.done()} == before
+
+
+@pytest.fixture
+async def probed() -> AsyncIterator[tuple[Rig, dict[str, bool]]]:
+    clock = ManualClock(start=0.0)
+    effects = FakeEffects()
+    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock)
+    port = {"open": False}
+
+    async def check(client: FakeClient) -> None:
+        return None
+
+    async def probe() -> bool:
+        return port["open"]
+
+    supervisor = Supervisor(lifecycle, check=check, clock=clock, probe=probe, probe_interval=0.5, eager_window=10)
+    yield Rig(clock, effects, lifecycle, supervisor, {}), port
+    await supervisor.close()
+
+
+async def tick(rig: Rig, seconds: float, step: float = 0.5) -> None:
+    for _ in range(round(seconds / step)):
+        rig.clock.advance(step)
+        await settle()
+
+
+async def test_probe_connects_as_soon_as_the_port_opens(probed):
+    rig, port = probed
+    rig.effects.fail("dial", times=100)  # down for a while: backoff grows to 30 s
+    rig.supervisor.start()
+    await settle()
+    for _ in range(5):
+        await rig.advance_to_retry()
+    assert rig.lifecycle.next_delay == 30
+    rig.effects.failing.clear()
+    port["open"] = True  # Temporal is back
+    await tick(rig, 0.5)
+    assert rig.lifecycle.state is State.CONNECTED
+    assert list(rig.lifecycle.events)[-2].cause == "Temporal accepts connections again"
+
+
+async def test_probe_keeps_trying_while_the_server_warms_up(probed):
+    rig, port = probed
+    rig.effects.fail("dial", times=3)
+    rig.supervisor.start()
+    await settle()
+    await tick(rig, 0.5)  # the probe finds the port closed
+    assert rig.lifecycle.state is State.DISCONNECTED
+    port["open"] = True
+    # The port opened but the next attempts still fail (namespace not ready yet): the eager
+    # window attempts on every probe, where the backoff alone would wait until t=7.
+    await tick(rig, 1.5)
+    assert rig.lifecycle.state is State.CONNECTED
+    assert rig.attempts_at() == [0, 1, 1.5, 2]
+
+
+async def test_an_always_open_port_costs_no_extra_attempts(probed):
+    rig, port = probed
+    port["open"] = True  # e.g. a black hole: accepts, never answers
+    rig.effects.fail("dial", times=100)
+    rig.supervisor.start()
+    await settle()
+    await tick(rig, 30)
+    # Only the backoff schedule: t=0, 1, 3, 7, 15 -- and 31 is still ahead.
+    assert rig.attempts_at() == [0, 1, 3, 7, 15]
+
+
+async def test_probe_sees_a_port_that_opened_during_a_failing_attempt(probed):
+    rig, port = probed
+    rig.effects.fail("dial", times=2)
+    rig.effects.dial_gate = asyncio.Event()
+    rig.supervisor.start()
+    await settle()
+    rig.effects.dial_gate.set()  # first dial fails
+    await settle()
+    await tick(rig, 0.5)  # the probe finds the port closed
+    rig.effects.dial_gate.clear()
+    await tick(rig, 0.5)  # the scheduled retry at t=1 is now in flight, held at the gate...
+    assert rig.lifecycle.state is State.CONNECTING
+    port["open"] = True  # ... while Temporal opens its port
+    await tick(rig, 0.5)
+    rig.effects.dial_gate.set()  # the in-flight dial fails (it started before the port opened)
+    await settle()
+    await tick(rig, 0.5)
+    assert rig.lifecycle.state is State.CONNECTED  # the probe saw the edge; no 2 s backoff wait
+    assert rig.clock.monotonic() == 2.0

@@ -1,0 +1,62 @@
+import io
+import json
+import logging
+import sys
+
+import pytest
+from loguru import logger
+
+from stigmer.logs import RepeatSummarizer, setup_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """setup_logging is process-wide: put the defaults back for the tests that follow."""
+    root_handlers = logging.getLogger().handlers[:]
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+    logging.getLogger().handlers[:] = root_handlers
+
+
+def test_text_lines_carry_the_contract_text_and_short_levels():
+    out = io.StringIO()
+    setup_logging(stream=out)
+    logger.bind(attempt=2).warning("Temporal reconnection failed, will retry")
+    logger.info("✅ Temporal reconnected successfully")
+    text = out.getvalue()
+    assert "[WARN] Temporal reconnection failed, will retry  [attempt=2]" in text
+    assert "[INFO] ✅ Temporal reconnected successfully" in text
+
+
+def test_json_lines_carry_the_same_message_and_extras():
+    out = io.StringIO()
+    setup_logging(stream=out, fmt="json")
+    logger.bind(host_port="127.0.0.1:7233").info("✅ Initial Temporal connection successful")
+    entry = json.loads(out.getvalue().splitlines()[-1])
+    assert entry["message"] == "✅ Initial Temporal connection successful"
+    assert entry["level"] == "INFO" and entry["host_port"] == "127.0.0.1:7233"
+
+
+def test_stdlib_logging_is_routed_through_loguru():
+    out = io.StringIO()
+    setup_logging(stream=out)
+    logging.getLogger("temporalio.core").warning("poll failed")
+    assert "[WARN] poll failed" in out.getvalue()
+
+
+def test_repeats_are_summarised_per_window():
+    now = [0.0]
+    summarize = RepeatSummarizer(window=60, burst=2, clock=lambda: now[0])
+    out = io.StringIO()
+    logger.remove()
+    logger.add(out, format="{message}", filter=summarize)
+    for i in range(10):
+        logger.bind(logger_name="temporalio.core").warning(f"poll failed on attempt {i}")
+    now[0] = 61
+    logger.bind(logger_name="temporalio.core").warning("poll failed on attempt 11")
+    assert out.getvalue().splitlines() == [
+        "poll failed on attempt 0",
+        "poll failed on attempt 1",
+        "poll failed on attempt 11 (8 similar lines suppressed)",
+    ]
