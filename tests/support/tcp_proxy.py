@@ -1,0 +1,303 @@
+"""A TCP proxy that can cut the path between a client and a server, for fault tests.
+
+It runs its own event loop in its own thread, so sync tests and async tests (whatever their
+loop) drive it through the same blocking methods; each returns once the mode is in effect.
+
+Modes apply to new and existing connections alike:
+
+* FORWARD   -- bytes flow both ways. Connections that lived through a blackhole are reset when
+  forwarding resumes: their byte streams lost data and cannot be resumed, just as a TCP peer
+  gives up on a path that was dead for too long. New connections forward normally.
+* REFUSE    -- existing connections are reset (RST) and the listener is closed, so a new
+  connect fails at once with ECONNREFUSED (like a server that is down).
+* BLACKHOLE -- the listener accepts; every connection reads and discards all it receives and
+  sends nothing, and a close on one side is not passed to the other (like a dead network
+  path: connects succeed, reads time out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import socket
+import struct
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any
+
+from tests.support.ports import free_port
+
+HOST = "127.0.0.1"
+_CALL_TIMEOUT = 5.0
+
+
+class ProxyMode(enum.Enum):
+    FORWARD = "forward"  # pass bytes both ways
+    REFUSE = "refuse"  # not listening; existing connections reset
+    BLACKHOLE = "blackhole"  # accept, swallow everything, answer nothing
+
+
+def _reset(transport: asyncio.Transport | None) -> None:
+    """Close with RST rather than FIN: linger on, timeout 0, then an immediate close."""
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class _Side(asyncio.Protocol):
+    """One end of a proxied connection; hands what it reads to the owning _Link."""
+
+    def __init__(self, link: _Link, *, upstream: bool) -> None:
+        self.link = link
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.upstream:
+            self.link.proxy._on_client(self.link)
+
+    def data_received(self, data: bytes) -> None:
+        self.link.on_data(self, data)
+
+    def eof_received(self) -> bool | None:
+        self.link.on_lost(self)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.on_lost(self)
+
+    # Back-pressure: when one side's write buffer fills, stop reading the other side.
+    def pause_writing(self) -> None:
+        self.link.set_reading(self.link.peer_of(self), paused=True)
+
+    def resume_writing(self) -> None:
+        self.link.set_reading(self.link.peer_of(self), paused=False)
+
+
+class _Link:
+    """A client connection and, once dialled, its upstream connection."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self.client = _Side(self, upstream=False)
+        self.server = _Side(self, upstream=True)
+        self.tainted = False  # lost data in a blackhole: may never forward again
+        self.closed = False
+
+    def peer_of(self, side: _Side) -> _Side:
+        return self.server if side is self.client else self.client
+
+    def set_reading(self, side: _Side, *, paused: bool) -> None:
+        transport = side.transport
+        if transport is None or transport.is_closing():
+            return
+        if paused and self.proxy.mode is ProxyMode.FORWARD:
+            transport.pause_reading()
+        elif not paused:
+            transport.resume_reading()
+
+    def on_data(self, side: _Side, data: bytes) -> None:
+        peer = self.peer_of(side).transport
+        if self.proxy.mode is not ProxyMode.FORWARD or self.tainted or peer is None:
+            self.tainted = True
+            return  # swallowed
+        peer.write(data)
+        self.proxy.bytes_forwarded += len(data)
+
+    def on_lost(self, side: _Side) -> None:
+        if self.proxy.mode is ProxyMode.FORWARD and not self.tainted:
+            # A live path passes the close on; close() flushes what is still buffered.
+            peer = self.peer_of(side).transport
+            if peer is not None:
+                peer.close()
+            if side.transport is not None:
+                side.transport.close()
+            self.forget()
+        # Otherwise the path is dead: the other side hears nothing until the mode changes.
+        elif all(t is None or t.is_closing() for t in (self.client.transport, self.server.transport)):
+            self.forget()
+
+    def reset(self) -> None:
+        _reset(self.client.transport)
+        _reset(self.server.transport)
+        self.forget()
+
+    def forget(self) -> None:
+        self.closed = True
+        self.proxy._links.discard(self)
+
+
+class TcpProxy:
+    """Listens on 127.0.0.1:<free port> and forwards to `target` ("host:port")."""
+
+    def __init__(self, *, target: str, port: int | None = None) -> None:
+        host, _, port_text = target.rpartition(":")
+        self._target = (host, int(port_text))
+        self._port = port if port is not None else free_port()
+        self._mode = ProxyMode.FORWARD
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._links: set[_Link] = set()
+        self._dials: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
+        self.connections_accepted = 0
+        self.bytes_forwarded = 0
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def target(self) -> str:
+        return f"{self._target[0]}:{self._target[1]}"
+
+    @property
+    def mode(self) -> ProxyMode:
+        return self._mode
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._links)
+
+    # -- thread plumbing ---------------------------------------------------------------------
+
+    def start(self) -> TcpProxy:
+        if self._loop is not None:
+            raise RuntimeError("TcpProxy already started")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name=f"TcpProxy-{self._port}", daemon=True)
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._loop is None or self._thread is None:
+            coro.close()
+            raise RuntimeError("TcpProxy is not running")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future.result(timeout=_CALL_TIMEOUT)
+
+    def close(self) -> None:
+        """Reset every connection, stop listening, stop the thread. Safe to call twice."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            self._call(self._shutdown())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=_CALL_TIMEOUT)
+            if not thread.is_alive():
+                loop.close()
+            self._thread = None
+
+    # -- modes -------------------------------------------------------------------------------
+
+    def forward(self) -> None:
+        self._call(self._set_mode(ProxyMode.FORWARD))
+
+    def refuse(self) -> None:
+        self._call(self._set_mode(ProxyMode.REFUSE))
+
+    def blackhole(self) -> None:
+        self._call(self._set_mode(ProxyMode.BLACKHOLE))
+
+    async def _set_mode(self, mode: ProxyMode) -> None:
+        self._mode = mode
+        if mode is ProxyMode.REFUSE:
+            await self._unlisten()
+            for link in list(self._links):
+                link.reset()
+            return
+        if mode is ProxyMode.FORWARD:
+            for link in list(self._links):
+                if link.tainted:
+                    link.reset()
+                else:
+                    link.set_reading(link.client, paused=False)
+                    link.set_reading(link.server, paused=False)
+        else:
+            for link in list(self._links):
+                # Keep draining both sides so a sender never sees back-pressure, only silence.
+                link.set_reading(link.client, paused=False)
+                link.set_reading(link.server, paused=False)
+                link.tainted = True
+        await self._listen()
+
+    # -- loop side ---------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        if self._server is not None:
+            return
+        loop = asyncio.get_running_loop()
+        # reuse_address: re-listen on our port at once after refuse(), despite TIME_WAIT.
+        self._server = await loop.create_server(
+            self._accept, host=HOST, port=self._port, reuse_address=True, backlog=128
+        )
+
+    async def _unlisten(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # closes the listening socket now; later connects get ECONNREFUSED
+
+    def _accept(self) -> _Side:
+        link = _Link(self)
+        self._links.add(link)
+        self.connections_accepted += 1
+        return link.client
+
+    def _on_client(self, link: _Link) -> None:
+        if self._mode is ProxyMode.FORWARD:
+            # Hold client bytes until upstream is connected, so nothing is read and dropped.
+            link.set_reading(link.client, paused=True)
+            task = asyncio.get_running_loop().create_task(self._dial(link))
+            self._dials.add(task)
+            task.add_done_callback(self._dials.discard)
+        else:
+            link.tainted = True
+
+    async def _dial(self, link: _Link) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: link.server, *self._target), timeout=_CALL_TIMEOUT)
+        except (TimeoutError, OSError):
+            link.reset()  # upstream down: the client sees a reset, as with a dead server
+            return
+        if link.closed or link.tainted or self._mode is not ProxyMode.FORWARD:
+            if link.closed:
+                _reset(link.server.transport)
+            return
+        link.set_reading(link.client, paused=False)
+
+    async def _shutdown(self) -> None:
+        await self._unlisten()
+        for task in list(self._dials):
+            task.cancel()
+        for link in list(self._links):
+            link.reset()
+
+    # -- context manager ---------------------------------------------------------------------
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TcpProxy({self.address} -> {self.target}, {self._mode.value})"
