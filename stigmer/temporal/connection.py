@@ -396,8 +396,7 @@ class TemporalConnection:
     # ------------------------------------------------------------------ the log contract
 
     def _log_transition(self, event: TransitionEvent) -> None:
-        log = logger.bind(trigger=event.trigger, source=event.source.name, dest=event.dest.name,
-                          attempt=event.attempt, host_port=self.settings.host_port)
+        log = logger.bind(state=f"{event.source.name}->{event.dest.name}", attempt=event.attempt)
         if event.trigger == "start" and event.attempt == 0:
             log.info("Connecting to Temporal at {} (namespace {})", self.settings.host_port, self.settings.namespace)
         elif event.trigger in ("start", "reconnect"):

@@ -46,13 +46,18 @@ class TemporalUnavailable(Exception):
 def is_unavailable(exc: BaseException) -> bool:
     """True for the RPC errors that mean "Temporal is not reachable" rather than "request refused".
 
-    A black-holed connection surfaces as CANCELLED 'Timeout expired' (measured), so it counts.
+    A black-holed connection surfaces as CANCELLED 'Timeout expired' (measured), so it counts; a
+    call racing a connection reset came back as UNKNOWN 'transport error' or CANCELLED 'operation
+    was canceled' (measured through a TCP proxy), so those count too.
     """
     if not isinstance(exc, RPCError):
         return False
     if exc.status in _UNAVAILABLE_CODES:
         return True
-    return exc.status == RPCStatusCode.CANCELLED and "timeout expired" in exc.message.lower()
+    message = exc.message.lower()
+    if exc.status == RPCStatusCode.CANCELLED:
+        return "timeout expired" in message or "operation was canceled" in message
+    return exc.status == RPCStatusCode.UNKNOWN and "transport error" in message
 
 
 # The `timeout` parameters below are the agreed creator API (ASYNC109 prefers callers wrapping

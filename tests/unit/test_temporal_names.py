@@ -80,3 +80,25 @@ def test_run_timeouts_exceed_the_activities_they_wrap() -> None:
     assert validation_worst < workflows.VALIDATION_RUN_TIMEOUT
     # The agent runner's longest deliberate delay fits in one run-agent attempt.
     assert timedelta(seconds=MAX_DELAY_SECONDS) < workflows.AGENT_ACTIVITY_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        ("UNAVAILABLE", "tcp connect error", True),
+        ("DEADLINE_EXCEEDED", "deadline", True),
+        ("CANCELLED", "Timeout expired", True),
+        ("CANCELLED", "operation was canceled", True),
+        ("UNKNOWN", "transport error", True),
+        ("UNKNOWN", "something else", False),
+        ("NOT_FOUND", "namespace not found", False),
+        ("INVALID_ARGUMENT", "bad", False),
+    ],
+)
+def test_which_rpc_errors_mean_temporal_is_unreachable(status, message, expected):
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from stigmer.temporal.creators import is_unavailable
+
+    assert is_unavailable(RPCError(message, RPCStatusCode[status], b"")) is expected
+    assert is_unavailable(RuntimeError(message)) is False
