@@ -1,0 +1,106 @@
+"""What the controllers need to know about the Temporal connection, and the create flow built on it.
+
+`TemporalConnection` implements `Availability`; the controllers never see the state machine.
+Unit tests pass a small fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from loguru import logger
+from temporalio.client import Client
+
+from stigmer.temporal.creators import TemporalUnavailable
+
+from .errors import Unavailable
+
+
+class Availability(Protocol):
+    async def wait_available(self) -> bool:
+        """Ask for one immediate connection attempt and wait a short, bounded time for it.
+
+        True if the connection is (now) CONNECTED. Called only when a request found no creator.
+        """
+        ...
+
+    def report_unavailable(self, error: BaseException | str, *, client: Client | None = None) -> None:
+        """A request saw Temporal unavailable through `client`; a report about an old client is ignored."""
+        ...
+
+    def unavailable_details(self) -> tuple[str, float]:
+        """(connection state name, seconds until the next attempt) for an UNAVAILABLE answer."""
+        ...
+
+
+class Starter(Protocol):
+    """What a creator offers the create flow (AgentExecutionCreator, WorkflowExecutionCreator)."""
+
+    @property
+    def client(self) -> Client: ...
+
+    async def start(self, execution_id: str, *, timeout: float) -> str: ...  # noqa: ASYNC109
+
+
+C = TypeVar("C")
+
+
+def unavailable(availability: Availability, *, cause: str = "") -> Unavailable:
+    state, retry_after = availability.unavailable_details()
+    return Unavailable(state=state, retry_after=retry_after, cause=cause)
+
+
+async def require(current: Callable[[], C | None], availability: Availability, *, what: str) -> C:
+    """The injected creator, after at most one fast reconnect attempt; else Unavailable.
+
+    `current` re-reads the controller's slot: a successful attempt injects a new creator.
+    """
+    creator = current()
+    if creator is None:
+        await availability.wait_available()
+        creator = current()
+    if creator is None:
+        error = unavailable(availability, cause=f"no {what}: not connected to Temporal")
+        # DEBUG: during an outage every request lands here; the connection logs the outage itself.
+        logger.debug("Refused a request: Temporal is unavailable", what=what, state=error.state)
+        raise error
+    return creator
+
+
+async def start_or_forget(
+    starter: Starter,
+    *,
+    id: str,
+    timeout: float,  # noqa: ASYNC109
+    delete: Callable[[str], bool],
+    availability: Availability,
+) -> None:
+    """Start the workflow of a just-stored record; if that fails, delete the record, then raise.
+
+    The caller has not returned the id yet, so deleting keeps the promise that every id a
+    client saw reaches a terminal phase. Should the start have reached Temporal after all (a
+    reply lost to a timeout), the workflow's first activity finds no record and fails for good.
+    """
+    try:
+        await starter.start(id, timeout=timeout)
+    except TemporalUnavailable as err:
+        _forget(delete, id, err)
+        availability.report_unavailable(err, client=starter.client)
+        raise unavailable(availability, cause=str(err)) from err
+    except BaseException as err:  # cancelled too: the caller never gets the id
+        _forget(delete, id, err)
+        raise
+
+
+def _forget(delete: Callable[[str], bool], id: str, cause: BaseException) -> None:
+    logger.warning("Could not start {}; removing its record ({})", id, _one_line(cause))
+    try:
+        delete(id)
+    except Exception as exc:  # the start error is the one to report; this one goes to the log
+        logger.opt(exception=exc).error("Could not remove the record of {} after a failed start", id)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

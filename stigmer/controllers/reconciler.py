@@ -1,0 +1,254 @@
+"""The reconciler: on every entry to CONNECTED, give each unfinished execution a live workflow.
+
+"No zombies": an execution whose id a client saw must reach a terminal phase. While Temporal
+was away, workflows may have been lost (a dev server in memory forgets everything on restart)
+or may have ended without recording their result. For each PENDING or IN_PROGRESS execution
+the reconciler asks Temporal about its workflow and then:
+
+- RUNNING: nothing to do, the workflow will record the result;
+- COMPLETED, but the record is still unfinished: mark it FAILED (the result was never recorded);
+- FAILED / TERMINATED / TIMED_OUT / CANCELED: mark it FAILED with that reason;
+- NOT FOUND and PENDING: start it again (starts are idempotent: same workflow id, USE_EXISTING);
+- NOT FOUND and IN_PROGRESS: it had started and its progress is gone: mark it FAILED.
+
+Agent executions created by a workflow execution (``parent_id``) belong to their parent's
+workflow and are left alone while the parent is unfinished; once the parent is terminal, an
+unfinished step is checked like any other, but never started again.
+
+If Temporal becomes unavailable mid-way the pass stops; the next CONNECTED runs it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from loguru import logger
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from stigmer import store as st
+from stigmer.store import AgentExecution, Phase, Store, WorkflowExecution
+from stigmer.temporal.creators import (
+    AgentExecutionCreator,
+    TemporalUnavailable,
+    WorkflowExecutionCreator,
+    is_unavailable,
+)
+from stigmer.temporal.names import TaskQueues
+
+from .availability import Availability, Starter
+
+LOST_REASON = "Temporal lost this execution's workflow (was Temporal restarted without persistence?)"
+NO_RESULT_REASON = "workflow completed without recording a result"
+
+_ALIVE = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
+_ENDED_BADLY = (
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT,
+    WorkflowExecutionStatus.CANCELED,
+)
+
+Record = AgentExecution | WorkflowExecution
+
+
+@dataclass
+class ReconcileReport:
+    checked: int = 0  # unfinished executions looked at (steps left to their parent excluded)
+    running: int = 0  # their workflow is alive
+    restarted: int = 0  # PENDING and unknown to Temporal: started again
+    failed: int = 0  # marked FAILED with a reason
+    finished: int = 0  # reached a terminal phase by themselves while we looked
+    left_to_parent: int = 0  # steps of an unfinished workflow execution
+    errors: int = 0  # could not be settled this time (logged); retried on the next pass
+    interrupted: bool = False  # Temporal went away mid-pass; the rest waits for the next CONNECTED
+
+    def summary(self) -> str:
+        text = f"{self.checked} checked, {self.running} running, {self.restarted} restarted, {self.failed} failed"
+        return text + (" (interrupted: Temporal unavailable)" if self.interrupted else "")
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One unfinished execution and how to act on it, whatever its kind."""
+
+    id: str
+    workflow_id: str
+    read: Callable[[], Record]
+    fail: Callable[..., Record]  # fail(error=reason)
+    starter: Starter | None  # None: must not be started again (a step whose parent ended)
+    not_startable_reason: str = ""
+
+
+class _Interrupted(Exception):
+    """Temporal is unavailable: stop this pass."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queues: TaskQueues,
+        describe_timeout: float = 5.0,
+        start_timeout: float = 10.0,
+        availability: Availability | None = None,
+    ) -> None:
+        """`availability`, if given, hears when Temporal fails mid-pass: the connection then reconnects
+        (and so runs a new pass) at once, instead of leaving the rest until an unrelated reconnect."""
+        if describe_timeout <= 0 or start_timeout <= 0:
+            raise ValueError("describe_timeout and start_timeout must be positive")
+        self._store = store
+        self._queues = queues
+        self._describe_timeout = describe_timeout
+        self._start_timeout = start_timeout
+        self._availability = availability
+        # Passes never overlap: a quick reconnect waits for the previous pass, then re-checks.
+        self._lock = asyncio.Lock()
+
+    async def reconcile(self, client: Client) -> ReconcileReport:
+        """One pass over every unfinished execution, using `client` (the newly connected one)."""
+        async with self._lock:
+            report = ReconcileReport()
+            try:
+                for item in self._items(client, report):
+                    report.checked += 1
+                    try:
+                        await self._settle(item, client, report)
+                    except _Interrupted:
+                        raise
+                    except Exception as err:  # one odd record must not block the others
+                        report.errors += 1
+                        logger.opt(exception=err).error("Reconciler could not check {}: {}", item.id, err)
+            except _Interrupted as stop:
+                report.interrupted = True
+                logger.warning(
+                    "Reconciliation stopped, Temporal is unavailable ({}); the rest waits for the next connection", stop
+                )
+                if self._availability is not None:
+                    self._availability.report_unavailable(f"reconciler: {stop}", client=client)
+            logger.info(
+                "Reconciled unfinished executions: {}",
+                report.summary(),
+                finished=report.finished,
+                left_to_parent=report.left_to_parent,
+                errors=report.errors,
+            )
+            return report
+
+    # -- what to look at ----------------------------------------------------------------------
+
+    def _items(self, client: Client, report: ReconcileReport) -> Iterator[_Item]:
+        """Workflow executions first, so that their steps see the parents' settled phase."""
+        store = self._store
+        wex_starter = WorkflowExecutionCreator(client, queues=self._queues)
+        aex_starter = AgentExecutionCreator(client, queues=self._queues)
+        for wex in store.unfinished_workflow_executions():
+            yield _Item(
+                id=wex.id,
+                workflow_id=wex.temporal_workflow_id,
+                read=functools.partial(store.get_workflow_execution, wex.id),
+                fail=functools.partial(store.fail_workflow_execution, wex.id),
+                starter=wex_starter,
+            )
+        for aex in store.unfinished_agent_executions():
+            starter: Starter | None = aex_starter
+            reason = ""
+            if aex.parent_id:
+                parent_phase = self._parent_phase(aex.parent_id)
+                if parent_phase is not None and not parent_phase.terminal:
+                    report.left_to_parent += 1
+                    continue
+                # Its parent is over: nobody is waiting for this step, so it is not run again.
+                starter = None
+                ended = f"ended ({parent_phase.value})" if parent_phase is not None else "no longer exists"
+                reason = f"its workflow execution {aex.parent_id} {ended} before this step ran"
+            yield _Item(
+                id=aex.id,
+                workflow_id=aex.workflow_id,
+                read=functools.partial(store.get_agent_execution, aex.id),
+                fail=functools.partial(store.fail_agent_execution, aex.id),
+                starter=starter,
+                not_startable_reason=reason,
+            )
+
+    def _parent_phase(self, parent_id: str) -> Phase | None:
+        try:
+            return self._store.get_workflow_execution(parent_id).phase
+        except st.NotFound:
+            return None
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    async def _settle(self, item: _Item, client: Client, report: ReconcileReport) -> None:
+        if self._finished(item):
+            report.finished += 1
+            return
+        status = await self._describe(client, item.workflow_id)
+        if status in _ALIVE:
+            report.running += 1
+        elif status is WorkflowExecutionStatus.COMPLETED:
+            # It may have recorded its result just now, after our listing: read again first.
+            self._fail(item, NO_RESULT_REASON, report)
+        elif status in _ENDED_BADLY:
+            assert status is not None
+            self._fail(item, f"its Temporal workflow ended {status.name} without recording a result", report)
+        elif status is None:
+            await self._lost(item, report)
+        else:  # a status this code does not know: leave it for a person, loudly
+            report.errors += 1
+            logger.error("Reconciler left {} alone: unexpected workflow status {}", item.id, status)
+
+    async def _lost(self, item: _Item, report: ReconcileReport) -> None:
+        record = item.read()
+        if record.phase is Phase.PENDING and item.starter is not None:
+            try:
+                await item.starter.start(item.id, timeout=self._start_timeout)
+            except TemporalUnavailable as err:
+                raise _Interrupted(str(err)) from err
+            report.restarted += 1
+            logger.info("Reconciler started the workflow of {} again (Temporal did not know it)", item.id)
+        elif record.phase is Phase.PENDING:
+            self._fail(item, item.not_startable_reason, report)
+        else:
+            self._fail(item, LOST_REASON, report)
+
+    def _finished(self, item: _Item) -> bool:
+        try:
+            return item.read().phase.terminal
+        except st.NotFound:  # removed after a failed start: nothing to settle
+            return True
+
+    def _fail(self, item: _Item, reason: str, report: ReconcileReport) -> None:
+        if self._finished(item):
+            report.finished += 1
+            return
+        record = item.fail(error=reason)
+        if record.phase is Phase.FAILED and record.error == reason:
+            report.failed += 1
+            logger.warning("Reconciler marked {} FAILED: {}", item.id, reason)
+        else:  # it finished by itself between the read and the write; the store kept its result
+            report.finished += 1
+
+    async def _describe(self, client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
+        """The workflow's status, None if Temporal has no such workflow; _Interrupted if unreachable."""
+        timeout = self._describe_timeout
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            # The outer bound covers the SDK's own retries, which rpc_timeout does not.
+            description = await asyncio.wait_for(
+                handle.describe(rpc_timeout=timedelta(seconds=timeout)), timeout=timeout + 0.5
+            )
+        except TimeoutError:
+            raise _Interrupted(f"describing {workflow_id}: no answer within {timeout:g} s") from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            if is_unavailable(err):
+                raise _Interrupted(f"describing {workflow_id}: {err.status.name}: {err.message}") from err
+            raise
+        return description.status

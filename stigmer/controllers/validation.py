@@ -1,0 +1,141 @@
+"""Input checks shared by the three controllers.
+
+Each check raises `InvalidArgument` naming the request field, and runs before anything is
+read from Temporal or written to the store. Text is only checked, never changed: what passes
+is stored byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from stigmer.store import Phase, is_valid_id
+
+from .errors import InvalidArgument
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
+#: Messages, inputs and documents: they travel inside one Temporal payload (2 MiB hard limit).
+MAX_TEXT_BYTES = MIB
+MAX_AGENT_BYTES = 256
+MAX_RUNTIME_ENV_ENTRIES = 100
+#: All keys and values together; they ride in the same payload as the message.
+MAX_RUNTIME_ENV_BYTES = 64 * 1024
+
+# POSIX-style variable names: anything else cannot be exported into an agent's environment.
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shown(value: object, *, limit: int = 60) -> str:
+    """`repr` of a value, cut short: error messages must not echo a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def byte_length(field: str, value: object) -> int:
+    """UTF-8 size of a text field; InvalidArgument if it is not text or not encodable."""
+    if not isinstance(value, str):
+        raise InvalidArgument(field, f"must be a string, got {type(value).__name__}")
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        # Only reachable from Python callers: protobuf strings are valid UTF-8 by construction.
+        raise InvalidArgument(field, f"not valid Unicode text (lone surrogate at index {exc.start})") from None
+
+
+def check_size(field: str, value: object, *, max_bytes: int) -> str:
+    size = byte_length(field, value)
+    if size > max_bytes:
+        raise InvalidArgument(field, f"{size} bytes exceeds the limit of {max_bytes} bytes{_mib(max_bytes)}")
+    assert isinstance(value, str)  # byte_length checked it
+    return value
+
+
+def check_required(field: str, value: str, *, what: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(field, f"required ({what}); got {'an empty' if not value else 'a blank'} string")
+    return value
+
+
+def check_agent(agent: object) -> str:
+    value = check_required("agent", check_size("agent", agent, max_bytes=MAX_AGENT_BYTES), what="the agent name")
+    if _CONTROL.search(value):
+        raise InvalidArgument("agent", f"must not contain control characters, got {shown(value)}")
+    return value
+
+
+def check_message(message: object) -> str:
+    value = check_size("message", message, max_bytes=MAX_TEXT_BYTES)
+    return check_required("message", value, what="the message to the agent")
+
+
+def check_runtime_env(runtime_env: Mapping[str, str] | None) -> dict[str, str]:
+    """A plain dict copy of the env; InvalidArgument naming the offending key."""
+    if runtime_env is None:
+        return {}
+    if not isinstance(runtime_env, Mapping):
+        raise InvalidArgument("runtime_env", f"must be a map of strings, got {type(runtime_env).__name__}")
+    if len(runtime_env) > MAX_RUNTIME_ENV_ENTRIES:
+        raise InvalidArgument("runtime_env", f"{len(runtime_env)} entries, at most {MAX_RUNTIME_ENV_ENTRIES} allowed")
+    env: dict[str, str] = {}
+    total = 0
+    for key, value in runtime_env.items():
+        if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
+            printable = isinstance(key, str) and len(key) <= 60 and not _CONTROL.search(key)
+            raise InvalidArgument(
+                f"runtime_env[{key if printable else shown(key)}]",
+                "a variable name must be letters, digits and '_', not starting with a digit",
+            )
+        field = f"runtime_env[{key}]"
+        total += len(key) + byte_length(field, value)
+        assert isinstance(value, str)
+        if "\x00" in value:
+            raise InvalidArgument(field, "must not contain NUL characters (an environment cannot hold them)")
+        env[key] = value
+    if total > MAX_RUNTIME_ENV_BYTES:
+        raise InvalidArgument("runtime_env", f"{total} bytes in all, at most {MAX_RUNTIME_ENV_BYTES} allowed")
+    return env
+
+
+def check_id(prefix: str, value: object, *, field: str = "id") -> str:
+    if not isinstance(value, str) or not is_valid_id(prefix, value):
+        raise InvalidArgument(
+            field, f"must be '{prefix}-' followed by a 26-character ULID (as returned by Create), got {shown(value)}"
+        )
+    return value
+
+
+def parse_phase(phase: object) -> Phase | None:
+    """None (any phase) for "" or UNSPECIFIED; otherwise one of the phase names, case-insensitive."""
+    if not isinstance(phase, str):
+        raise InvalidArgument("phase", f"must be a string, got {type(phase).__name__}")
+    name = phase.strip().upper()
+    if not name or name == "EXECUTION_PHASE_UNSPECIFIED":
+        return None
+    try:
+        return Phase(name)
+    except ValueError:
+        expected = ", ".join(p.value for p in Phase)
+        raise InvalidArgument("phase", f"unknown phase {shown(phase)} (expected one of {expected})") from None
+
+
+def check_page_size(page_size: object) -> int:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 0:
+        raise InvalidArgument("page_size", f"must be 0 (the default) or a positive number, got {shown(page_size)}")
+    return page_size
+
+
+def list_page(call: Callable[[], T]) -> T:
+    """Run a store listing whose arguments were checked; its only ValueError is a bad page token."""
+    try:
+        return call()
+    except ValueError as exc:
+        raise InvalidArgument("page_token", str(exc).removeprefix("page_token is ").strip()) from None
+
+
+def _mib(limit: int) -> str:
+    return f" ({limit // MIB} MiB)" if limit % MIB == 0 else ""

@@ -1,0 +1,114 @@
+"""WorkflowController: validate workflow documents on the validation worker, store them, read them.
+
+Validation always goes through the Temporal validation worker (never skipped, never done in the
+server process instead), so Create and Validate need Temporal. Create stores the document with
+its validation result, valid or not, so that an invalid workflow's errors can be read back; it
+cannot be executed. Only a document with no usable name is refused outright: there is nothing
+to store it under.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+from stigmer import store as st
+from stigmer.store import Store, Workflow
+from stigmer.temporal import workflowdoc
+from stigmer.temporal.creators import TemporalUnavailable, WorkflowValidator
+from stigmer.temporal.payloads import ValidationResult
+
+from . import validation as check
+from .availability import Availability, require, unavailable
+from .errors import AlreadyExists, InvalidArgument, NotFound
+
+KIND = "workflow"
+
+
+class WorkflowController:
+    def __init__(self, *, store: Store, availability: Availability, validate_timeout: float = 10.0) -> None:
+        if validate_timeout <= 0:
+            raise ValueError(f"validate_timeout must be positive, got {validate_timeout}")
+        self._store = store
+        self._availability = availability
+        self._validate_timeout = validate_timeout
+        self._validator: WorkflowValidator | None = None  # see AgentExecutionController._creator
+
+    def set_validator(self, validator: WorkflowValidator | None) -> None:
+        self._validator = validator
+
+    @property
+    def validator(self) -> WorkflowValidator | None:
+        return self._validator
+
+    async def validate(self, document: str) -> ValidationResult:
+        """VALID or INVALID with errors; an invalid document is an answer, not an error."""
+        check.byte_length("document", document)
+        return await self._validate(document)
+
+    async def create(self, document: str) -> Workflow:
+        check.check_size("document", document, max_bytes=workflowdoc.MAX_DOCUMENT_BYTES)
+        name = declared_name(document)
+        # Cheap early answer; the insert below still catches a concurrent create of the same name.
+        if self._find(name) is not None:
+            raise AlreadyExists(f"a workflow named {name!r} already exists")
+        result = await self._validate(document)
+        try:
+            return self._store.create_workflow(
+                name=name, document=document, valid=result.valid, validation_errors=result.errors
+            )
+        except st.AlreadyExists:
+            raise AlreadyExists(f"a workflow named {name!r} already exists") from None
+
+    def get(self, id_or_name: str) -> Workflow:
+        if not isinstance(id_or_name, str) or not id_or_name:
+            raise InvalidArgument("id_or_name", "required (a workflow id 'wf-...' or name)")
+        found = self._find(id_or_name)
+        if found is None:
+            raise NotFound(KIND, check.shown(id_or_name))
+        return found
+
+    def list(self, *, page_size: int = 0, page_token: str = "") -> tuple[builtins.list[Workflow], str]:
+        size = check.check_page_size(page_size)
+        return check.list_page(lambda: self._store.list_workflows(page_size=size, page_token=page_token))
+
+    async def _validate(self, document: str) -> ValidationResult:
+        validator = await require(lambda: self._validator, self._availability, what="workflow validator")
+        try:
+            return await validator.validate(document, timeout=self._validate_timeout)
+        except TemporalUnavailable as err:
+            self._availability.report_unavailable(err, client=validator.client)
+            raise unavailable(self._availability, cause=str(err)) from err
+
+    def _find(self, id_or_name: str) -> Workflow | None:
+        try:
+            return self._store.get_workflow(id_or_name)
+        except st.NotFound:
+            return None
+
+
+def declared_name(document: str) -> str:
+    """The name a document declares; InvalidArgument("document") if it is not JSON or has no usable name.
+
+    Only what storing needs is checked here; everything else is the validation worker's job.
+    """
+    if not document.strip():
+        raise InvalidArgument("document", "required (a JSON workflow document); got an empty string")
+    try:
+        data = json.loads(document)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument("document", f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise InvalidArgument("document", "not valid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument("document", f"must be a JSON object, got {type(data).__name__}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgument("document", "name: required (the workflow name, a non-empty string)")
+    if len(name) > workflowdoc.MAX_NAME_LENGTH or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise InvalidArgument(
+            "document",
+            f"name: {check.shown(name)} is not usable "
+            f"(at most {workflowdoc.MAX_NAME_LENGTH} characters, no control characters)",
+        )
+    return name
