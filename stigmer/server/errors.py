@@ -1,0 +1,104 @@
+"""Controller errors -> gRPC status codes, in one place, for every servicer method.
+
+``@grpc_errors`` wraps unary methods (coroutines) and server-streaming methods (async
+generators) alike. Expected errors become their status code with the controller's message;
+anything else becomes INTERNAL with a fixed message, and its traceback goes to the server log
+once -- never to the client, which could not act on it and should not see server internals.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, NoReturn
+
+import grpc
+from loguru import logger
+
+from stigmer.controllers.errors import (
+    AlreadyExists,
+    ControllerError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+INTERNAL_MESSAGE = "internal error (see server log)"
+#: Trailing metadata on UNAVAILABLE: the connection state, and whole seconds before a retry is worth it.
+STATE_KEY = "stigmer-connection-state"
+RETRY_AFTER_KEY = "retry-after"
+
+_CODES: tuple[tuple[type[ControllerError], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def retry_after_seconds(value: float) -> int:
+    """Whole seconds, at least 1: clients retrying after "0" would hammer a server that just said no."""
+    if not math.isfinite(value):
+        return 1
+    return max(1, math.ceil(value))
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """(code, details, trailing metadata) for an error raised by a controller."""
+    if isinstance(error, Unavailable):
+        metadata = ((STATE_KEY, str(error.state)), (RETRY_AFTER_KEY, str(retry_after_seconds(error.retry_after))))
+        return grpc.StatusCode.UNAVAILABLE, str(error), metadata
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code, str(error), ()
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, ()
+
+
+async def abort_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any], *, rpc: str) -> NoReturn:
+    """End the call with the status for ``error``. Always raises (``context.abort`` does)."""
+    if isinstance(error, grpc.aio.AbortError):
+        raise error  # the method aborted on purpose; its status is already set
+    code, details, metadata = status_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        logger.opt(exception=error).error("Unhandled error in {}", rpc, rpc=rpc)
+    elif code is grpc.StatusCode.UNAVAILABLE:
+        # The connection logs the outage itself; one line per refused request would flood.
+        logger.debug("{} refused: Temporal unavailable", rpc, rpc=rpc, state=metadata[0][1])
+    await context.abort(code, details, metadata)
+    raise AssertionError("context.abort() returned")  # pragma: no cover - abort always raises
+
+
+def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a servicer method (``async def`` or async generator) to map errors to statuses."""
+    rpc = method.__qualname__
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            try:
+                # aclosing: when the client goes away the inner generator's cleanup (unsubscribing
+                # from the store) must run now, not whenever the garbage collector gets to it.
+                async with aclosing(method(self, request, context)) as items:
+                    async for item in items:
+                        yield item
+            except Exception as error:
+                await abort_with(error, context, rpc=rpc)
+
+        return stream
+
+    if not inspect.iscoroutinefunction(method):
+        raise TypeError(f"@grpc_errors needs an async def or async generator method, got {rpc}")
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except Exception as error:
+            await abort_with(error, context, rpc=rpc)
+
+    return unary

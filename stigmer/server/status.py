@@ -1,0 +1,31 @@
+"""StatusService: a snapshot of the Temporal connection, whatever state it is in."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import grpc
+
+from stigmer import __version__
+from stigmer.api import status_pb2, status_pb2_grpc
+from stigmer.server import convert
+from stigmer.server.errors import grpc_errors
+from stigmer.temporal.connection import ConnectionStatus
+
+
+class StatusProvider(Protocol):
+    """Implemented by TemporalConnection; a lock-free read, so GetStatus always answers at once."""
+
+    def status(self) -> ConnectionStatus: ...
+
+
+class StatusServicer(status_pb2_grpc.StatusServiceServicer):
+    def __init__(self, provider: StatusProvider, *, version: str = __version__) -> None:
+        self._provider = provider
+        self._version = version
+
+    @grpc_errors
+    async def GetStatus(
+        self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> status_pb2.ServerStatus:
+        return convert.server_status_to_proto(self._provider.status(), version=self._version)
