@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 from stigmer import __version__
+from stigmer.cli.agent_execution import agent_execution
 from stigmer.cli.diagram import diagram
+from stigmer.cli.server import server
+from stigmer.cli.workflow import workflow
+from stigmer.cli.workflow_execution import workflow_execution
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,7 +25,11 @@ def cli() -> None:
     """
 
 
+cli.add_command(server)
+cli.add_command(agent_execution)
 cli.add_command(diagram)
+cli.add_command(workflow)
+cli.add_command(workflow_execution)
 
 
 def main() -> None:

@@ -1,0 +1,119 @@
+"""The Stigmer server process: wires store, controllers, the Temporal connection and gRPC.
+
+Startup order is the promise "serves whether Temporal is up or not": the listener opens first and
+says so, then Temporal is connected in the background. Shutdown runs the other way: health goes
+NOT_SERVING, in-flight calls get ``grace`` seconds, then the connection (ticker, workers, client),
+the managed Temporal child and the store are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from loguru import logger
+
+from stigmer import __version__
+from stigmer.config import Config, split_host_port
+from stigmer.controllers import AgentExecutionController, Reconciler, WorkflowController, WorkflowExecutionController
+from stigmer.managed_temporal import ManagedTemporal, TemporalBinaryMissing
+from stigmer.server import BoundServer, ListenError, ServerHealth, Services, build_server
+from stigmer.store import Store, StoreError
+from stigmer.temporal.agents import AgentRunner, EchoAgentRunner
+from stigmer.temporal.connection import CreatorTargets, TemporalConnection
+
+#: Exit codes (sysexits.h): what a supervisor or script can act on.
+EXIT_OK = 0
+EXIT_SOFTWARE = 70
+EXIT_CONFIG = 78  # the data dir or its database is unusable
+EXIT_UNAVAILABLE = 69  # the listener could not be opened
+
+
+@dataclass
+class Running:
+    """What a running server holds; exposed for tests and status."""
+
+    store: Store
+    connection: TemporalConnection
+    bound: BoundServer
+    health: ServerHealth
+    managed: ManagedTemporal | None
+
+
+class StigmerServer:
+    def __init__(self, config: Config, *, managed_temporal: bool = False, runner: AgentRunner | None = None) -> None:
+        self.config = config
+        self._managed_requested = managed_temporal
+        self._runner = runner or EchoAgentRunner()
+        self.running: Running | None = None
+        self.started = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve until ``stop`` is set; return the process exit code."""
+        config = self.config
+        logger.info("Starting Stigmer Server", version=__version__, address=config.address,
+                    temporal=config.temporal_host_port, namespace=config.namespace, data_dir=str(config.data_dir))
+        try:
+            store = Store.open(config.data_dir)
+        except StoreError as err:
+            logger.error("Cannot open the data store: {}", err)
+            return EXIT_CONFIG
+        managed: ManagedTemporal | None = None
+        try:
+            if self._managed_requested:
+                host, port = split_host_port(config.temporal_host_port, name="TEMPORAL_HOST_PORT")
+                managed = ManagedTemporal(host=host, port=port, namespace=config.namespace, data_dir=config.data_dir)
+                try:
+                    if not await managed.start():
+                        managed = None
+                except TemporalBinaryMissing as err:
+                    logger.error("Cannot start a managed Temporal: {}", err)
+                    return EXIT_CONFIG
+            return await self._serve(config, store, managed, stop)
+        finally:
+            if managed is not None:
+                await managed.stop()
+            store.close()
+            logger.info("Stigmer Server stopped")
+
+    async def _serve(self, config: Config, store: Store, managed: ManagedTemporal | None, stop: asyncio.Event) -> int:
+        # The connection injects creators through the controllers' setters; the controllers ask
+        # the connection for a fast retry. The lambdas resolve the controllers when first called.
+        targets = CreatorTargets(
+            agent_execution=lambda creator: agent_executions.set_creator(creator),
+            workflow_execution=lambda creator: workflow_executions.set_creator(creator),
+            workflow_validation=lambda validator: workflows.set_validator(validator),
+        )
+        connection = TemporalConnection(config.connection_settings(), store=store, runner=self._runner,
+                                        targets=targets, on_connected=lambda client: reconciler.reconcile(client))
+        # Nothing is left in PENDING: every entry to CONNECTED reconciles unfinished executions.
+        reconciler = Reconciler(store=store, queues=config.queues, availability=connection)
+        agent_executions = AgentExecutionController(store=store, availability=connection)
+        workflows = WorkflowController(store=store, availability=connection)
+        workflow_executions = WorkflowExecutionController(store=store, availability=connection)
+        health = ServerHealth(connection.lifecycle)
+        services = Services(agent_executions=agent_executions, workflows=workflows,
+                            workflow_executions=workflow_executions, status=connection, health=health)
+        try:
+            bound = build_server(services, address=config.address)
+        except ListenError as err:
+            logger.error("{}", err)
+            return EXIT_UNAVAILABLE
+        await bound.server.start()
+        await health.start()
+        self.running = Running(store=store, connection=connection, bound=bound, health=health, managed=managed)
+        logger.info("Stigmer Server started successfully", address=bound.address)
+        if managed is not None:
+            # The API already serves; give our own child a moment so the first dial finds it.
+            await managed.wait_listening()
+        await connection.start()
+        self.started.set()
+        try:
+            await stop.wait()
+        finally:
+            logger.info("Shutting down Stigmer Server", grace=config.grace)
+            await health.set_not_serving_all()
+            await bound.server.stop(grace=config.grace)
+            await connection.close()
+            await health.close()
+        return EXIT_OK

@@ -1,0 +1,134 @@
+"""``stigmer agent-execution create | get | list | watch``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import grpc
+
+from stigmer.api import agent_execution_pb2, agent_execution_pb2_grpc, common_pb2
+from stigmer.cli import render
+from stigmer.cli.common import Api, address_option, api, call, emit_json, fail, output_option, timeout_option, to_dict
+
+PHASES = [v.name for v in common_pb2.ExecutionPhase.DESCRIPTOR.values if v.number]
+
+
+def _env_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx=ctx, param=param)
+        env[key] = value
+    return env
+
+
+@click.group("agent-execution")
+def agent_execution() -> None:
+    """Run agents as durable Temporal workflows and follow them."""
+
+
+@agent_execution.command()
+@click.option("--agent", required=True, help="Which agent to run (the built-in one answers from the message).")
+@click.option("--message", required=True, help="What to ask it (up to 1 MiB).")
+@click.option("-e", "--env", "runtime_env", multiple=True, callback=_env_pairs, metavar="KEY=VALUE",
+              help="Runtime environment for the agent; repeatable. Built-in agent: STIGMER_AGENT_DELAY_SECONDS=N, "
+                   "STIGMER_AGENT_FAIL=reason.")
+@click.option("--follow", is_flag=True, help="Stream the status until it finishes; exit 1 unless COMPLETED.")
+@address_option
+@output_option
+@timeout_option
+def create(agent: str, message: str, runtime_env: dict[str, str], follow: bool, address: str, output: str,
+           timeout: float) -> None:
+    """Create an agent execution; prints "✅ Created: aex-..." when Temporal accepted it.
+
+    While Temporal is unreachable this fails fast (exit 75) and nothing is stored: try again later.
+    """
+    with api(address, timeout) as conn:
+        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
+        created = call(conn, output, stub.Create,
+                       agent_execution_pb2.CreateAgentExecutionRequest(agent=agent, message=message,
+                                                                      runtime_env=runtime_env))
+        if not follow:
+            if output == "json":
+                emit_json(to_dict(created))
+            else:
+                click.echo(f"✅ Created: {created.id}")
+            return
+        if output != "json":
+            click.echo(f"✅ Created: {created.id}")
+        _follow(conn, stub, created.id, output)
+
+
+@agent_execution.command()
+@click.argument("execution_id", metavar="ID")
+@address_option
+@output_option
+@timeout_option
+def get(execution_id: str, address: str, output: str, timeout: float) -> None:
+    """Show one agent execution: phase, times, conversation, error."""
+    with api(address, timeout) as conn:
+        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
+        record = call(conn, output, stub.Get, agent_execution_pb2.GetAgentExecutionRequest(id=execution_id))
+    if output == "json":
+        emit_json(to_dict(record))
+    else:
+        click.echo(render.agent_execution(record))
+
+
+@agent_execution.command("list")
+@click.option("--phase", type=click.Choice(PHASES, case_sensitive=False), help="Only executions in this phase.")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--page-token", default="", help="From a previous page's next_page_token.")
+@address_option
+@output_option
+@timeout_option
+def list_(phase: str | None, page_size: int, page_token: str, address: str, output: str, timeout: float) -> None:
+    """List agent executions, newest first."""
+    request = agent_execution_pb2.ListAgentExecutionsRequest(page_size=page_size, page_token=page_token)
+    if phase:
+        request.phase = common_pb2.ExecutionPhase.Value(phase.upper())
+    with api(address, timeout) as conn:
+        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
+        page = call(conn, output, stub.List, request)
+    if output == "json":
+        emit_json(to_dict(page))
+        return
+    rows = [[r.id, render.phase_name(r.phase), r.agent, render.clock(r.created_at), render.short(r.message)]
+            for r in page.executions]
+    click.echo(render.table(rows, ["ID", "PHASE", "AGENT", "CREATED", "MESSAGE"]) if rows else "No agent executions.")
+    if page.next_page_token:
+        click.echo(f"More: --page-token {page.next_page_token}")
+
+
+@agent_execution.command()
+@click.argument("execution_id", metavar="ID")
+@address_option
+@output_option
+def watch(execution_id: str, address: str, output: str) -> None:
+    """Stream an execution's status until it finishes; exit 1 unless it COMPLETED."""
+    with api(address, 30.0) as conn:
+        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
+        _follow(conn, stub, execution_id, output)
+
+
+def _follow(conn: Api, stub: agent_execution_pb2_grpc.AgentExecutionServiceStub, execution_id: str,
+            output: str) -> None:
+    last = None
+    try:
+        for update in stub.Watch(agent_execution_pb2.WatchAgentExecutionRequest(id=execution_id)):
+            last = update
+            if output == "json":
+                click.echo(json.dumps(to_dict(update), ensure_ascii=False))
+            else:
+                phase = render.phase_name(update.phase)
+                click.echo(f"{render.ICONS.get(phase, '')} {phase}")
+    except grpc.RpcError as error:
+        fail(error, address=conn.address, output=output)
+    if last is None:
+        sys.exit(1)
+    if output == "text":
+        click.echo(render.agent_execution(last))
+    sys.exit(0 if render.phase_name(last.phase) == "COMPLETED" else 1)

