@@ -52,6 +52,7 @@ class Supervisor(Generic[C]):
         probe: Probe | None = None,
         probe_interval: float = 0.5,
         eager_window: float = 10.0,
+        retry_on_tick: bool = False,
     ) -> None:
         if health_interval <= 0:
             raise ValueError(f"health_interval must be > 0, got {health_interval}")
@@ -71,6 +72,10 @@ class Supervisor(Generic[C]):
         self._probe_interval = probe_interval
         self._eager_window = eager_window
         self._eager_until: float | None = None
+        #: The original Go server's design, kept for side-by-side benchmarks: retries happen only
+        #: on the health tick (every ``health_interval``), not on the backoff schedule.
+        self._retry_on_tick = retry_on_tick
+        self._tick_requested = False
 
     @property
     def running(self) -> bool:
@@ -158,8 +163,16 @@ class Supervisor(Generic[C]):
             if self._fast_requested:
                 cause, self._fast_requested = self._fast_requested, ""
                 await lifecycle.attempt(cause=cause, waited=0.0)
-            elif due is None or now >= due:
-                await lifecycle.attempt(cause="first dial" if due is None else "scheduled retry")
+            elif due is None:
+                await lifecycle.attempt(cause="first dial")
+            elif self._retry_on_tick:
+                if self._tick_requested:
+                    self._tick_requested = False
+                    await lifecycle.attempt(cause="health tick", waited=self.health_interval)
+                else:
+                    await self._wake.wait()
+            elif now >= due:
+                await lifecycle.attempt(cause="scheduled retry")
             else:
                 with contextlib.suppress(TimeoutError):
                     await with_timeout(self._clock, self._wake.wait(), due - now)
@@ -168,6 +181,10 @@ class Supervisor(Generic[C]):
         lifecycle = self.lifecycle
         while lifecycle.state is not State.STOPPED:
             await self._clock.sleep(self.health_interval)
+            if self._retry_on_tick and lifecycle.state.waiting_to_retry:
+                self._tick_requested = True
+                self._wake.set()
+                continue
             client, generation = lifecycle.client, lifecycle.generation
             if client is None or not lifecycle.is_connected():
                 continue

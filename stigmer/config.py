@@ -6,10 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stigmer.temporal.connection import ConnectionSettings
 from stigmer.temporal.names import TaskQueues
+
+if TYPE_CHECKING:
+    from stigmer.temporal.connection import ConnectionSettings
 
 DEFAULT_TEMPORAL_HOST_PORT = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -46,12 +48,16 @@ class Config:
     queues: TaskQueues = field(default_factory=TaskQueues)
     #: Seconds a shutdown waits for in-flight RPCs to finish.
     grace: float = 5.0
+    #: "fast" (default) or "legacy": the original Go server's design, for side-by-side benchmarks.
+    reconnect_mode: str = "fast"
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")
         split_host_port(self.address, name="STIGMER_SERVER_ADDRESS / --address")
         if not self.namespace.strip():
             raise ConfigError("TEMPORAL_NAMESPACE / --namespace must not be empty")
+        if self.reconnect_mode not in ("fast", "legacy"):
+            raise ConfigError(f"--reconnect-mode must be fast or legacy, got {self.reconnect_mode!r}")
         if not self.health_interval > 0:
             raise ConfigError(f"--health-interval must be > 0 seconds, got {self.health_interval}")
 
@@ -77,7 +83,10 @@ class Config:
         return self.data_dir / "logs"
 
     def connection_settings(self) -> ConnectionSettings:
-        return ConnectionSettings(
+        from stigmer.temporal.connection import ConnectionSettings  # heavy (temporalio): only for the server
+
+        make = ConnectionSettings.legacy if self.reconnect_mode == "legacy" else ConnectionSettings
+        return make(
             host_port=self.temporal_host_port,
             namespace=self.namespace,
             queues=self.queues,

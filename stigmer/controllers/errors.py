@@ -7,7 +7,7 @@ bug and is reported as INTERNAL by the server.
 
 from __future__ import annotations
 
-UNAVAILABLE_MESSAGE = "Temporal workflow engine is unavailable. Please try again later."
+from stigmer.contract import UNAVAILABLE_MESSAGE as UNAVAILABLE_MESSAGE
 
 
 class ControllerError(Exception):

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 import grpc
 from loguru import logger
 
+from stigmer.contract import RETRY_AFTER_KEY as RETRY_AFTER_KEY
+from stigmer.contract import STATE_KEY as STATE_KEY
 from stigmer.controllers.errors import (
     AlreadyExists,
     ControllerError,
@@ -28,9 +30,6 @@ from stigmer.controllers.errors import (
 )
 
 INTERNAL_MESSAGE = "internal error (see server log)"
-#: Trailing metadata on UNAVAILABLE: the connection state, and whole seconds before a retry is worth it.
-STATE_KEY = "stigmer-connection-state"
-RETRY_AFTER_KEY = "retry-after"
 
 _CODES: tuple[tuple[type[ControllerError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from loguru import logger
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -58,6 +59,14 @@ class ConnectionSettings:
     keepalive_interval: float = 5.0
     keepalive_timeout: float = 3.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    #: Retry only on the health tick (the original Go server's design; benchmarks compare it).
+    retry_on_tick: bool = False
+
+    @classmethod
+    def legacy(cls, **kwargs: Any) -> ConnectionSettings:
+        """The original Go server's reconnection design: retries on the 15 s tick only, no fast
+        path, no comeback probe. Kept so that benchmarks can measure the difference side by side."""
+        return cls(fast_path=False, probe=False, retry_on_tick=True, **kwargs)
 
     @property
     def host(self) -> str:
@@ -185,6 +194,7 @@ class TemporalConnection:
             clock=clock,
             probe=self._probe if settings.probe else None,
             probe_interval=settings.probe_interval,
+            retry_on_tick=settings.retry_on_tick,
         )
         self.lifecycle.events.subscribe(self._log_transition)
         self.lifecycle.events.subscribe(self._run_connected_hook)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 from tests.support.eventually import wait_until
 from tests.support.ports import free_port
-from tests.support.stigmer_process import wait_for_log
+from tests.support.stigmer_process import stigmer_binary, wait_for_log
 
 pytestmark = pytest.mark.temporal
 
@@ -38,8 +39,9 @@ def test_delayed_start_server_first_temporal_later(temporal_factory, stigmer_ser
     # The API serves while Temporal is down, and says so.
     status = server.cli("server", "status")
     assert status.code == 3 and "DISCONNECTED" in status.out, status.text
-    wait_until(lambda: server.log().count("Temporal reconnection failed, will retry") >= 2, timeout=15,
-               what="a few seconds of retries")
+    started = time.monotonic()
+    wait_until(lambda: time.monotonic() - started >= 5 and "Temporal reconnection failed, will retry" in server.log(),
+               timeout=15, what="5 s of retries")
     temporal_factory(port=port)
     wait_for_log(server, "✅ Temporal reconnected successfully", timeout=10)
     for line in ("✅ Workers restarted successfully", "✅ Workflow creators reinjected successfully"):
@@ -114,3 +116,51 @@ def test_managed_temporal_is_restarted_after_sigkill(stigmer_server_factory):
     assert server.cli("agent-execution", "watch", second).code == 0
     # Persisted under the data dir: the first execution is still known after the restart.
     assert server.cli("agent-execution", "get", first).code == 0
+
+
+def test_live_diagram_highlights_the_running_state(temporal, stigmer_server_factory):
+    server = stigmer_server_factory(temporal=temporal.address)
+    assert server.cli("server", "wait", "--timeout", "20").code == 0
+    result = server.cli("diagram", "--live")
+    assert result.code == 0, result.text
+    assert "class CONNECTED s_active" in result.out
+    assert "Temporal connection: CONNECTED" in result.err
+
+
+def test_sigterm_shuts_down_gracefully_and_a_second_signal_exits_at_once(temporal, stigmer_server_factory):
+    server = stigmer_server_factory(temporal=temporal.address)
+    assert server.cli("server", "wait", "--timeout", "20").code == 0
+    proc = server.proc
+    assert proc is not None
+    stopped = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    took = time.monotonic() - stopped
+    log = server.log()
+    for line in ("Received SIGTERM - shutting down gracefully", "Shutting down Stigmer Server",
+                 "Temporal connection stopped", "Stigmer Server stopped"):
+        assert line in log, line
+    assert "Traceback" not in log
+    assert took < 10
+    server.proc = None
+
+    # Again, now with a second signal while the first shutdown waits for an in-flight Watch.
+    server2 = stigmer_server_factory(temporal=temporal.address)
+    assert server2.cli("server", "wait", "--timeout", "20").code == 0
+    slow = server2.cli("agent-execution", "create", "--agent", "echo", "--message", "slow",
+                       "-e", "STIGMER_AGENT_DELAY_SECONDS=30")
+    execution = assert_created(slow)
+    watcher = subprocess.Popen([stigmer_binary(), "agent-execution", "watch", execution, "--address", server2.address],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc2 = server2.proc
+        assert proc2 is not None
+        os.killpg(proc2.pid, signal.SIGINT)
+        wait_for_log(server2, "Shutting down Stigmer Server", timeout=10)
+        os.killpg(proc2.pid, signal.SIGINT)
+        assert proc2.wait(timeout=5) == 130
+        assert "Second SIGINT - exiting at once" in server2.log()
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=10)
+    server2.stop()

@@ -77,3 +77,9 @@ def test_cli_rejects_unknown_format():
     result = CliRunner().invoke(cli, ["diagram", "--format", "png"])
     assert result.exit_code == 2
     assert "'png' is not one of" in result.output
+
+
+def test_live_without_a_server_names_the_address():
+    result = CliRunner().invoke(cli, ["diagram", "--live", "--address", "127.0.0.1:1"])
+    assert result.exit_code == 69
+    assert "cannot reach the stigmer server at 127.0.0.1:1" in result.output

@@ -277,3 +277,27 @@ async def test_probe_sees_a_port_that_opened_during_a_failing_attempt(probed):
     await tick(rig, 0.5)
     assert rig.lifecycle.state is State.CONNECTED  # the probe saw the edge; no 2 s backoff wait
     assert rig.clock.monotonic() == 2.0
+
+
+async def test_retry_on_tick_mode_reproduces_the_original_design():
+    """Retries only every health interval (the Go server's design, kept for benchmarks)."""
+    clock = ManualClock(start=0.0)
+    effects = FakeEffects()
+    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock)
+
+    async def check(client: FakeClient) -> None:
+        return None
+
+    supervisor = Supervisor(lifecycle, check=check, clock=clock, health_interval=15, retry_on_tick=True)
+    effects.fail("dial", times=3)
+    supervisor.start()
+    try:
+        await settle()
+        for _ in range(4):
+            clock.advance(15)
+            await settle()
+        attempts = [e.at for e in lifecycle.events if e.trigger == "start"]
+        assert attempts == [0, 15, 30, 45]
+        assert lifecycle.state is State.CONNECTED
+    finally:
+        await supervisor.close()
