@@ -10,9 +10,20 @@ import grpc
 
 from stigmer.api import agent_execution_pb2, agent_execution_pb2_grpc, common_pb2
 from stigmer.cli import render
-from stigmer.cli.common import Api, address_option, api, call, emit_json, fail, output_option, timeout_option, to_dict
-
-PHASES = [v.name for v in common_pb2.ExecutionPhase.DESCRIPTOR.values if v.number]
+from stigmer.cli.common import (
+    Api,
+    address_option,
+    api,
+    call,
+    emit_json,
+    fail,
+    output_option,
+    paging_options,
+    phase_option,
+    show,
+    timeout_option,
+    to_dict,
+)
 
 
 def _env_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -72,16 +83,12 @@ def get(execution_id: str, address: str, output: str, timeout: float) -> None:
     with api(address, timeout) as conn:
         stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
         record = call(conn, output, stub.Get, agent_execution_pb2.GetAgentExecutionRequest(id=execution_id))
-    if output == "json":
-        emit_json(to_dict(record))
-    else:
-        click.echo(render.agent_execution(record))
+    show(record, output, render.agent_execution)
 
 
 @agent_execution.command("list")
-@click.option("--phase", type=click.Choice(PHASES, case_sensitive=False), help="Only executions in this phase.")
-@click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--page-token", default="", help="From a previous page's next_page_token.")
+@phase_option
+@paging_options
 @address_option
 @output_option
 @timeout_option

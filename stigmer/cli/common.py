@@ -110,5 +110,26 @@ def call(api_: Api, output: str, fn: Callable[..., T], request: Any) -> T:
         fail(error, address=api_.address, output=output)
 
 
+PHASES = ["PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
+
+
+def paging_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--page-size and --page-token, the same on every list command."""
+    fn = click.option("--page-token", default="", help="From a previous page's next_page_token.")(fn)
+    return click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)(fn)
+
+
+phase_option = click.option("--phase", type=click.Choice(PHASES, case_sensitive=False),
+                            help="Only executions in this phase.")
+
+
+def show(message: Message, output: str, text: Callable[[Any], str]) -> None:
+    """One record: as JSON (the API's fields) or rendered for people."""
+    if output == "json":
+        emit_json(to_dict(message))
+    else:
+        click.echo(text(message))
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

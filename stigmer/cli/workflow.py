@@ -20,6 +20,7 @@ from stigmer.cli.common import (
     emit_json,
     is_tty,
     output_option,
+    paging_options,
     timeout_option,
     to_dict,
 )
@@ -171,8 +172,7 @@ def get(id_or_name: str, document_only: bool, address: str, output: str, timeout
 
 
 @workflow.command("list")
-@click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--page-token", default="", help="From a previous page's next_page_token.")
+@paging_options
 @address_option
 @output_option
 @timeout_option

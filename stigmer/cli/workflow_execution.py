@@ -10,7 +10,7 @@ import click
 import grpc
 from click.shell_completion import CompletionItem
 
-from stigmer.api import common_pb2, workflow_execution_pb2, workflow_execution_pb2_grpc
+from stigmer.api import workflow_execution_pb2, workflow_execution_pb2_grpc
 from stigmer.cli import render
 from stigmer.cli.common import (
     EXIT_ERROR,
@@ -22,12 +22,14 @@ from stigmer.cli.common import (
     emit_json,
     fail,
     output_option,
+    paging_options,
+    phase_option,
+    show,
     timeout_option,
     to_dict,
 )
 from stigmer.cli.workflow import COMPLETION_TIMEOUT, complete_workflow, completion_address
 
-PHASES = [v.name for v in common_pb2.ExecutionPhase.DESCRIPTOR.values if v.number]
 INPUT_EXAMPLE = '{"user": "Ada"}'
 
 watch_timeout_option = click.option(
@@ -147,16 +149,12 @@ def get(execution_id: str, address: str, output: str, timeout: float) -> None:
     with api(address, timeout) as conn:
         stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
         record = call(conn, output, stub.Get, workflow_execution_pb2.GetWorkflowExecutionRequest(id=execution_id))
-    if output == "json":
-        emit_json(to_dict(record))
-    else:
-        click.echo(render.workflow_execution(record))
+    show(record, output, render.workflow_execution)
 
 
 @workflow_execution.command("list")
-@click.option("--phase", type=click.Choice(PHASES, case_sensitive=False), help="Only executions in this phase.")
-@click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--page-token", default="", help="From a previous page's next_page_token.")
+@phase_option
+@paging_options
 @address_option
 @output_option
 @timeout_option

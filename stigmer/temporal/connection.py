@@ -176,7 +176,6 @@ class TemporalConnection:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
         self._reports: set[asyncio.Task[bool]] = set()
-        self._workers_started_once = False
         self._closing = False
         self._on_connected = on_connected
         self._hooks: set[asyncio.Task[object]] = set()
@@ -415,8 +414,8 @@ class TemporalConnection:
             else:
                 log.debug("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
         elif event.trigger in ("connect_ok", "reconnect_ok"):
-            first_workers = not self._workers_started_once
-            self._workers_started_once = True
+            # Generation counts entries to CONNECTED: 1 means these are the first workers ever.
+            first_workers = self.lifecycle.generation == 1
             if event.trigger == "connect_ok" and event.attempt == 0:
                 log.info("✅ Initial Temporal connection successful")
                 log.info("All Temporal workers started")

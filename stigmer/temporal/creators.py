@@ -106,8 +106,8 @@ async def _start_once(
         )
 
 
-class AgentExecutionCreator:
-    """Starts the agent execution workflow of a stored agent execution."""
+class _Bound:
+    """Built from one client (and the task queues); injected while that client is connected."""
 
     def __init__(self, client: Client, *, queues: names.TaskQueues) -> None:
         self._client = client
@@ -117,6 +117,10 @@ class AgentExecutionCreator:
     def client(self) -> Client:
         """The client this was built with (lets a failure report name the connection it saw fail)."""
         return self._client
+
+
+class AgentExecutionCreator(_Bound):
+    """Starts the agent execution workflow of a stored agent execution."""
 
     async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
         """Start (or find already started) the workflow; returns its Temporal workflow id."""
@@ -134,17 +138,8 @@ class AgentExecutionCreator:
         return workflow_id
 
 
-class WorkflowExecutionCreator:
+class WorkflowExecutionCreator(_Bound):
     """Starts the workflow execution workflow of a stored workflow execution."""
-
-    def __init__(self, client: Client, *, queues: names.TaskQueues) -> None:
-        self._client = client
-        self._queues = queues
-
-    @property
-    def client(self) -> Client:
-        """The client this was built with (lets a failure report name the connection it saw fail)."""
-        return self._client
 
     async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
         """Start (or find already started) the workflow; returns its Temporal workflow id."""
@@ -162,17 +157,8 @@ class WorkflowExecutionCreator:
         return workflow_id
 
 
-class WorkflowValidator:
+class WorkflowValidator(_Bound):
     """Validates a workflow document on the validation worker, synchronously for the caller."""
-
-    def __init__(self, client: Client, *, queues: names.TaskQueues) -> None:
-        self._client = client
-        self._queues = queues
-
-    @property
-    def client(self) -> Client:
-        """The client this was built with (lets a failure report name the connection it saw fail)."""
-        return self._client
 
     async def validate(self, document: str, *, timeout: float) -> ValidationResult:  # noqa: ASYNC109
         """VALID or INVALID with errors. TemporalUnavailable if no answer within `timeout` s.
