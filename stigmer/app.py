@@ -9,18 +9,20 @@ the managed Temporal child and the store are closed.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loguru import logger
 
 from stigmer import __version__
-from stigmer.config import Config, split_host_port
+from stigmer.config import Config, ConfigError, split_host_port
 from stigmer.controllers import AgentExecutionController, Reconciler, WorkflowController, WorkflowExecutionController
 from stigmer.managed_temporal import ManagedTemporal, TemporalBinaryMissing
 from stigmer.server import BoundServer, ListenError, ServerHealth, Services, build_server
+from stigmer.server.auth import ListenerSecurity, describe_protection, startup_warnings
 from stigmer.store import Store, StoreError
 from stigmer.temporal.agents import AgentRunner, EchoAgentRunner
 from stigmer.temporal.connection import CreatorTargets, TemporalConnection
+from stigmer.temporal.tls import TemporalSecurity
 
 #: Exit codes (sysexits.h): what a supervisor or script can act on.
 EXIT_OK = 0
@@ -47,12 +49,23 @@ class StigmerServer:
         self._runner = runner or EchoAgentRunner()
         self.running: Running | None = None
         self.started = asyncio.Event()
+        self._listener = ListenerSecurity()
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set; return the process exit code."""
         config = self.config
         logger.info("Starting Stigmer Server", version=__version__, address=config.address,
-                    temporal=config.temporal_host_port, namespace=config.namespace, data_dir=str(config.data_dir))
+                    temporal=config.temporal_host_port, namespace=config.namespace, data_dir=str(config.data_dir),
+                    protection=describe_protection(config),
+                    temporal_security=config.temporal_security.describe() if config.temporal_security else "plaintext")
+        for warning in startup_warnings(config):
+            logger.warning(warning)
+        try:
+            # Before anything starts: a bad certificate must not leave a managed Temporal behind.
+            self._listener = ListenerSecurity.from_config(config)
+        except ConfigError as err:
+            logger.error("{}", err)
+            return EXIT_CONFIG
         try:
             store = Store.open(config.data_dir)
         except StoreError as err:
@@ -84,7 +97,13 @@ class StigmerServer:
             workflow_execution=lambda creator: workflow_executions.set_creator(creator),
             workflow_validation=lambda validator: workflows.set_validator(validator),
         )
-        connection = TemporalConnection(config.connection_settings(), store=store, runner=self._runner,
+        settings = config.connection_settings()
+        if managed is not None and settings.security.describe() != "plaintext":
+            # Our own dev server speaks plaintext only; production credentials are not for it.
+            logger.warning("Ignoring Temporal TLS/API key settings ({}) for the managed local Temporal",
+                           settings.security.describe())
+            settings = replace(settings, security=TemporalSecurity())
+        connection = TemporalConnection(settings, store=store, runner=self._runner,
                                         targets=targets, on_connected=lambda client: reconciler.reconcile(client))
         # Nothing is left in PENDING: every entry to CONNECTED reconciles unfinished executions.
         reconciler = Reconciler(store=store, queues=config.queues, availability=connection)
@@ -95,7 +114,8 @@ class StigmerServer:
         services = Services(agent_executions=agent_executions, workflows=workflows,
                             workflow_executions=workflow_executions, status=connection, health=health)
         try:
-            bound = build_server(services, address=config.address)
+            bound = build_server(services, address=config.address, interceptors=self._listener.interceptors,
+                                 credentials=self._listener.credentials)
         except ListenError as err:
             logger.error("{}", err)
             return EXIT_UNAVAILABLE

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stigmer.security import AUTH_TOKEN_ENV, Secret, is_loopback, token_problem
 from stigmer.temporal.names import TaskQueues
 
 if TYPE_CHECKING:
     from stigmer.temporal.connection import ConnectionSettings
+    from stigmer.temporal.tls import TemporalSecurity
 
 DEFAULT_TEMPORAL_HOST_PORT = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -24,7 +26,12 @@ ENV = {
     "TEMPORAL_NAMESPACE": "namespace",
     "STIGMER_SERVER_ADDRESS": "address",
     "STIGMER_DATA_DIR": "data_dir",
+    AUTH_TOKEN_ENV: "auth_token",
+    "STIGMER_TLS_CERT": "tls_cert",
+    "STIGMER_TLS_KEY": "tls_key",
 }
+#: Temporal's own name for the address (its CLI and SDKs); TEMPORAL_HOST_PORT wins when both are set.
+TEMPORAL_ADDRESS_ALIAS = "TEMPORAL_ADDRESS"
 
 
 class ConfigError(ValueError):
@@ -50,6 +57,15 @@ class Config:
     grace: float = 5.0
     #: "fast" (default) or "legacy": the original Go server's design, for side-by-side benchmarks.
     reconnect_mode: str = "fast"
+    #: Every RPC but health must carry ``authorization: Bearer <token>`` (Secret: never printed).
+    auth_token: Secret | None = None
+    #: PEM certificate and key: the API speaks TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Allow a non-loopback address with neither token nor TLS (the server then warns loudly).
+    insecure: bool = False
+    #: TLS / API key for Temporal (stigmer.temporal.tls); None: plaintext, no key.
+    temporal_security: TemporalSecurity | None = None
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")
@@ -60,6 +76,21 @@ class Config:
             raise ConfigError(f"--reconnect-mode must be fast or legacy, got {self.reconnect_mode!r}")
         if not self.health_interval > 0:
             raise ConfigError(f"--health-interval must be > 0 seconds, got {self.health_interval}")
+        self._check_listener_protection()
+
+    def _check_listener_protection(self) -> None:
+        if self.auth_token is not None and (problem := token_problem(self.auth_token.reveal())):
+            raise ConfigError(f"{AUTH_TOKEN_ENV} / --auth-token {problem} (the value is not shown)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key (STIGMER_TLS_CERT / STIGMER_TLS_KEY) go together: "
+                              "give both or neither")
+        host, _ = split_host_port(self.address, name="STIGMER_SERVER_ADDRESS / --address")
+        if not is_loopback(host) and self.auth_token is None and self.tls_cert is None and not self.insecure:
+            raise ConfigError(
+                f"refusing to listen on {self.address}: other machines can reach that address and nothing "
+                f"protects it. Set {AUTH_TOKEN_ENV} (or --auth-token) and/or --tls-cert/--tls-key, "
+                "listen on 127.0.0.1 (the default), or pass --insecure to accept the risk"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -69,10 +100,25 @@ class Config:
         for var, name in ENV.items():
             if env.get(var, "").strip():
                 values[name] = env[var].strip()
+        if "temporal_host_port" not in values and env.get(TEMPORAL_ADDRESS_ALIAS, "").strip():
+            values["temporal_host_port"] = env[TEMPORAL_ADDRESS_ALIAS].strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "data_dir" in values:
-            values["data_dir"] = Path(str(values["data_dir"])).expanduser()
+        for path_field in ("data_dir", "tls_cert", "tls_key"):
+            if path_field in values:
+                values[path_field] = Path(str(values[path_field])).expanduser()
+        if isinstance(values.get("auth_token"), str):
+            values["auth_token"] = Secret(values["auth_token"])
         values.setdefault("queues", TaskQueues.from_env(env))
+        if "temporal_security" not in values:
+            from stigmer.temporal.tls import temporal_client_settings
+
+            temporal = temporal_client_settings(env)
+            values["temporal_security"] = temporal.security
+            # Temporal's profile comes last: our variables and flags win over it.
+            if temporal.address and "temporal_host_port" not in values:
+                values["temporal_host_port"] = temporal.address
+            if temporal.namespace and "namespace" not in values:
+                values["namespace"] = temporal.namespace
         return cls(**values)
 
     def with_(self, **changes: Any) -> Config:
@@ -84,6 +130,7 @@ class Config:
 
     def connection_settings(self) -> ConnectionSettings:
         from stigmer.temporal.connection import ConnectionSettings  # heavy (temporalio): only for the server
+        from stigmer.temporal.tls import TemporalSecurity
 
         make = ConnectionSettings.legacy if self.reconnect_mode == "legacy" else ConnectionSettings
         return make(
@@ -91,4 +138,5 @@ class Config:
             namespace=self.namespace,
             queues=self.queues,
             health_interval=self.health_interval,
+            security=self.temporal_security or TemporalSecurity(),
         )

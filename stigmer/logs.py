@@ -99,17 +99,17 @@ def setup_logging(*, level: str = "INFO", fmt: str = "text", file: Path | None =
     out = stream or sys.stderr
     summarize = RepeatSummarizer()
     if fmt == "json":
-        logger.add(_json_sink(out), level=level, filter=summarize)
+        logger.add(_json_sink(out), level=level, filter=summarize, diagnose=False)
     else:
-        logger.add(out, level=level, format=_text_format, filter=summarize, colorize=False)
+        logger.add(out, level=level, format=_text_format, filter=summarize, colorize=False, diagnose=False)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "json":
             handle = file.open("a", encoding="utf-8")
-            logger.add(_json_sink(handle), level=level, filter=summarize)
+            logger.add(_json_sink(handle), level=level, filter=summarize, diagnose=False)
         else:
             logger.add(file, level=level, format=_text_format, filter=summarize, rotation="20 MB",
-                       retention=5, encoding="utf-8")
+                       retention=5, encoding="utf-8", diagnose=False)
     logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
     # Libraries speak only when it matters; the SDK core's lines arrive via temporalio.core.
     for name, lib_level in (("temporalio", logging.WARNING), ("grpc", logging.WARNING),

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from stigmer.config import DEFAULT_ADDRESS
 from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY, UNAVAILABLE_MESSAGE
+from stigmer.security import ClientSecurity, ClientSecurityError, tls_hint
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -32,7 +33,8 @@ output_option = click.option(
 )
 address_option = click.option(
     "--address", envvar="STIGMER_SERVER_ADDRESS", default=DEFAULT_ADDRESS, show_default=True,
-    help="The stigmer server to talk to [env: STIGMER_SERVER_ADDRESS].",
+    help="The stigmer server to talk to [env: STIGMER_SERVER_ADDRESS]. If it requires a token or TLS, set "
+         "STIGMER_AUTH_TOKEN and STIGMER_TLS_CA in the environment (see `stigmer server --help`).",
 )
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
@@ -54,7 +56,11 @@ class Api:
 def api(address: str, timeout: float) -> Iterator[Api]:
     # No client-side size cap: a workflow execution with many agent steps can exceed gRPC's 4 MiB default.
     options = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", -1)]
-    channel = grpc.insecure_channel(address, options=options)
+    try:
+        # Token and TLS come from the environment only (stigmer.security), never from a flag.
+        channel = ClientSecurity.from_env().channel(address, options=options)
+    except ClientSecurityError as err:
+        raise click.UsageError(str(err)) from err
     try:
         yield Api(address=address, timeout=timeout, channel=channel)
     finally:
@@ -76,9 +82,9 @@ def fail(error: grpc.RpcError, *, address: str, output: str) -> NoReturn:
     trailing = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
     ours = STATE_KEY in trailing or details == UNAVAILABLE_MESSAGE
     if code == grpc.StatusCode.UNAVAILABLE and not ours:
-        message = (
-            f"cannot reach the stigmer server at {address} ({details or 'no answer'}). "
-            "Start it with `stigmer server start` (add --managed-temporal to run a local Temporal too), "
+        message = f"cannot reach the stigmer server at {address} ({details or 'no answer'}). " + (
+            tls_hint(details, tls=ClientSecurity.from_env().tls)
+            or "Start it with `stigmer server start` (add --managed-temporal to run a local Temporal too), "
             "or point STIGMER_SERVER_ADDRESS / --address at a running one."
         )
         exit_code = EXIT_UNREACHABLE

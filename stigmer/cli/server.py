@@ -30,10 +30,24 @@ from stigmer.config import Config, ConfigError
 from stigmer.logs import LEVELS, setup_logging
 from stigmer.process import exit_process
 
+#: EX_CONFIG (sysexits.h): the settings cannot work; the server exits with it too (stigmer.app).
+EXIT_CONFIG = 78
+
 
 @click.group()
 def server() -> None:
-    """Run the stigmer server and ask it how its Temporal connection is doing."""
+    """Run the stigmer server and ask it how its Temporal connection is doing.
+
+    \b
+    Security: the server listens on 127.0.0.1 unless told otherwise; any other address needs
+    a token (STIGMER_AUTH_TOKEN) or TLS (--tls-cert/--tls-key), or --insecure. Clients take
+    their side from the environment only, no flag needed on every command:
+      STIGMER_AUTH_TOKEN         sent as "authorization: Bearer <token>"
+      STIGMER_TLS_CA             CA or self-signed certificate to trust (turns TLS on)
+      STIGMER_TLS=1              TLS with the system's trusted roots
+      STIGMER_TLS_SERVER_NAME    name to check the certificate against
+    Temporal itself: TEMPORAL_TLS_CERT/KEY/CA, TEMPORAL_API_KEY, TEMPORAL_PROFILE (see README).
+    """
 
 
 @server.command()
@@ -42,7 +56,17 @@ def server() -> None:
 @click.option("--namespace", envvar="TEMPORAL_NAMESPACE", show_envvar=True,
               help="Temporal namespace [default: default].")
 @click.option("--address", envvar="STIGMER_SERVER_ADDRESS", show_envvar=True,
-              help="Where the gRPC API listens [default: 127.0.0.1:7234].")
+              help="Where the gRPC API listens [default: 127.0.0.1:7234]. Any non-loopback address "
+                   "(0.0.0.0, a LAN IP, [::]) needs --auth-token or --tls-cert/--tls-key, or --insecure.")
+@click.option("--auth-token", envvar="STIGMER_AUTH_TOKEN", show_envvar=True, metavar="TOKEN",
+              help="Require 'authorization: Bearer TOKEN' on every RPC but health (16+ printable characters). "
+                   "Prefer the variable: a flag shows in `ps`.")
+@click.option("--tls-cert", envvar="STIGMER_TLS_CERT", show_envvar=True, type=click.Path(path_type=Path),
+              help="PEM certificate (chain): serve the API over TLS. Needs --tls-key.")
+@click.option("--tls-key", envvar="STIGMER_TLS_KEY", show_envvar=True, type=click.Path(path_type=Path),
+              help="PEM private key (unencrypted) for --tls-cert.")
+@click.option("--insecure", is_flag=True,
+              help="Allow a non-loopback --address with neither token nor TLS (logged as a loud warning).")
 @click.option("--data-dir", envvar="STIGMER_DATA_DIR", show_envvar=True, type=click.Path(path_type=Path),
               help="SQLite database, managed Temporal's database and logs [default: ~/.stigmer].")
 @click.option("--health-interval", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
@@ -56,7 +80,8 @@ def server() -> None:
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the log to FILE (rotated at 20 MB).")
-def start(temporal_host_port: str | None, namespace: str | None, address: str | None, data_dir: Path | None,
+def start(temporal_host_port: str | None, namespace: str | None, address: str | None, auth_token: str | None,
+          tls_cert: Path | None, tls_key: Path | None, insecure: bool, data_dir: Path | None,
           health_interval: float, managed_temporal: bool, reconnect_mode: str, log_format: str, log_level: str,
           log_file: Path | None) -> None:
     """Run the server in the foreground until Ctrl+C (or SIGTERM).
@@ -74,9 +99,12 @@ def start(temporal_host_port: str | None, namespace: str | None, address: str | 
     setup_logging(level=log_level.upper(), fmt=log_format, file=log_file)
     try:
         config = Config.from_env(temporal_host_port=temporal_host_port, namespace=namespace, address=address,
-                                 data_dir=data_dir, health_interval=health_interval, reconnect_mode=reconnect_mode)
+                                 data_dir=data_dir, health_interval=health_interval, reconnect_mode=reconnect_mode,
+                                 auth_token=auth_token, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
     except ConfigError as err:
-        raise click.UsageError(str(err)) from err
+        usage = click.UsageError(str(err))
+        usage.exit_code = EXIT_CONFIG
+        raise usage from err
     exit_process(asyncio.run(_run_server(config, managed_temporal)))
 
 

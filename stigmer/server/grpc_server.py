@@ -15,6 +15,7 @@ is left unlimited: a response can legitimately carry a 1 MiB message plus the ag
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -71,13 +72,17 @@ def build_server(
     *,
     address: str,
     max_receive_message_bytes: int = MAX_RECEIVE_MESSAGE_BYTES,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> BoundServer:
     """A grpc.aio.Server with every servicer, bound to ``address`` but not started.
 
     Must be called on the loop that will run it. Raises ListenError (after logging the
-    contract line) when the address cannot be bound.
+    contract line) when the address cannot be bound. ``interceptors`` (the token check) run
+    before every servicer; ``credentials`` make the listener TLS-only.
     """
     server = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", max_receive_message_bytes),
             ("grpc.max_send_message_length", -1),
@@ -96,7 +101,10 @@ def build_server(
     status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(services.status), server)
     health_pb2_grpc.add_HealthServicer_to_server(services.health.servicer, server)
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
     if port == 0:

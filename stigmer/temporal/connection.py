@@ -30,6 +30,7 @@ from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
 from stigmer.temporal.names import TaskQueues
+from stigmer.temporal.tls import TemporalSecurity
 from stigmer.temporal.workers import build_workers
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
@@ -61,6 +62,8 @@ class ConnectionSettings:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     #: Retry only on the health tick (the original Go server's design; benchmarks compare it).
     retry_on_tick: bool = False
+    #: TLS / mTLS / API key (stigmer.temporal.tls); certificate files are re-read at every dial.
+    security: TemporalSecurity = field(default_factory=TemporalSecurity)
 
     @classmethod
     def legacy(cls, **kwargs: Any) -> ConnectionSettings:
@@ -205,7 +208,8 @@ class TemporalConnection:
         if self._runtime is None:
             self._runtime = make_runtime()
         logger.info("Starting Temporal health monitor", interval=self.settings.health_interval,
-                    host_port=self.settings.host_port, namespace=self.settings.namespace)
+                    host_port=self.settings.host_port, namespace=self.settings.namespace,
+                    security=self.settings.security.describe())
         self.supervisor.start()
 
     async def close(self) -> None:
@@ -270,6 +274,7 @@ class TemporalConnection:
                     interval_millis=int(self.settings.keepalive_interval * 1000),
                     timeout_millis=int(self.settings.keepalive_timeout * 1000),
                 ),
+                **self.settings.security.connect_kwargs(),
             ),
             timeout=self.settings.dial_timeout,
         )
