@@ -54,6 +54,8 @@ class AgentExecutionController:
         check.check_message(message)
         check.check_agent(agent)
         env = check.check_runtime_env(runtime_env)
+        # They travel together in the workflow's payloads (message, agent and env; the reply again).
+        check.check_encoded_size("message", [message, agent, *env, *env.values()], what="the message and runtime env")
         creator = await require(lambda: self._creator, self._availability, what="agent execution creator")
         record = self._store.create_agent_execution(agent=agent, message=message, runtime_env=env)
         await start_or_forget(

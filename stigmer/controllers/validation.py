@@ -8,10 +8,11 @@ is stored byte for byte.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from stigmer.store import Phase, is_valid_id
+from stigmer.temporal.payloads import TEXT_BUDGET_BYTES, encoded_size
 
 from .errors import InvalidArgument
 
@@ -99,6 +100,18 @@ def check_runtime_env(runtime_env: Mapping[str, str] | None) -> dict[str, str]:
     if total > MAX_RUNTIME_ENV_BYTES:
         raise InvalidArgument("runtime_env", f"{total} bytes in all, at most {MAX_RUNTIME_ENV_BYTES} allowed")
     return env
+
+
+def check_encoded_size(field: str, texts: Iterable[str], *, what: str) -> None:
+    """The texts that travel together in one Temporal payload must fit in it once JSON-escaped
+    (see payloads.encoded_size); else the execution would be stored but could never run."""
+    size = sum(encoded_size(text) for text in texts)
+    if size > TEXT_BUDGET_BYTES:
+        raise InvalidArgument(
+            field,
+            f"{what} take {size} bytes once encoded for Temporal, more than the {TEXT_BUDGET_BYTES} a payload "
+            "allows (JSON writes each non-ASCII or control character as a 6-byte \\u escape)",
+        )
 
 
 def check_id(prefix: str, value: object, *, field: str = "id") -> str:

@@ -59,6 +59,8 @@ class WorkflowExecutionController:
             raise InvalidArgument("input", str(exc).removeprefix("input: ")) from None
         stored = self._workflow(ref)
         tasks = _runnable_tasks(stored)
+        # The workflow reads both back in one payload when it starts.
+        check.check_encoded_size("input", [input, stored.document], what="the input and the workflow's document")
         creator = await require(lambda: self._creator, self._availability, what="workflow execution creator")
         try:
             record = self._store.create_workflow_execution(workflow=stored, input=input, task_names_kinds=tasks)

@@ -100,15 +100,19 @@ def declared_name(document: str) -> str:
         raise InvalidArgument("document", f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
     except RecursionError:
         raise InvalidArgument("document", "not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # a number beyond Python's digit limit for int()
+        raise InvalidArgument("document", f"not valid JSON: {str(exc).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise InvalidArgument("document", f"must be a JSON object, got {type(data).__name__}")
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise InvalidArgument("document", "name: required (the workflow name, a non-empty string)")
-    if len(name) > workflowdoc.MAX_NAME_LENGTH or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+    # A lone surrogate ("\\ud800" in the JSON) cannot be stored as text at all.
+    unusable = any(ord(c) < 0x20 or c == "\x7f" for c in name) or workflowdoc.has_lone_surrogate(name)
+    if len(name) > workflowdoc.MAX_NAME_LENGTH or unusable:
         raise InvalidArgument(
             "document",
             f"name: {check.shown(name)} is not usable "
-            f"(at most {workflowdoc.MAX_NAME_LENGTH} characters, no control characters)",
+            f"(at most {workflowdoc.MAX_NAME_LENGTH} characters, no control characters or lone surrogates)",
         )
     return name

@@ -4,6 +4,11 @@
 generators) alike. Expected errors become their status code with the controller's message;
 anything else becomes INTERNAL with a fixed message, and its traceback goes to the server log
 once -- never to the client, which could not act on it and should not see server internals.
+
+A store that cannot write (disk full, read-only or broken data dir) is not a bug but a state of
+the machine the operator must fix, and its message says how: RESOURCE_EXHAUSTED when the disk
+is full (gRPC's code for "the file system is out of space"), FAILED_PRECONDITION otherwise. Not
+UNAVAILABLE: clients read that as "Temporal is down, retry shortly", which would not help.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import inspect
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from loguru import logger
@@ -28,6 +33,7 @@ from stigmer.controllers.errors import (
     NotFound,
     Unavailable,
 )
+from stigmer.store import StoreError, StoreFull
 
 INTERNAL_MESSAGE = "internal error (see server log)"
 
@@ -55,21 +61,37 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[
     for kind, code in _CODES:
         if isinstance(error, kind):
             return code, str(error), ()
+    if isinstance(error, StoreFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
+    if isinstance(error, StoreError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, ()
 
 
-async def abort_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any], *, rpc: str) -> NoReturn:
-    """End the call with the status for ``error``. Always raises (``context.abort`` does)."""
+def finish_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any], *, rpc: str) -> None:
+    """Set the status for ``error`` on the call; the method then returns (unary: no response).
+
+    Not ``context.abort()``: grpc keeps the AbortError it raises on the call's state, and that
+    error's traceback holds the frames that hold the request -- a reference cycle that only the
+    garbage collector frees, and it runs rarely in a quiet server. Measured with abort(): every
+    refused 3 MiB request kept about 7 MiB of server memory (the request, the copies of its
+    text) until the next collection. A status set this way is sent exactly the same, and grpc
+    discards the response of a call whose code is not OK.
+    """
     if isinstance(error, grpc.aio.AbortError):
         raise error  # the method aborted on purpose; its status is already set
     code, details, metadata = status_for(error)
     if code is grpc.StatusCode.INTERNAL:
         logger.opt(exception=error).error("Unhandled error in {}", rpc, rpc=rpc)
+    elif isinstance(error, StoreError):
+        logger.error("{} failed: {}", rpc, error, rpc=rpc)  # the operator has something to fix
     elif code is grpc.StatusCode.UNAVAILABLE:
         # The connection logs the outage itself; one line per refused request would flood.
         logger.debug("{} refused: Temporal unavailable", rpc, rpc=rpc, state=metadata[0][1])
-    await context.abort(code, details, metadata)
-    raise AssertionError("context.abort() returned")  # pragma: no cover - abort always raises
+    context.set_code(code)
+    context.set_details(details)
+    if metadata:
+        context.set_trailing_metadata(metadata)
 
 
 def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,7 +108,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
                     async for item in items:
                         yield item
             except Exception as error:
-                await abort_with(error, context, rpc=rpc)
+                finish_with(error, context, rpc=rpc)
 
         return stream
 
@@ -98,6 +120,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await method(self, request, context)
         except Exception as error:
-            await abort_with(error, context, rpc=rpc)
+            finish_with(error, context, rpc=rpc)
+            return None
 
     return unary

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from .models import StoreError
+from .models import StoreError, StoreFull
 from .schema import ensure_schema, inspect_schema
 
 __all__ = ["DB_FILE_NAME", "Database", "store_error"]
@@ -38,7 +38,7 @@ def store_error(exc: sqlite3.Error, *, path: Path, doing: str) -> StoreError:
             f"stigmer never resets it on its own."
         )
     if code == sqlite3.SQLITE_FULL:
-        return StoreError(
+        return StoreFull(
             f"could not {doing}: the disk holding {path} is full ({exc}). Free some space and retry; "
             f"the change was rolled back, nothing was half-written."
         )

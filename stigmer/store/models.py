@@ -16,6 +16,7 @@ __all__ = [
     "NotFound",
     "Phase",
     "StoreError",
+    "StoreFull",
     "TaskState",
     "TaskStatus",
     "Workflow",
@@ -137,3 +138,7 @@ class StoreError(Exception):
     The message always names the file and says what the operator should do; the store never
     "repairs" a file by resetting it.
     """
+
+
+class StoreFull(StoreError):
+    """The disk holding the database is full; the write was rolled back. Free space and retry."""

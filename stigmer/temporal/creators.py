@@ -166,7 +166,7 @@ class WorkflowValidator(_Bound):
         An oversized document is rejected here, without a round trip: Temporal refuses payloads
         over 2 MiB with an unhelpful error, and the size rule needs no worker.
         """
-        if len(document.encode("utf-8")) > workflowdoc.MAX_DOCUMENT_BYTES:
+        if workflowdoc.too_large(document):
             return ValidationResult(valid=False, errors=workflowdoc.validate(document))
         # Validations are not stored, so each gets a fresh id; its run timeout reaps it if the
         # caller gave up before a worker picked it up.

@@ -28,18 +28,31 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from stigmer.temporal.payloads import TEXT_BUDGET_BYTES, encoded_size
 from stigmer.temporal.templating import REFERENCE
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
+#: The document travels to the validation worker and, with the input, to every execution (see
+#: payloads.encoded_size): three quarters of a payload for it leaves the input a quarter or more.
+MAX_DOCUMENT_PAYLOAD_BYTES = TEXT_BUDGET_BYTES * 3 // 4
 MAX_NAME_LENGTH = 100
 MAX_WAIT_SECONDS = 86400
 MAX_VALUE_DEPTH = 32
+# A validation result travels as one Temporal payload and is stored with the workflow: however
+# hostile the document, it stays small (a first batch of problems is what a person can act on).
+MAX_ERRORS = 50
+MAX_ERROR_LENGTH = 300
 KINDS = ("agent", "set", "wait")
 RESERVED_KEYS = ("input", "tasks")
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _REF = REFERENCE
 _REF_PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+# JSON may spell half of a surrogate pair alone ("\\ud800"); decoded, that is a string no UTF-8
+# text can hold (the store, protobuf and Temporal payloads all refuse it). Proper pairs decode to
+# one code point, so any surrogate left in a decoded string is a lone one.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE_ERROR = "contains a \\u escape of a lone surrogate (\\ud800-\\udfff without its pair): not valid text"
 
 _TOP_FIELDS = ("name", "description", "tasks")
 _TASK_FIELDS: dict[str, tuple[str, ...]] = {
@@ -101,7 +114,22 @@ class _DuplicateKey(ValueError):
 
 
 def validate(document: str | bytes) -> list[str]:
-    """All problems with `document`, each ``"<json path>: <what is wrong>"``; empty if valid."""
+    """All problems with `document`, each ``"<json path>: <what is wrong>"``; empty if valid.
+
+    At most `MAX_ERRORS` lines of at most `MAX_ERROR_LENGTH` characters: the last line says how
+    many more problems there were.
+    """
+    return _capped(_problems(document))
+
+
+def _capped(errors: list[str]) -> list[str]:
+    lines = [e if len(e) <= MAX_ERROR_LENGTH else e[: MAX_ERROR_LENGTH - 3] + "..." for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        lines[-1] = f"... and {len(errors) - MAX_ERRORS + 1} more problems"
+    return lines
+
+
+def _problems(document: str | bytes) -> list[str]:
     data, errors = _load(document)
     if errors:
         return errors
@@ -161,16 +189,58 @@ def _load(document: str | bytes) -> tuple[Any, list[str]]:
         # Cheap bound first: a str never encodes to fewer bytes than it has characters.
         if len(document) > MAX_DOCUMENT_BYTES or len(document.encode("utf-8")) > MAX_DOCUMENT_BYTES:
             return None, [_size_error(len(document.encode("utf-8")))]
+    if (encoded := encoded_size(document)) > MAX_DOCUMENT_PAYLOAD_BYTES:
+        return None, [_payload_error(encoded)]
     if not document.strip():
         return None, ["document: empty (expected a JSON object)"]
     try:
-        return json.loads(document, object_pairs_hook=_no_duplicates, parse_constant=_no_constant), []
+        data = json.loads(document, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except _DuplicateKey as exc:
         return None, [f"document: {exc}"]
     except json.JSONDecodeError as exc:
         return None, [f"document: not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"]
+    except ValueError as exc:  # a number beyond Python's digit limit for int()
+        return None, [f"document: not valid JSON: {_json_value_error(exc)}"]
     except RecursionError:
         return None, ["document: nested too deeply"]
+    if has_lone_surrogate(data):
+        return None, [f"document: {_LONE_SURROGATE_ERROR}"]
+    return data, []
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """True if a string anywhere in a decoded JSON value (keys too) holds a lone surrogate."""
+    pending = [value]  # a loop, not recursion: json.loads accepts nesting deeper than our stack
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _json_value_error(exc: ValueError) -> str:
+    # "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use
+    # sys.set_int_max_str_digits() ..." -- the advice after ";" is for Python programmers.
+    return str(exc).split(";")[0]
+
+
+def too_large(document: str) -> bool:
+    """True if `validate` would refuse the document for its size alone: it is then refused without
+    being sent to the validation worker, which it would not reach."""
+    return len(document.encode("utf-8")) > MAX_DOCUMENT_BYTES or encoded_size(document) > MAX_DOCUMENT_PAYLOAD_BYTES
+
+
+def _payload_error(size: int) -> str:
+    return (
+        f"document: {size} bytes once encoded for Temporal exceeds the limit of {MAX_DOCUMENT_PAYLOAD_BYTES} "
+        "bytes (JSON writes each non-ASCII or control character as a 6-byte \\u escape)"
+    )
 
 
 def _size_error(size: int) -> str:
@@ -188,6 +258,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not allowed", name, 0)
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 would decode to infinity and come back out in the output as `Infinity`, which is not JSON.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:30]} is out of range")
+    return value
 
 
 def _type_name(value: Any) -> str:
@@ -337,6 +415,9 @@ def _check_value_refs(value: Any, path: str, ctx: _Context, errors: list[str], *
         errors.append(f"{path}: nested deeper than {MAX_VALUE_DEPTH} levels")
     elif isinstance(value, str):
         _check_refs(value, path, ctx, errors)
+    elif isinstance(value, float) and not math.isfinite(value):
+        # 1e999 decodes to infinity, which would come back out in the output as `Infinity`: not JSON.
+        errors.append(f"{path}: {value} is out of range (JSON numbers must be finite)")
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check_value_refs(item, f"{path}[{i}]", ctx, errors, depth=depth + 1)
@@ -388,9 +469,13 @@ def parse_input(text: str) -> dict[str, JSONValue]:
     if not text.strip():
         return {}
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"input: not valid JSON: {exc}") from None
+    except ValueError as exc:  # a number out of float range, or beyond Python's digit limit for int()
+        raise ValueError(f"input: not valid JSON: {_json_value_error(exc)}") from None
     if not isinstance(value, dict):
         raise ValueError(f"input: must be a JSON object, got {_type_name(value)}")
+    if has_lone_surrogate(value):
+        raise ValueError(f"input: {_LONE_SURROGATE_ERROR}")
     return value

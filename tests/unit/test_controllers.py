@@ -50,7 +50,8 @@ TRICKY_TEXTS = [
     "line1\nline2\r\nline3\ttab",
     "   leading and trailing spaces   ",
     "with NUL \x00 inside",
-    "é" * (MIB // 2),  # exactly 1 MiB of UTF-8: the limit is inclusive
+    "x" * MIB,  # exactly 1 MiB of UTF-8: the limit is inclusive
+    "é" * 300_000,  # 600 kB of UTF-8, 1.8 MB once JSON-escaped for Temporal: still fits a payload
 ]
 DOC = {"name": "greet", "tasks": [{"name": "t1", "kind": "set", "values": {"k": "v"}},
                                    {"name": "t2", "kind": "agent", "agent": "echo", "message": "hi ${k}"}]}  # fmt: skip
@@ -246,6 +247,12 @@ async def test_cancelled_create_deletes_the_record(store: Store) -> None:
         ({"agent": "echo", "message": "hi", "runtime_env": {f"K{i}": "v" for i in range(101)}}, "runtime_env"),
         ({"agent": "echo", "message": "hi", "runtime_env": {"BIG": "v" * 70_000}}, "runtime_env"),
         ({"agent": "echo", "message": "hi", "runtime_env": ["A"]}, "runtime_env"),
+        # Found by tests/fuzz: within 1 MiB of UTF-8, but Temporal's JSON escapes (6 bytes for each
+        # non-ASCII or control character) make these 3 and 6 MB, over its 2 MiB payload limit: the
+        # execution was stored, then stuck IN_PROGRESS forever.
+        ({"agent": "echo", "message": "é" * (MIB // 2)}, "message"),
+        ({"agent": "echo", "message": "\x01" * MIB}, "message"),
+        ({"agent": "echo", "message": "€" * 330_000, "runtime_env": {"E": "€" * 21_000}}, "message"),  # together
     ],
 )
 async def test_bad_create_input_names_the_field_before_anything_else(
@@ -462,7 +469,9 @@ async def test_create_stores_the_document_verbatim_with_its_validation(store: St
 @pytest.mark.parametrize(
     "document",
     ["", "  ", "{not json", "[1, 2]", '"text"', '{"tasks": []}', '{"name": ""}', '{"name": 7}',
-     json.dumps({"name": "n" * 101}), json.dumps({"name": "a\nb"}), "[" * 100_000, " " * (MIB + 1)],
+     json.dumps({"name": "n" * 101}), json.dumps({"name": "a\nb"}), "[" * 100_000, " " * (MIB + 1),
+     # Found by tests/fuzz: a lone surrogate cannot be stored as text; int() refuses > 4300 digits.
+     '{"name": "\\ud800", "tasks": []}', '{"name": "x", "n": ' + "9" * 5000 + "}"],
 )  # fmt: skip
 async def test_create_refuses_documents_without_a_usable_name(
     store: Store, writes: list[object], document: str
@@ -535,6 +544,11 @@ async def test_workflow_execution_refusals(store: Store, writes: list[object]) -
         ({"workflow": "greet", "input": "[1]"}, InvalidArgument, "input"),
         ({"workflow": "greet", "input": "{oops"}, InvalidArgument, "input"),
         ({"workflow": "greet", "input": "x" * (MIB + 1)}, InvalidArgument, "input"),
+        ({"workflow": "greet", "input": '{"user": "\\udc00"}'}, InvalidArgument, "input"),
+        ({"workflow": "greet", "input": '{"n": 1e999}'}, InvalidArgument, "input"),
+        # Under 1 MiB of UTF-8, but 2 MB once Temporal's JSON escapes it: it could never run.
+        ({"workflow": "greet", "input": json.dumps({"u": "€" * 349_000}, ensure_ascii=False)}, InvalidArgument,
+         "input"),
         ({"workflow": "nope"}, NotFound, None),
         ({"workflow": "bad"}, FailedPrecondition, None),
     ]:

@@ -261,6 +261,57 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
     assert workflowdoc.validate("[" * 100_000 + "]" * 100_000)[0].startswith("document: ")
 
 
+# Found by tests/fuzz: each of these made the validation activity raise or its result outgrow a
+# Temporal payload, or put text into the store that SQLite and protobuf cannot encode (INTERNAL).
+@pytest.mark.parametrize(
+    ("document", "error"),
+    [
+        ('{"name": "x", "n": ' + "9" * 5000 + "}", "document: not valid JSON: Exceeds the limit (4300 digits)"),
+        ('{"name": "\\ud800", "tasks": []}', "document: contains a \\u escape of a lone surrogate"),
+        (with_tasks({"name": "s", "kind": "set", "values": {"\udfff": 1}}), "document: contains a \\u escape"),
+        (with_tasks({"name": "s", "kind": "set", "values": {"k": ["\ud83d"]}}), "document: contains a \\u escape"),
+        ('{"name": "x", "tasks": [{"name": "s", "kind": "set", "values": {"k": 1e999}}]}',
+         "tasks[0].values.k: inf is out of range (JSON numbers must be finite)"),
+    ],
+)  # fmt: skip
+def test_hostile_documents_are_answered_not_raised(document: str, error: str) -> None:
+    errors = workflowdoc.validate(document)
+    assert errors[0].startswith(error), errors
+    assert all(not workflowdoc.has_lone_surrogate(e) for e in errors)
+    "".join(errors).encode("utf-8")  # storable and sendable as text
+
+
+def test_a_document_must_fit_a_temporal_payload_once_escaped() -> None:
+    # 800 kB of UTF-8, but 2.4 MB as Temporal's JSON sends it (12 bytes per astral character):
+    # found by tests/fuzz, it made Validate and Create answer INTERNAL ("Blob data size exceeds limit").
+    rockets = '{"name": "x", "description": "' + "🚀" * 200_000 + '", "tasks": [' + json.dumps(SET) + "]}"
+    assert len(rockets.encode()) < workflowdoc.MAX_DOCUMENT_BYTES and workflowdoc.too_large(rockets)
+    assert workflowdoc.validate(rockets) == [
+        f"document: {len(json.dumps(rockets))} bytes once encoded for Temporal exceeds the limit of "
+        f"{workflowdoc.MAX_DOCUMENT_PAYLOAD_BYTES} bytes (JSON writes each non-ASCII or control character as a "
+        "6-byte \\u escape)"
+    ]
+    fits = rockets.replace("🚀" * 200_000, "🚀" * 100_000)
+    assert not workflowdoc.too_large(fits) and workflowdoc.validate(fits) == []
+
+
+def test_a_proper_surrogate_pair_is_fine() -> None:
+    document = doc(description="🚀")  # json.dumps escapes it as the pair \ud83d\ude80
+    assert "\\ud83d\\ude80" in document and workflowdoc.validate(document) == []
+
+
+def test_many_or_long_problems_are_capped() -> None:
+    many = '{"name": "x", "tasks": [' + ",".join(["1"] * 100_000) + "]}"
+    errors = workflowdoc.validate(many)
+    assert len(errors) == workflowdoc.MAX_ERRORS
+    assert errors[0] == "tasks[0]: must be an object, got number"
+    assert errors[-1] == f"... and {100_000 - workflowdoc.MAX_ERRORS + 1} more problems"
+    long_key = with_tasks({"name": "s", "kind": "set", "values": {"k" * 500_000: "${nope}"}})
+    errors = workflowdoc.validate(long_key)
+    assert errors and all(len(e) <= workflowdoc.MAX_ERROR_LENGTH for e in errors)
+    assert errors[0].endswith("...")
+
+
 def test_parse_gives_typed_tasks() -> None:
     parsed = workflowdoc.parse(
         doc(
@@ -337,6 +388,9 @@ def test_parse_input(text: str, expected: dict[str, Any]) -> None:
         ("[1]", "input: must be a JSON object, got array"),
         ("{", "input: not valid JSON"),
         ('{"a": NaN}', "input: not valid JSON"),
+        ('{"a": 1e999}', "input: not valid JSON: the number 1e999 is out of range"),
+        ('{"a": ' + "1" * 5000 + "}", r"input: not valid JSON: Exceeds the limit \(4300 digits\)"),
+        ('{"a": ["\\ud800"]}', r"input: contains a \\u escape of a lone surrogate"),
     ],
 )
 def test_parse_input_rejects(text: str, message: str) -> None:

@@ -1,0 +1,23 @@
+"""The fuzz package's marker and its one shared server (see harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fuzz.harness import Api
+from tests.support.temporal_server import TemporalDevServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fuzz: property-based hostile-input tests (bounded and derandomized; run in CI with the rest)"
+    )
+
+
+@pytest.fixture(scope="module")
+def api(temporal: TemporalDevServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One real server stack (gRPC, controllers, SQLite store, Temporal workers) per fuzz module."""
+    with Api(temporal_address=temporal.address, data_dir=tmp_path_factory.mktemp("fuzz") / "data") as served:
+        yield served
