@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 with workflow.unsafe.imports_passed_through():
     from stigmer.temporal import names, templating, workflowdoc
     from stigmer.temporal.payloads import (
+        TEXT_BUDGET_BYTES,
         AgentExecutionInput,
         AgentExecutionResult,
         AgentExecutionView,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowExecutionInput,
         WorkflowExecutionResult,
         WorkflowExecutionView,
+        encoded_size,
     )
 
 T = TypeVar("T")
@@ -121,6 +123,19 @@ async def _store_activity(name: str, arg: Any, result_type: type[T]) -> T:
 
 def _output_json(value: Any) -> str:
     return "" if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+#: What values set at run time (and a rendered agent message) may grow to, encoded for Temporal.
+#: A document under its own limit can still grow without bound at run time (``{"b": "${a}${a}"}``
+#: doubles per task); past a payload's 2 MiB Temporal refuses the next activity and the
+#: execution could never finish. Half the text budget leaves room for the rest of the payload.
+MAX_RUNTIME_TEXT_BYTES = TEXT_BUDGET_BYTES // 2
+
+
+def _check_runtime_size(what: str, text: str) -> None:
+    size = encoded_size(text)
+    if size > MAX_RUNTIME_TEXT_BYTES:
+        raise _TaskFailed(f"{what} grew to {size} bytes once encoded, over the limit of {MAX_RUNTIME_TEXT_BYTES}")
 
 
 @workflow.defn(name=names.AGENT_EXECUTION_WORKFLOW)
@@ -218,6 +233,7 @@ class WorkflowExecutionWorkflow:
         try:
             if isinstance(task, workflowdoc.SetTask):
                 rendered: dict[str, Any] = templating.render_value(task.values, scope)
+                _check_runtime_size("the workflow's values", _output_json({**self._values, **rendered}))
                 self._values.update(rendered)
                 return rendered
             if isinstance(task, workflowdoc.WaitTask):
@@ -232,6 +248,7 @@ class WorkflowExecutionWorkflow:
 
     async def _run_agent_task(self, task: workflowdoc.AgentTask, scope: dict[str, Any]) -> list[str]:
         message = templating.render_text(task.message, scope)
+        _check_runtime_size("the agent message", message)
         env = {key: templating.render_text(value, scope) for key, value in task.runtime_env.items()}
         agent_execution_id = await self._store_activity(
             names.CREATE_STEP_AGENT_EXECUTION,
