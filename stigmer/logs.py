@@ -50,6 +50,11 @@ class RepeatSummarizer:
     def __call__(self, record: Record) -> bool:
         if record["level"].no < logging.WARNING and not record["extra"].get("logger_name"):
             return True  # our own INFO/DEBUG lines are already one per state change
+        if record["extra"].get("state") and not record["extra"].get("logger_name"):
+            # A state change (the connection binds state="A->B"): written once per change by
+            # design, and users grep for it (LOG_CONTRACT), so it is never swallowed -- the 4th
+            # "Temporal connection unhealthy" of a minute is as real as the first.
+            return True
         key = re.sub(r"\d+", "#", str(record["message"]))[:300]
         now = self._clock()
         start, passed, swallowed = self._seen.get(key, (now, 0, 0))

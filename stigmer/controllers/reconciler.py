@@ -66,6 +66,7 @@ class ReconcileReport:
     left_to_parent: int = 0  # steps of an unfinished workflow execution
     errors: int = 0  # could not be settled this time (logged); retried on the next pass
     interrupted: bool = False  # Temporal went away mid-pass; the rest waits for the next CONNECTED
+    superseded: bool = False  # not run: a newer connection asked for a pass while this one waited
 
     def summary(self) -> str:
         text = f"{self.checked} checked, {self.running} running, {self.restarted} restarted, {self.failed} failed"
@@ -109,10 +110,18 @@ class Reconciler:
         self._availability = availability
         # Passes never overlap: a quick reconnect waits for the previous pass, then re-checks.
         self._lock = asyncio.Lock()
+        self._newest: Client | None = None
 
     async def reconcile(self, client: Client) -> ReconcileReport:
         """One pass over every unfinished execution, using `client` (the newly connected one)."""
+        # Only the newest waiting pass runs: under a flapping connection every reconnect asked for
+        # one, and the chaos soak saw eleven passes queue up and then run back to back, each
+        # through an older client, after the faults had ended.
+        self._newest = client
         async with self._lock:
+            if client is not self._newest:
+                logger.debug("Reconciliation skipped: a newer connection runs it")
+                return ReconcileReport(superseded=True)
             report = ReconcileReport()
             try:
                 for item in self._items(client, report):

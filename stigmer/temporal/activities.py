@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from loguru import logger
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -47,6 +48,7 @@ from stigmer.temporal.payloads import (
 # The role stored with the agent's replies (the user's message is stored with role "user").
 AGENT_ROLE = "agent"
 NOT_FOUND_ERROR_TYPE = "NotFound"
+ABANDONED_ERROR_TYPE = "AttemptAbandoned"
 
 T = TypeVar("T")
 
@@ -55,7 +57,13 @@ async def _store_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
     except NotFound as exc:
-        raise ApplicationError(str(exc), type=NOT_FOUND_ERROR_TYPE, non_retryable=True) from exc
+        # Expected when a create's start reached Temporal but its reply was lost: the caller got
+        # UNAVAILABLE and the record was removed (controllers/availability.py). One line here;
+        # BENIGN keeps the SDK from logging a WARN with a full traceback for it.
+        logger.warning("{}: removed after its create failed? Its workflow ends here", exc)
+        raise ApplicationError(
+            str(exc), type=NOT_FOUND_ERROR_TYPE, non_retryable=True, category=ApplicationErrorCategory.BENIGN
+        ) from exc
 
 
 def _agent_result(record: AgentExecution) -> AgentExecutionResult:
@@ -117,6 +125,19 @@ class AgentExecutionActivities:
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             ) from exc
+        except asyncio.CancelledError:
+            details = activity.cancellation_details()
+            if details is None or not (details.not_found or details.timed_out):
+                raise  # a requested cancel or a worker shutdown: the SDK reports those quietly
+            # Temporal gave this attempt up (it timed out, or a Temporal without persistence
+            # restarted and no longer knows it), so nobody reads this outcome. The SDK would log
+            # the cancel as a failure, at WARN with a full traceback (seen in the chaos soak).
+            reason = "no longer knows" if details.not_found else "timed out"
+            raise ApplicationError(
+                f"agent run abandoned: Temporal {reason} this attempt",
+                type=ABANDONED_ERROR_TYPE,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
 
     @activity.defn(name=names.COMPLETE_AGENT_EXECUTION)
     async def complete(self, input: CompleteAgentExecutionInput) -> AgentExecutionResult:

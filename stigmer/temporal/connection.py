@@ -56,6 +56,9 @@ class ConnectionSettings:
     worker_start_timeout: float = 10.0
     #: Bound on stopping old workers; on a dead connection Worker.shutdown() can block ~30 s.
     worker_shutdown_timeout: float = 5.0
+    #: Past worker_shutdown_timeout old workers are left to finish in the background up to this
+    #: long: cancelling them earlier leaks their core worker and its threads (see _retire).
+    worker_retire_limit: float = 60.0
     #: A short keepalive replaces a silently dead connection in seconds instead of 45.
     keepalive_interval: float = 5.0
     keepalive_timeout: float = 3.0
@@ -221,7 +224,11 @@ class TemporalConnection:
         if self._hooks:
             await asyncio.wait(set(self._hooks), timeout=2.0)
         if self._retiring:
-            await asyncio.wait(set(self._retiring), timeout=self.settings.worker_shutdown_timeout + 2)
+            _, late = await asyncio.wait(set(self._retiring), timeout=self.settings.worker_shutdown_timeout + 2)
+            for task in late:  # shutting down: bounded beats clean here
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=2.0)
 
     def is_connected(self) -> bool:
         return self.lifecycle.is_connected()
@@ -364,16 +371,31 @@ class TemporalConnection:
         return True
 
     async def _retire(self, workers: list[Worker], tasks: list[asyncio.Task[None]]) -> None:
-        for worker in workers:
-            # shutdown() only sets a flag and then waits for run() to finish: we wait on run().
-            asyncio.ensure_future(worker.shutdown()).add_done_callback(_consume)
-        _, pending = await asyncio.wait(tasks, timeout=self.settings.worker_shutdown_timeout)
-        if pending:
-            logger.warning("Old workers did not stop in time; cancelling them",
-                           timeout=self.settings.worker_shutdown_timeout, count=len(pending))
-            for task in pending:
+        # shutdown() only sets a flag and then waits for run() to finish: we wait on run(). The
+        # shutdown tasks are held here: the loop keeps only weak references, and one collected
+        # while pending is logged as "Task was destroyed but it is pending!".
+        shutdowns = [asyncio.ensure_future(worker.shutdown()) for worker in workers]
+        for shutdown in shutdowns:
+            shutdown.add_done_callback(_consume)
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.worker_shutdown_timeout)
+            if pending:
+                # Under load a shutdown takes up to ~10 s (in-flight completions are retried
+                # first; measured by the chaos soak). Cancelling run() instead skips the SDK's
+                # finalize_shutdown, and the core worker and its threads stay for good. This runs
+                # in the background: reconnection does not wait for it.
+                logger.info("Old workers still stopping after {:g}s; letting them finish",
+                            self.settings.worker_shutdown_timeout, count=len(pending))
+                _, pending = await asyncio.wait(pending, timeout=self.settings.worker_retire_limit)
+            if pending:
+                logger.warning("Old workers did not stop in time; cancelling them",
+                               timeout=self.settings.worker_retire_limit, count=len(pending))
+        finally:
+            leftovers = [task for task in (*tasks, *shutdowns) if not task.done()]
+            for task in leftovers:
                 task.cancel()
-            await asyncio.wait(pending, timeout=1.0)
+            if leftovers:
+                await asyncio.wait(leftovers, timeout=1.0)
 
     def _on_worker_exit(self, name: str, client: Client, task: asyncio.Task[None]) -> None:
         if self._closing or task.cancelled() or client is not self.lifecycle.client:

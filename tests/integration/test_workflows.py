@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.activity import ActivityCancellationDetails
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -363,6 +365,43 @@ async def test_step_agent_execution_is_created_once(store: Store) -> None:
     assert [a.id for a in store.list_agent_executions()[0]] == [first]
     record = store.get_agent_execution(first)
     assert (record.parent_id, record.runtime_env, record.phase) == (wex.id, {"A": "1"}, Phase.PENDING)
+
+
+async def test_a_missing_record_ends_the_workflow_quietly(store: Store) -> None:
+    # Found by the chaos soak: a create whose start reply was lost removes its record, and the
+    # workflow's first activity then logged a WARN with a full traceback ("Completing activity as
+    # failed"). BENIGN makes the SDK log it at DEBUG; the activity says it in one line instead.
+    activities = AgentExecutionActivities(store=store, runner=EchoAgentRunner())
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(activities.mark_started, "aex-gone")
+    error = caught.value
+    assert (error.type, error.non_retryable) == ("NotFound", True)
+    assert error.category is ApplicationErrorCategory.BENIGN
+
+
+@pytest.mark.parametrize(
+    "lost", [ActivityCancellationDetails(not_found=True), ActivityCancellationDetails(timed_out=True)]
+)
+async def test_an_agent_run_temporal_gave_up_on_ends_quietly(store: Store, lost: ActivityCancellationDetails) -> None:
+    # Found by the chaos soak: after an in-memory Temporal restarted, the core cancelled a running
+    # agent (NOT_FOUND), and the SDK logged that cancel as a failure with a full traceback.
+    env = ActivityEnvironment()
+    activities = AgentExecutionActivities(store=store, runner=EchoAgentRunner(heartbeat_interval=0.05))
+    env.on_heartbeat = lambda *details: env.cancel(lost)
+    request = RunAgentInput(execution_id="aex-x", agent="echo", message="m", runtime_env={DELAY_ENV: "5"})
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(activities.run_agent, request)
+    assert caught.value.category is ApplicationErrorCategory.BENIGN
+    assert caught.value.type == "AttemptAbandoned"
+
+
+async def test_a_requested_cancel_of_an_agent_run_stays_a_cancel(store: Store) -> None:
+    env = ActivityEnvironment()
+    activities = AgentExecutionActivities(store=store, runner=EchoAgentRunner(heartbeat_interval=0.05))
+    env.on_heartbeat = lambda *details: env.cancel()
+    request = RunAgentInput(execution_id="aex-x", agent="echo", message="m", runtime_env={DELAY_ENV: "5"})
+    with pytest.raises(asyncio.CancelledError):
+        await env.run(activities.run_agent, request)
 
 
 async def test_run_agent_activity_heartbeats(store: Store) -> None:

@@ -119,3 +119,77 @@ async def test_unavailable_details_name_the_state_and_a_retry_hint(rig):
 )
 def test_errors_are_explained_in_words(error, expected):
     assert explain(error, "h:1").startswith(expected)
+
+
+class SlowToStopWorker(FakeWorker):
+    """Like the SDK's worker under load: run() ends a while after shutdown(), once the completions
+    in flight are flushed; shutdown() returns only after that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.cancelled = False
+        self.shutdown_returned = False
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+            await self.flushed.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        self.stopped.set()
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        await self.stopped.wait()
+        self.shutdown_returned = True
+
+
+async def test_old_workers_slow_to_stop_are_left_to_finish_not_cancelled(tmp_path):
+    # Found by the chaos soak: retirements took up to 9.6 s under load; cancelling run() after 5 s
+    # skipped the SDK's finalize_shutdown (the core worker's threads stayed for good) and left the
+    # shutdown() task pending until collected ("Task was destroyed but it is pending!").
+    from loguru import logger
+
+    from stigmer.store import Store
+    from stigmer.temporal.agents import EchoAgentRunner
+
+    built: list[list[SlowToStopWorker]] = []
+
+    def workers_factory(client: Any, **kwargs: Any) -> list[SlowToStopWorker]:
+        built.append([SlowToStopWorker() for _ in range(3)])
+        return built[-1]
+
+    async def connect(target: str, **kwargs: Any) -> FakeClient:
+        return FakeClient()
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    store = Store.open(tmp_path)
+    targets = CreatorTargets(agent_execution=lambda c: None, workflow_execution=lambda c: None,
+                             workflow_validation=lambda c: None)
+    connection = TemporalConnection(
+        ConnectionSettings(host_port="127.0.0.1:1", health_interval=600, probe=False, worker_shutdown_timeout=0.01),
+        store=store, runner=EchoAgentRunner(), targets=targets, connect=connect, workers_factory=workers_factory,
+    )
+    try:
+        await connection.start()
+        await eventually(connection.is_connected, timeout=5, what="CONNECTED")
+        await connection.lifecycle.report_failure("test")
+        await eventually(lambda: len(built) == 2 and connection.is_connected(), timeout=5, what="reconnected")
+        await eventually(lambda: any("Old workers still stopping" in line for line in lines), timeout=5,
+                         what="the retirement to outlast worker_shutdown_timeout")
+        old = built[0]
+        for worker in old:
+            worker.flushed.set()
+        await eventually(lambda: all(w.shutdown_returned for w in old), timeout=5, what="old workers to stop")
+        assert not any(w.cancelled for w in old)
+        assert not any("cancelling" in line for line in lines)
+    finally:
+        for worker in (w for workers in built for w in workers):
+            worker.flushed.set()
+        await connection.close()
+        store.close()
+        logger.remove(sink)

@@ -60,3 +60,20 @@ def test_repeats_are_summarised_per_window():
         "poll failed on attempt 1",
         "poll failed on attempt 11 (8 similar lines suppressed)",
     ]
+
+
+def test_state_changes_are_never_summarised():
+    # Found by the chaos soak: with burst 3 per minute, the 4th CONNECTED -> UNHEALTHY of a minute
+    # lost its contract line "Temporal connection unhealthy" while "Stopping old workers" stayed.
+    summarize = RepeatSummarizer(window=60, burst=3, clock=lambda: 0.0)
+    out = io.StringIO()
+    logger.remove()
+    logger.add(out, format="{message}", filter=summarize)
+    for _ in range(5):
+        logger.bind(state="CONNECTED->UNHEALTHY", attempt=0).warning(
+            "Temporal connection unhealthy, initiating reconnection (health check failed)"
+        )
+        logger.warning("Old workers did not stop in time; cancelling them")
+    lines = out.getvalue().splitlines()
+    assert lines.count("Temporal connection unhealthy, initiating reconnection (health check failed)") == 5
+    assert lines.count("Old workers did not stop in time; cancelling them") == 3  # other repeats still summarised
