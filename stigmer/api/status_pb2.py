@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stigmer/api/status.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xea\x02\n\x0cServerStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x31\n\rnext_retry_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15next_retry_in_seconds\x18\x05 \x01(\x01\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x17\n\x0fworkers_running\x18\x07 \x01(\r\x12\x17\n\x0freconnect_count\x18\x08 \x01(\r\x12\x18\n\x10temporal_address\x18\t \x01(\t\x12\x11\n\tnamespace\x18\n \x01(\t\x12\x16\n\x0eserver_version\x18\x0b \x01(\t\x12\x32\n\x12recent_transitions\x18\x0c \x03(\x0b\x32\x16.stigmer.v1.Transition\"\x90\x01\n\nTransition\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x65st\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\r\n\x05\x63\x61use\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2T\n\rStatusService\x12\x43\n\tGetStatus\x12\x1c.stigmer.v1.GetStatusRequest\x1a\x18.stigmer.v1.ServerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stigmer/api/status.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\x95\x03\n\x0cServerStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x31\n\rnext_retry_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15next_retry_in_seconds\x18\x05 \x01(\x01\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x17\n\x0fworkers_running\x18\x07 \x01(\r\x12\x17\n\x0freconnect_count\x18\x08 \x01(\r\x12\x18\n\x10temporal_address\x18\t \x01(\t\x12\x11\n\tnamespace\x18\n \x01(\t\x12\x16\n\x0eserver_version\x18\x0b \x01(\t\x12\x32\n\x12recent_transitions\x18\x0c \x03(\x0b\x32\x16.stigmer.v1.Transition\x12)\n\x07process\x18\r \x01(\x0b\x32\x18.stigmer.v1.ProcessStats\"H\n\x0cProcessStats\x12\x15\n\rasyncio_tasks\x18\x01 \x01(\r\x12\x0f\n\x07threads\x18\x02 \x01(\r\x12\x10\n\x08open_fds\x18\x03 \x01(\r\"\x90\x01\n\nTransition\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x65st\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\r\n\x05\x63\x61use\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2T\n\rStatusService\x12\x43\n\tGetStatus\x12\x1c.stigmer.v1.GetStatusRequest\x1a\x18.stigmer.v1.ServerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=73
   _globals['_GETSTATUSREQUEST']._serialized_end=91
   _globals['_SERVERSTATUS']._serialized_start=94
-  _globals['_SERVERSTATUS']._serialized_end=456
-  _globals['_TRANSITION']._serialized_start=459
-  _globals['_TRANSITION']._serialized_end=603
-  _globals['_STATUSSERVICE']._serialized_start=605
-  _globals['_STATUSSERVICE']._serialized_end=689
+  _globals['_SERVERSTATUS']._serialized_end=499
+  _globals['_PROCESSSTATS']._serialized_start=501
+  _globals['_PROCESSSTATS']._serialized_end=573
+  _globals['_TRANSITION']._serialized_start=576
+  _globals['_TRANSITION']._serialized_end=720
+  _globals['_STATUSSERVICE']._serialized_start=722
+  _globals['_STATUSSERVICE']._serialized_end=806
 # @@protoc_insertion_point(module_scope)

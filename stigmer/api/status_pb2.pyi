@@ -14,7 +14,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStatus(_message.Message):
-    __slots__ = ("state", "since", "attempt", "next_retry_at", "next_retry_in_seconds", "last_error", "workers_running", "reconnect_count", "temporal_address", "namespace", "server_version", "recent_transitions")
+    __slots__ = ("state", "since", "attempt", "next_retry_at", "next_retry_in_seconds", "last_error", "workers_running", "reconnect_count", "temporal_address", "namespace", "server_version", "recent_transitions", "process")
     STATE_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class ServerStatus(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     RECENT_TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
     state: str
     since: _timestamp_pb2.Timestamp
     attempt: int
@@ -39,7 +40,18 @@ class ServerStatus(_message.Message):
     namespace: str
     server_version: str
     recent_transitions: _containers.RepeatedCompositeFieldContainer[Transition]
-    def __init__(self, state: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., next_retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_in_seconds: _Optional[float] = ..., last_error: _Optional[str] = ..., workers_running: _Optional[int] = ..., reconnect_count: _Optional[int] = ..., temporal_address: _Optional[str] = ..., namespace: _Optional[str] = ..., server_version: _Optional[str] = ..., recent_transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ...) -> None: ...
+    process: ProcessStats
+    def __init__(self, state: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., next_retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_in_seconds: _Optional[float] = ..., last_error: _Optional[str] = ..., workers_running: _Optional[int] = ..., reconnect_count: _Optional[int] = ..., temporal_address: _Optional[str] = ..., namespace: _Optional[str] = ..., server_version: _Optional[str] = ..., recent_transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ..., process: _Optional[_Union[ProcessStats, _Mapping]] = ...) -> None: ...
+
+class ProcessStats(_message.Message):
+    __slots__ = ("asyncio_tasks", "threads", "open_fds")
+    ASYNCIO_TASKS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FDS_FIELD_NUMBER: _ClassVar[int]
+    asyncio_tasks: int
+    threads: int
+    open_fds: int
+    def __init__(self, asyncio_tasks: _Optional[int] = ..., threads: _Optional[int] = ..., open_fds: _Optional[int] = ...) -> None: ...
 
 class Transition(_message.Message):
     __slots__ = ("seq", "source", "dest", "trigger", "cause", "attempt", "at")

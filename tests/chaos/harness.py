@@ -10,6 +10,7 @@ faults after the stigmer SIGKILL (the baseline of the restarted process) and at 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from stigmer.api import status_pb2
 from tests.chaos.load import Api, Attempt, Kind, Ledger, LoadClient, create
 from tests.chaos.procstats import ProcStats, resource_problems
 from tests.support.eventually import wait_until
@@ -278,6 +280,10 @@ class Soak:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
+    def _stats(self, pid: int) -> ProcStats:
+        """/proc's view of the server plus its own count of asyncio tasks (GetStatus)."""
+        return _with_tasks(ProcStats.read(pid), self._api.get_status(timeout=5.0))
+
     def checkpoint(self, name: str, *, baseline: Checkpoint | None = None) -> Checkpoint:
         """Pause the load, wait until nothing is unfinished, read the process; resume.
 
@@ -303,14 +309,14 @@ class Soak:
             settled = time.monotonic() - began
             assert self.stigmer.proc is not None
             pid = self.stigmer.proc.pid
-            stats = ProcStats.read(pid)
+            stats = self._stats(pid)
             if baseline is not None:
                 try:
-                    stats = wait_until(lambda: _back_to(baseline.stats, ProcStats.read(pid)),
+                    stats = wait_until(lambda: _back_to(baseline.stats, self._stats(pid)),
                                        timeout=RESOURCE_SETTLE_TIMEOUT, interval=0.5,
-                                       what="fds and threads to come back to the baseline")
+                                       what="fds, threads and asyncio tasks to come back to the baseline")
                 except AssertionError:  # not a crash: the report judges it, with the figures
-                    stats = ProcStats.read(pid)
+                    stats = self._stats(pid)
             point = Checkpoint(name=name, pid=pid, stats=stats, settled_in=settled,
                                resources_in=time.monotonic() - began - settled, stragglers=stragglers[:5])
             self.checkpoints.append(point)
@@ -319,6 +325,10 @@ class Soak:
             if name != "final":
                 for client in self._clients:
                     client.resume()
+
+
+def _with_tasks(stats: ProcStats, status: status_pb2.ServerStatus) -> ProcStats:
+    return dataclasses.replace(stats, tasks=status.process.asyncio_tasks)
 
 
 def _back_to(base: ProcStats, now: ProcStats) -> ProcStats | bool:

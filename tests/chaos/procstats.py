@@ -16,6 +16,8 @@ class ProcStats:
     threads: int
     fd_kinds: collections.Counter[str]
     thread_names: collections.Counter[str]
+    #: asyncio tasks in the server's loop (from GetStatus' process stats); -1 when not read.
+    tasks: int = -1
 
     @classmethod
     def read(cls, pid: int) -> ProcStats:
@@ -37,7 +39,7 @@ class ProcStats:
         return cls(fds=sum(kinds.values()), threads=threads, fd_kinds=kinds, thread_names=names)
 
     def short(self) -> str:
-        return f"{self.fds} fds, {self.threads} threads"
+        return f"{self.fds} fds, {self.threads} threads, {self.tasks} asyncio tasks"
 
 
 #: Threads that exist once per running worker (Linux cuts names to 15 characters): the core's
@@ -55,6 +57,8 @@ POOL_SLACK = 10
 def resource_problems(base: ProcStats, now: ProcStats) -> list[str]:
     """What has not come back to `base`; empty when nothing leaked."""
     problems = []
+    if base.tasks >= 0 and now.tasks > base.tasks:
+        problems.append(f"asyncio tasks {base.tasks} -> {now.tasks}")
     if now.fds > base.fds:
         problems.append(f"fds {base.fds} -> {now.fds}: more {dict(now.fd_kinds - base.fd_kinds)}")
     for name in PER_WORKER_THREADS:

@@ -224,16 +224,16 @@ def _resources(report: Report, result: SoakResult) -> None:
     for point in result.checkpoints:
         report.row(f"{point.name}: load paused -> all terminal", f"{point.settled_in:.1f} s"
                    + (f" (last: {', '.join(point.stragglers[:3])})" if point.stragglers else ""))
-    report.row("asyncio tasks", "not readable from outside the process (not measured)")
 
 
 def _compare(report: Report, base: Checkpoint, end: Checkpoint) -> None:
     label = f"pid {end.pid}: {base.name} -> {end.name}"
     problems = resource_problems(base.stats, end.stats)
     per_worker = "/".join(str(end.stats.thread_names[n]) for n in PER_WORKER_THREADS)
-    report.row(f"fds, threads, {label}",
+    report.row(f"fds, threads, tasks, {label}",
                f"{base.stats.fds} -> {end.stats.fds} fds, {base.stats.threads} -> {end.stats.threads} threads"
-               f" (per-worker {per_worker})", not problems, examples=problems)
+               f" (per-worker {per_worker}), {base.stats.tasks} -> {end.stats.tasks} asyncio tasks",
+               not problems, examples=problems)
     report.row(f"  waited for them to come back (bound {RESOURCE_SETTLE_TIMEOUT:g} s)", f"{end.resources_in:.1f} s")
     grew = dict(end.stats.thread_names - base.stats.thread_names)
     if grew:

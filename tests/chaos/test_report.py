@@ -85,8 +85,19 @@ def test_every_broken_promise_fails_its_row():
         "  server unreachable outside its restart",
         "  FAILED: every attempt of the agent cut by a fault",
         "server ends CONNECTED with three workers",
-        "fds, threads, pid 1: baseline -> final",
+        "fds, threads, tasks, pid 1: baseline -> final",
         "server log: tracebacks",
         "server log: ERROR lines",
         "server log: most repeats of one line between two faults",
     } <= failed, report.table()
+
+
+def test_growing_asyncio_tasks_are_a_leak():
+    import dataclasses
+
+    from tests.chaos.procstats import resource_problems
+
+    base = dataclasses.replace(stats(36), tasks=45)
+    assert resource_problems(base, dataclasses.replace(stats(36), tasks=45)) == []
+    assert resource_problems(base, dataclasses.replace(stats(36), tasks=44)) == []
+    assert resource_problems(base, dataclasses.replace(stats(36), tasks=52)) == ["asyncio tasks 45 -> 52"]

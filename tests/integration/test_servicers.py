@@ -610,3 +610,12 @@ async def test_an_address_in_use_is_a_clear_error(tmp_path) -> None:
                 assert busy in str(info.value) and "in use" in str(info.value).lower()
             with pytest.raises(ListenError, match="not a valid host:port"):
                 build_server(services, address="127.0.0.1:notaport")
+
+
+async def test_status_reports_the_process_resources(tmp_path):
+    """GetStatus carries the process' asyncio tasks, threads and fds (soak tests watch them)."""
+    from stigmer.server.status import process_stats
+
+    stats = process_stats()
+    assert stats.asyncio_tasks >= 1  # this test's own task at least
+    assert stats.threads >= 1 and stats.open_fds >= 3
