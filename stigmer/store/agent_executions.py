@@ -13,8 +13,8 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .codec import agent_execution_from_row, dump_json, messages_to_json
-from .models import AgentExecution, AlreadyExists, Message, NotFound, Phase
-from .paging import select_page
+from .models import AgentExecution, AlreadyExists, Message, Phase
+from .table import UNFINISHED, ExecutionTable
 
 __all__ = [
     "PREFIX",
@@ -31,7 +31,6 @@ __all__ = [
 
 PREFIX = "aex"
 USER_ROLE = "user"
-_UNFINISHED = (Phase.PENDING.value, Phase.IN_PROGRESS.value)
 
 
 def temporal_workflow_id(execution_id: str) -> str:
@@ -80,34 +79,11 @@ def insert(
     return get(conn, id)
 
 
-def get(conn: sqlite3.Connection, id: str) -> AgentExecution:
-    row = conn.execute("SELECT * FROM agent_executions WHERE id = ?", (id,)).fetchone()
-    if row is None:
-        raise NotFound(f"agent execution {id!r} not found")
-    return agent_execution_from_row(row)
-
-
-def list_page(
-    conn: sqlite3.Connection, *, phase: Phase | None, page_size: int, page_token: str
-) -> tuple[list[AgentExecution], str]:
-    return select_page(
-        conn,
-        table="agent_executions",
-        prefix=PREFIX,
-        phase=phase,
-        page_size=page_size,
-        page_token=page_token,
-        convert=agent_execution_from_row,
-    )
-
-
-def delete(conn: sqlite3.Connection, id: str) -> bool:
-    return conn.execute("DELETE FROM agent_executions WHERE id = ?", (id,)).rowcount > 0
-
-
-def unfinished(conn: sqlite3.Connection) -> list[AgentExecution]:
-    rows = conn.execute("SELECT * FROM agent_executions WHERE phase IN (?, ?) ORDER BY id ASC", _UNFINISHED).fetchall()
-    return [agent_execution_from_row(row) for row in rows]
+_TABLE = ExecutionTable("agent_executions", "agent execution", PREFIX, agent_execution_from_row)
+get = _TABLE.get
+list_page = _TABLE.list_page
+delete = _TABLE.delete
+unfinished = _TABLE.unfinished
 
 
 def mark_started(conn: sqlite3.Connection, id: str, *, at: float) -> tuple[AgentExecution, bool]:
@@ -132,7 +108,7 @@ def complete(
     cursor = conn.execute(
         "UPDATE agent_executions SET phase = ?, messages = ?, started_at = COALESCE(started_at, ?),"
         " completed_at = ?, version = version + 1 WHERE id = ? AND phase IN (?, ?)",
-        (Phase.COMPLETED.value, messages_to_json(messages), at, at, id, *_UNFINISHED),
+        (Phase.COMPLETED.value, messages_to_json(messages), at, at, id, *UNFINISHED),
     )
     return get(conn, id), cursor.rowcount == 1
 
@@ -144,6 +120,6 @@ def fail(conn: sqlite3.Connection, id: str, *, error: str, at: float) -> tuple[A
     cursor = conn.execute(
         "UPDATE agent_executions SET phase = ?, error = ?, completed_at = ?, version = version + 1"
         " WHERE id = ? AND phase IN (?, ?)",
-        (Phase.FAILED.value, error, at, id, *_UNFINISHED),
+        (Phase.FAILED.value, error, at, id, *UNFINISHED),
     )
     return get(conn, id), cursor.rowcount == 1

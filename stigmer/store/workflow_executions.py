@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .codec import tasks_to_json, workflow_execution_from_row
 from .models import AlreadyExists, NotFound, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
-from .paging import select_page
+from .table import UNFINISHED, ExecutionTable
 
 __all__ = [
     "PREFIX",
@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 PREFIX = "wex"
-_UNFINISHED = (Phase.PENDING.value, Phase.IN_PROGRESS.value)
 
 
 def temporal_workflow_id(execution_id: str) -> str:
@@ -75,36 +74,11 @@ def insert(
     return get(conn, id)
 
 
-def get(conn: sqlite3.Connection, id: str) -> WorkflowExecution:
-    row = conn.execute("SELECT * FROM workflow_executions WHERE id = ?", (id,)).fetchone()
-    if row is None:
-        raise NotFound(f"workflow execution {id!r} not found")
-    return workflow_execution_from_row(row)
-
-
-def list_page(
-    conn: sqlite3.Connection, *, phase: Phase | None, page_size: int, page_token: str
-) -> tuple[list[WorkflowExecution], str]:
-    return select_page(
-        conn,
-        table="workflow_executions",
-        prefix=PREFIX,
-        phase=phase,
-        page_size=page_size,
-        page_token=page_token,
-        convert=workflow_execution_from_row,
-    )
-
-
-def delete(conn: sqlite3.Connection, id: str) -> bool:
-    return conn.execute("DELETE FROM workflow_executions WHERE id = ?", (id,)).rowcount > 0
-
-
-def unfinished(conn: sqlite3.Connection) -> list[WorkflowExecution]:
-    rows = conn.execute(
-        "SELECT * FROM workflow_executions WHERE phase IN (?, ?) ORDER BY id ASC", _UNFINISHED
-    ).fetchall()
-    return [workflow_execution_from_row(row) for row in rows]
+_TABLE = ExecutionTable("workflow_executions", "workflow execution", PREFIX, workflow_execution_from_row)
+get = _TABLE.get
+list_page = _TABLE.list_page
+delete = _TABLE.delete
+unfinished = _TABLE.unfinished
 
 
 def mark_started(conn: sqlite3.Connection, id: str, *, at: float) -> tuple[WorkflowExecution, bool]:
@@ -147,7 +121,7 @@ def complete(conn: sqlite3.Connection, id: str, *, output: str, at: float) -> tu
     cursor = conn.execute(
         "UPDATE workflow_executions SET phase = ?, output = ?, started_at = COALESCE(started_at, ?),"
         " completed_at = ?, version = version + 1 WHERE id = ? AND phase IN (?, ?)",
-        (Phase.COMPLETED.value, output, at, at, id, *_UNFINISHED),
+        (Phase.COMPLETED.value, output, at, at, id, *UNFINISHED),
     )
     return get(conn, id), cursor.rowcount == 1
 
@@ -159,6 +133,6 @@ def fail(conn: sqlite3.Connection, id: str, *, error: str, at: float) -> tuple[W
     cursor = conn.execute(
         "UPDATE workflow_executions SET phase = ?, error = ?, completed_at = ?, version = version + 1"
         " WHERE id = ? AND phase IN (?, ?)",
-        (Phase.FAILED.value, error, at, id, *_UNFINISHED),
+        (Phase.FAILED.value, error, at, id, *UNFINISHED),
     )
     return get(conn, id), cursor.rowcount == 1

@@ -1,0 +1,45 @@
+"""What the two execution tables share: read one, a page, delete, and the unfinished ones."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .models import NotFound, Phase
+from .paging import select_page
+
+R = TypeVar("R")
+
+UNFINISHED = (Phase.PENDING.value, Phase.IN_PROGRESS.value)
+
+
+@dataclass(frozen=True)
+class ExecutionTable(Generic[R]):
+    #: The SQL table; a constant of ours, never user input (it is formatted into the SQL).
+    table: str
+    #: For messages: "agent execution", "workflow execution".
+    kind: str
+    prefix: str
+    convert: Callable[[sqlite3.Row], R]
+
+    def get(self, conn: sqlite3.Connection, id: str) -> R:
+        row = conn.execute(f"SELECT * FROM {self.table} WHERE id = ?", (id,)).fetchone()
+        if row is None:
+            raise NotFound(f"{self.kind} {id!r} not found")
+        return self.convert(row)
+
+    def list_page(
+        self, conn: sqlite3.Connection, *, phase: Phase | None, page_size: int, page_token: str
+    ) -> tuple[list[R], str]:
+        return select_page(conn, table=self.table, prefix=self.prefix, phase=phase, page_size=page_size,
+                           page_token=page_token, convert=self.convert)
+
+    def delete(self, conn: sqlite3.Connection, id: str) -> bool:
+        return conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (id,)).rowcount > 0
+
+    def unfinished(self, conn: sqlite3.Connection) -> list[R]:
+        """PENDING or IN_PROGRESS, oldest first (for the reconciler)."""
+        rows = conn.execute(f"SELECT * FROM {self.table} WHERE phase IN (?, ?) ORDER BY id ASC", UNFINISHED)
+        return [self.convert(row) for row in rows.fetchall()]
