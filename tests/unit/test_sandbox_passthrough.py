@@ -1,0 +1,47 @@
+"""The workers' sandbox shares our pure helper modules instead of re-executing them for every new
+workflow instance (what made each create wait ~13 ms on a busy server; bench/ measures it)."""
+
+from __future__ import annotations
+
+import importlib.machinery
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from stigmer.temporal.workers import PASSTHROUGH_MODULES, workflow_runner
+from stigmer.temporal.workflows import AgentExecutionWorkflow, WorkflowExecutionWorkflow
+
+HELPERS = {"stigmer.temporal.names", "stigmer.temporal.templating", "stigmer.temporal.workflowdoc"}
+
+
+def executed_modules(runner: SandboxedWorkflowRunner, cls: type, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Names of the stigmer modules whose code runs while the sandbox creates one instance."""
+    seen: set[str] = set()
+    original = importlib.machinery.SourceFileLoader.exec_module
+
+    def exec_module(self: Any, module: Any) -> None:
+        if module.__name__.startswith("stigmer."):
+            seen.add(module.__name__)
+        original(self, module)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.machinery.SourceFileLoader, "exec_module", exec_module)
+        runner.prepare_workflow(workflow._Definition.must_from_class(cls))
+    return seen
+
+
+@pytest.mark.parametrize("cls", [AgentExecutionWorkflow, WorkflowExecutionWorkflow])
+async def test_the_default_sandbox_would_re_execute_the_helpers(cls, monkeypatch):
+    # The control: shows the probe sees re-execution, so the next test can fail.
+    assert executed_modules(SandboxedWorkflowRunner(), cls, monkeypatch) >= HELPERS
+
+
+@pytest.mark.parametrize("cls", [AgentExecutionWorkflow, WorkflowExecutionWorkflow])
+async def test_the_workers_sandbox_passes_the_helpers_through(cls, monkeypatch):
+    executed = executed_modules(workflow_runner(), cls, monkeypatch)
+    # The workflow module itself stays sandboxed (and its package, a docstring).
+    assert "stigmer.temporal.workflows" in executed
+    assert executed <= {"stigmer.temporal", "stigmer.temporal.workflows"}, executed
+    assert set(PASSTHROUGH_MODULES) >= HELPERS
