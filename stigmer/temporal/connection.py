@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.service import KeepAliveConfig, RPCError, RPCStatusCode
+from temporalio.service import KeepAliveConfig, RetryConfig, RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from statemachine import BackoffPolicy, Clock, ConnectionLifecycle, Snapshot, State, Supervisor, TransitionEvent
@@ -29,12 +29,24 @@ from statemachine.lifecycle import describe
 from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
+from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.tls import TemporalSecurity
 from stigmer.temporal.workers import build_workers
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
 CORE_LOGGER = "temporalio.core"
+T = TypeVar("T")
+
+#: Retries of the API's calls to Temporal (starting workflows for creates, validations): about
+#: 1 s in all (100, 200, 400 ms apart), where the SDK's default keeps a refused call retrying for
+#: up to 10 s. A create during an outage then answers UNAVAILABLE within ~1 s and the connection
+#: hears of it at once, instead of the create hanging on a dead client while the state says
+#: CONNECTED. A blip shorter than that is still ridden out. Workers keep the SDK's patient default
+#: on a client of their own, so their completions survive a few seconds of trouble.
+API_RETRY = RetryConfig(
+    initial_interval_millis=100, multiplier=2.0, max_interval_millis=400, max_elapsed_time_millis=1000, max_retries=4
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,12 +71,19 @@ class ConnectionSettings:
     #: Past worker_shutdown_timeout old workers are left to finish in the background up to this
     #: long: cancelling them earlier leaks their core worker and its threads (see _retire).
     worker_retire_limit: float = 60.0
-    #: A short keepalive replaces a silently dead connection in seconds instead of 45.
-    keepalive_interval: float = 5.0
-    keepalive_timeout: float = 3.0
+    #: An HTTP/2 PING a second, answered within a second: a silently dead path (a black hole)
+    #: fails the calls in flight within ~2 s instead of waiting out their own timeouts.
+    keepalive_interval: float = 1.0
+    keepalive_timeout: float = 1.0
+    #: The API's client retry policy (see API_RETRY). ``None``: the API shares the workers'
+    #: client and its SDK-default retries, as the original Go server did (one connection).
+    api_retry: RetryConfig | None = field(default_factory=lambda: API_RETRY)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     #: Retry only on the health tick (the original Go server's design; benchmarks compare it).
     retry_on_tick: bool = False
+    #: Run the workers on an event loop of their own thread (stigmer.temporal.loop_thread), so
+    #: that executing workflows does not delay the API's requests. False: on the caller's loop.
+    worker_thread: bool = True
     #: TLS / mTLS / API key (stigmer.temporal.tls); certificate files are re-read at every dial.
     security: TemporalSecurity = field(default_factory=TemporalSecurity)
 
@@ -72,7 +91,7 @@ class ConnectionSettings:
     def legacy(cls, **kwargs: Any) -> ConnectionSettings:
         """The original Go server's reconnection design: retries on the 15 s tick only, no fast
         path, no comeback probe. Kept so that benchmarks can measure the difference side by side."""
-        return cls(fast_path=False, probe=False, retry_on_tick=True, **kwargs)
+        return cls(fast_path=False, probe=False, retry_on_tick=True, api_retry=None, **kwargs)
 
     @property
     def host(self) -> str:
@@ -81,6 +100,21 @@ class ConnectionSettings:
     @property
     def port(self) -> int:
         return int(self.host_port.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True, eq=False)
+class TemporalClients:
+    """One verified connection generation: the workers' client and the API's (creators') client.
+
+    Two connections with different retry policies (see API_RETRY); the same object twice when
+    ``ConnectionSettings.api_retry`` is None. Compared by identity: each dial makes a new one.
+    """
+
+    workers: Client
+    api: Client
+
+    def __contains__(self, client: object) -> bool:
+        return client is self.workers or client is self.api
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,13 +219,15 @@ class TemporalConnection:
         self._closing = False
         self._on_connected = on_connected
         self._hooks: set[asyncio.Task[object]] = set()
-        self.lifecycle: ConnectionLifecycle[Client] = ConnectionLifecycle(
+        self._workers_loop = LoopThread("stigmer-workers") if settings.worker_thread else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.lifecycle: ConnectionLifecycle[TemporalClients] = ConnectionLifecycle(
             self,
             backoff=settings.backoff,
             clock=clock,
             attempt_timeout=settings.dial_timeout + settings.verify_timeout + 1.0,
         )
-        self.supervisor: Supervisor[Client] = Supervisor(
+        self.supervisor: Supervisor[TemporalClients] = Supervisor(
             self.lifecycle,
             check=self._check,
             health_interval=settings.health_interval,
@@ -210,6 +246,9 @@ class TemporalConnection:
         """Begin connecting in the background; returns at once."""
         if self._runtime is None:
             self._runtime = make_runtime()
+        self._loop = asyncio.get_running_loop()
+        if self._workers_loop is not None:
+            self._workers_loop.start()
         logger.info("Starting Temporal health monitor", interval=self.settings.health_interval,
                     host_port=self.settings.host_port, namespace=self.settings.namespace,
                     security=self.settings.security.describe())
@@ -229,6 +268,8 @@ class TemporalConnection:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=2.0)
+        if self._workers_loop is not None:
+            await self._workers_loop.close()
 
     def is_connected(self) -> bool:
         return self.lifecycle.is_connected()
@@ -257,38 +298,61 @@ class TemporalConnection:
         retry_in = snapshot.next_retry_in
         return snapshot.state.name, 1.0 if retry_in is None else max(1.0, retry_in)
 
-    def report_unavailable(self, error: BaseException | str, *, client: Client | None = None) -> None:
-        """A request saw Temporal unavailable: mark the connection unhealthy now, not at the next tick."""
+    def report_unavailable(
+        self, error: BaseException | str, *, client: Client | TemporalClients | None = None
+    ) -> None:
+        """A request saw Temporal unavailable: mark the connection unhealthy now, not at the next tick.
+
+        ``client`` is the client the failing call used; a report about a connection that has
+        already been replaced is dropped.
+        """
         cause = f"request failed: {error if isinstance(error, str) else describe(error)}"
-        self._spawn_report(cause, client)
+        if client is None or isinstance(client, TemporalClients):
+            self._spawn_report(cause, client)
+            return
+        current = self.lifecycle.client
+        if current is not None and client in current:
+            self._spawn_report(cause, current)
 
     # ------------------------------------------------------------------ effects
 
-    async def dial(self) -> Client:
+    async def dial(self) -> TemporalClients:
         try:
-            return await self._dial()
+            return await asyncio.wait_for(self._dial(), timeout=self.settings.dial_timeout)
         except Exception as err:
             raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
 
-    async def _dial(self) -> Client:
-        return await asyncio.wait_for(
-            self._connect(
-                self.settings.host_port,
-                namespace=self.settings.namespace,
-                runtime=self._runtime,
-                connect_timeout=timedelta(seconds=self.settings.dial_timeout),
-                keep_alive_config=KeepAliveConfig(
-                    interval_millis=int(self.settings.keepalive_interval * 1000),
-                    timeout_millis=int(self.settings.keepalive_timeout * 1000),
-                ),
-                **self.settings.security.connect_kwargs(),
+    async def _dial(self) -> TemporalClients:
+        """Both connections at once; if one fails, the other is abandoned."""
+        retry = self.settings.api_retry
+        if retry is None:
+            client = await self._connect_one(None)
+            return TemporalClients(workers=client, api=client)
+        tasks = [asyncio.ensure_future(self._connect_one(None)), asyncio.ensure_future(self._connect_one(retry))]
+        try:
+            workers, api = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return TemporalClients(workers=workers, api=api)
+
+    def _connect_one(self, retry: RetryConfig | None) -> Awaitable[Client]:
+        return self._connect(
+            self.settings.host_port,
+            namespace=self.settings.namespace,
+            runtime=self._runtime,
+            connect_timeout=timedelta(seconds=self.settings.dial_timeout),
+            keep_alive_config=KeepAliveConfig(
+                interval_millis=int(self.settings.keepalive_interval * 1000),
+                timeout_millis=int(self.settings.keepalive_timeout * 1000),
             ),
-            timeout=self.settings.dial_timeout,
+            **({} if retry is None else {"retry_config": retry}),
+            **self.settings.security.connect_kwargs(),
         )
 
-    async def verify(self, client: Client) -> None:
+    async def verify(self, clients: TemporalClients) -> None:
         try:
-            await client.workflow_service.describe_namespace(
+            await clients.api.workflow_service.describe_namespace(
                 DescribeNamespaceRequest(namespace=self.settings.namespace),
                 timeout=timedelta(seconds=self.settings.verify_timeout),
             )
@@ -297,8 +361,13 @@ class TemporalConnection:
                 raise NamespaceMissing(self.settings.namespace) from err
             raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
 
-    async def start_workers(self, client: Client) -> None:
-        workers = self._build_workers(client, store=self._store, runner=self._runner, queues=self.settings.queues)
+    async def start_workers(self, clients: TemporalClients) -> None:
+        await self._on_workers_loop(self._start_workers(clients))
+
+    async def _start_workers(self, clients: TemporalClients) -> None:
+        # On the workers' loop: the workers, their run() tasks and the wait for them live there.
+        workers = self._build_workers(clients.workers, store=self._store, runner=self._runner,
+                                      queues=self.settings.queues)
         tasks = [
             asyncio.create_task(worker.run(), name=f"stigmer-worker-{name.replace(' ', '-')}")
             for name, worker in zip(WORKER_NAMES, workers, strict=True)
@@ -318,7 +387,7 @@ class TemporalConnection:
                 raise WorkerStartError(f"workers not running after {self.settings.worker_start_timeout:g}s")
             await asyncio.wait(tasks, timeout=min(0.02, remaining), return_when=asyncio.FIRST_COMPLETED)
         for name, task in zip(WORKER_NAMES, tasks, strict=True):
-            task.add_done_callback(functools.partial(self._on_worker_exit, name, client))
+            task.add_done_callback(functools.partial(self._on_main_loop, self._on_worker_exit, name, clients))
 
     async def stop_workers(self) -> None:
         workers, tasks = self._workers, self._worker_tasks
@@ -326,31 +395,32 @@ class TemporalConnection:
         if not workers:
             return
         # In the background: a shutdown on a dead connection must not hold up reconnection.
-        retire = asyncio.create_task(self._retire(workers, tasks), name="stigmer-retire-workers")
+        retire = asyncio.create_task(self._on_workers_loop(self._retire(workers, tasks)),
+                                     name="stigmer-retire-workers")
         self._retiring.add(retire)
         retire.add_done_callback(self._retiring.discard)
 
-    async def inject_creators(self, client: Client) -> None:
+    async def inject_creators(self, clients: TemporalClients) -> None:
         queues = self.settings.queues
-        self._targets.agent_execution(AgentExecutionCreator(client, queues=queues))
-        self._targets.workflow_execution(WorkflowExecutionCreator(client, queues=queues))
-        self._targets.workflow_validation(WorkflowValidator(client, queues=queues))
+        self._targets.agent_execution(AgentExecutionCreator(clients.api, queues=queues))
+        self._targets.workflow_execution(WorkflowExecutionCreator(clients.api, queues=queues))
+        self._targets.workflow_validation(WorkflowValidator(clients.api, queues=queues))
 
     async def withdraw_creators(self) -> None:
         self._targets.agent_execution(None)
         self._targets.workflow_execution(None)
         self._targets.workflow_validation(None)
 
-    async def close_client(self, client: Client) -> None:
+    async def close_client(self, clients: TemporalClients) -> None:
         # temporalio clients have no close(): the connection goes when the last reference does.
         # Old workers still hold it until they have shut down, which is what we want.
         return None
 
     # ------------------------------------------------------------------ loops' helpers
 
-    async def _check(self, client: Client) -> None:
+    async def _check(self, clients: TemporalClients) -> None:
         try:
-            await client.workflow_service.describe_namespace(
+            await clients.api.workflow_service.describe_namespace(
                 DescribeNamespaceRequest(namespace=self.settings.namespace),
                 timeout=timedelta(seconds=self.settings.health_timeout),
             )
@@ -369,6 +439,20 @@ class TemporalConnection:
         with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), timeout=0.5)
         return True
+
+    async def _on_workers_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` where the workers live; cancelling the caller cancels it there too."""
+        if self._workers_loop is None:
+            return await coro
+        return await self._workers_loop.run(coro)
+
+    def _on_main_loop(self, fn: Callable[..., object], *args: object) -> None:
+        """Call ``fn`` on the loop the connection was started on (from a worker's done callback)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the main loop closed meanwhile: nobody left to tell
+            loop.call_soon_threadsafe(fn, *args)
 
     async def _retire(self, workers: list[Worker], tasks: list[asyncio.Task[None]]) -> None:
         # shutdown() only sets a flag and then waits for run() to finish: we wait on run(). The
@@ -397,27 +481,28 @@ class TemporalConnection:
             if leftovers:
                 await asyncio.wait(leftovers, timeout=1.0)
 
-    def _on_worker_exit(self, name: str, client: Client, task: asyncio.Task[None]) -> None:
-        if self._closing or task.cancelled() or client is not self.lifecycle.client:
+    def _on_worker_exit(self, name: str, clients: TemporalClients, task: asyncio.Task[None]) -> None:
+        if self._closing or task.cancelled() or clients is not self.lifecycle.client:
             return  # stopped on purpose, or an old worker winding down
         error = task.exception()
         cause = f"{name} worker stopped: {describe(error) if error else 'run() returned'}"
         logger.error("Temporal worker failed", worker=name, error=cause)
-        self._spawn_report(cause, client)
+        self._spawn_report(cause, clients)
 
-    def _spawn_report(self, cause: str, client: Client | None) -> None:
+    def _spawn_report(self, cause: str, clients: TemporalClients | None) -> None:
         if self._closing:
             return
-        task = asyncio.get_running_loop().create_task(self.lifecycle.report_failure(cause, client=client))
+        task = asyncio.get_running_loop().create_task(self.lifecycle.report_failure(cause, client=clients))
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
 
     def _run_connected_hook(self, event: TransitionEvent) -> None:
         """On every entry to CONNECTED, run the hook (the reconciler) on the new client, in the background."""
-        client = self.lifecycle.client
-        if self._on_connected is None or event.dest is not State.CONNECTED or client is None or self._closing:
+        clients = self.lifecycle.client
+        if self._on_connected is None or event.dest is not State.CONNECTED or clients is None or self._closing:
             return
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self._hook(client))
+        # The workers' client: background work is better served by the SDK's patient retries.
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self._hook(clients.workers))
         self._hooks.add(task)
         task.add_done_callback(self._hooks.discard)
 

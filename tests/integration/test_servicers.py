@@ -532,6 +532,59 @@ async def test_a_start_that_fails_midway_removes_the_record(temporal_factory: Te
         await eventually(lambda: not stack.connection.is_connected(), timeout=5, what="left CONNECTED")
 
 
+async def test_creates_during_a_short_outage_fail_fast_and_succeed_right_after(
+        temporal_factory: TemporalFactory, tmp_path) -> None:
+    # What the recovery benchmark measures, with its production defaults except the health tick,
+    # slowed down so that only the creates themselves can tell the connection. The SDK's default
+    # retries would hold such a create for up to 10 s on the dead client while the state said
+    # CONNECTED; the API's own client gives up after ~1 s and the outage becomes visible.
+    server: TemporalDevServer = temporal_factory()
+    settings = replace(fast_settings(server.address), health_interval=600.0)
+    async with serving(settings, tmp_path / "data") as stack:
+        await stack.connected()
+
+        async def create(message: str) -> agent_execution_pb2.AgentExecution:
+            return await stack.agent_executions.Create(
+                agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message=message), timeout=CALL)
+
+        await create("warm-up")
+        await asyncio.to_thread(server.kill)
+        started = time.monotonic()
+        error = await rpc_error(create("during the outage"))
+        failed_after = time.monotonic() - started
+        assert error.code() == grpc.StatusCode.UNAVAILABLE and error.details() == UNAVAILABLE_MESSAGE
+        assert failed_after < 3.0, f"UNAVAILABLE took {failed_after:.2f}s"
+        await eventually(lambda: not stack.connection.is_connected(), timeout=2, what="left CONNECTED")
+
+        server.start()
+        await server.wait_ready_async()
+        answered = time.monotonic()
+        created: list[agent_execution_pb2.AgentExecution] = []
+        other_codes: list[grpc.StatusCode] = []
+
+        async def one_gets_through() -> bool:  # a client retrying every 50 ms (the poll period)
+            try:
+                created.append(await create("after the outage"))
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    other_codes.append(err.code())
+                return False
+            return True
+
+        await eventually(one_gets_through, timeout=5, interval=0.05, what="a create to succeed")
+        recovered_after = time.monotonic() - answered
+        assert other_codes == []
+
+        async def completed() -> bool:
+            got = await stack.agent_executions.Get(
+                agent_execution_pb2.GetAgentExecutionRequest(id=created[0].id), timeout=CALL)
+            return got.phase == common_pb2.COMPLETED
+
+        await eventually(completed, timeout=15, what="the execution to complete")
+    print(f"short outage: UNAVAILABLE after {failed_after:.2f}s; first create {recovered_after:.2f}s after "
+          "Temporal answered")
+
+
 # ---------------------------------------------------------------------------------------- health
 
 

@@ -23,15 +23,22 @@ class FakeService:
 
 
 class FakeClient:
-    def __init__(self) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         self.workflow_service = FakeService()
+        self.kwargs = kwargs
 
 
 class FakeWorker:
+    """Built and run on the workers' loop (a thread of its own): tests poke it with `on_its_loop`."""
+
     def __init__(self) -> None:
         self.is_running = False
         self._stop = asyncio.Event()
-        self.crash: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.crash: asyncio.Future[None] = self.loop.create_future()
+
+    def on_its_loop(self, fn: Any, *args: Any) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
 
     async def run(self) -> None:
         self.is_running = True
@@ -60,7 +67,7 @@ async def rig(tmp_path):
         return workers
 
     async def connect(target: str, **kwargs: Any) -> FakeClient:
-        return FakeClient()
+        return FakeClient(**kwargs)
 
     targets = CreatorTargets(
         agent_execution=lambda c: injected.__setitem__("aex", c),
@@ -82,7 +89,8 @@ async def test_a_worker_fatal_error_marks_the_connection_unhealthy_at_once(rig):
     connection, built, injected = rig
     await eventually(connection.is_connected, timeout=5, what="CONNECTED")
     assert all(injected.values()) and len(injected) == 3
-    built[0][1].crash.set_result(None)  # the workflow execution worker dies
+    dying = built[0][1]
+    dying.on_its_loop(dying.crash.set_result, None)  # the workflow execution worker dies
     await eventually(lambda: len(built) == 2 and connection.is_connected(), timeout=5,
                      what="reconnected with fresh workers")
     causes = [e.cause for e in connection.lifecycle.events if e.trigger == "health_failed"]
@@ -106,6 +114,63 @@ async def test_unavailable_details_name_the_state_and_a_retry_hint(rig):
     await connection.lifecycle.shutdown()
     state, retry_after = connection.unavailable_details()
     assert state == "STOPPED" and retry_after >= 1
+
+
+async def test_workers_and_api_get_their_own_clients_with_their_own_retry_policies(rig, monkeypatch):
+    from stigmer.temporal import connection as module
+
+    connection, _, injected = rig
+    given: list[Any] = []
+    monkeypatch.setattr(connection, "_build_workers", lambda client, **kw: given.append(client) or [
+        FakeWorker() for _ in range(3)])
+    await eventually(connection.is_connected, timeout=5, what="CONNECTED")
+    await connection.lifecycle.report_failure("test")  # reconnect: the patched factory records its client
+    await eventually(lambda: connection.is_connected() and given, timeout=5, what="reconnected")
+    clients = connection.lifecycle.client
+    assert clients is not None and clients.api is not clients.workers
+    assert "retry_config" not in clients.workers.kwargs  # the SDK's patient default
+    assert clients.api.kwargs["retry_config"] == module.API_RETRY
+    assert given[-1] is clients.workers
+    assert {creator.client for creator in injected.values()} == {clients.api}
+
+
+async def test_a_report_about_a_replaced_api_client_is_ignored(rig):
+    connection, _, _ = rig
+    await eventually(connection.is_connected, timeout=5, what="CONNECTED")
+    old = connection.lifecycle.client
+    assert old is not None
+    await connection.lifecycle.report_failure("test")
+    await eventually(lambda: connection.is_connected() and connection.lifecycle.client is not old, timeout=5,
+                     what="reconnected")
+    connection.report_unavailable("late news", client=old.api)  # a create that used the old client
+    await eventually(lambda: not connection._reports, timeout=5, what="reports to settle")
+    assert connection.lifecycle.state is State.CONNECTED
+    connection.report_unavailable("current news", client=connection.lifecycle.client.api)
+    await eventually(lambda: [e.cause for e in connection.lifecycle.events if e.trigger == "health_failed"][-1:]
+                     == ["request failed: current news"], timeout=5, what="the current client's report to count")
+
+
+async def test_legacy_mode_shares_one_client_with_the_sdk_default_retries(tmp_path):
+    from stigmer.store import Store
+    from stigmer.temporal.agents import EchoAgentRunner
+
+    dials: list[dict[str, Any]] = []
+
+    async def connect(target: str, **kwargs: Any) -> FakeClient:
+        dials.append(kwargs)
+        return FakeClient(**kwargs)
+
+    store = Store.open(tmp_path)
+    try:
+        connection = TemporalConnection(
+            ConnectionSettings.legacy(host_port="127.0.0.1:1"), store=store, runner=EchoAgentRunner(),
+            targets=CreatorTargets(agent_execution=print, workflow_execution=print, workflow_validation=print),
+            connect=connect,
+        )
+        clients = await connection.dial()
+    finally:
+        store.close()
+    assert clients.api is clients.workers and len(dials) == 1 and "retry_config" not in dials[0]
 
 
 @pytest.mark.parametrize(
@@ -183,13 +248,13 @@ async def test_old_workers_slow_to_stop_are_left_to_finish_not_cancelled(tmp_pat
                          what="the retirement to outlast worker_shutdown_timeout")
         old = built[0]
         for worker in old:
-            worker.flushed.set()
+            worker.on_its_loop(worker.flushed.set)
         await eventually(lambda: all(w.shutdown_returned for w in old), timeout=5, what="old workers to stop")
         assert not any(w.cancelled for w in old)
         assert not any("cancelling" in line for line in lines)
     finally:
         for worker in (w for workers in built for w in workers):
-            worker.flushed.set()
+            worker.on_its_loop(worker.flushed.set)
         await connection.close()
         store.close()
         logger.remove(sink)

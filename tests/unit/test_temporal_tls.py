@@ -191,12 +191,15 @@ async def test_dial_passes_tls_and_api_key_to_client_connect(tmp_path: Path, pem
         await connection.dial()
     finally:
         store.close()
-    [(target, kwargs)] = captured
-    assert target == "cloud.example:7233"
-    assert kwargs["api_key"] == API_KEY
-    assert kwargs["tls"] == TLSConfig(server_root_ca_cert=b"-----CA v1-----\n", client_cert=b"-----CERT v1-----\n",
-                                      client_private_key=b"-----KEY v1-----\n")
-    assert "keep_alive_config" in kwargs and kwargs["namespace"] == "default"
+    # Two connections (the workers' and the API's, see API_RETRY), both secured the same way.
+    assert len(captured) == 2
+    assert sorted("retry_config" in kwargs for _, kwargs in captured) == [False, True]
+    for target, kwargs in captured:
+        assert target == "cloud.example:7233"
+        assert kwargs["api_key"] == API_KEY
+        assert kwargs["tls"] == TLSConfig(server_root_ca_cert=b"-----CA v1-----\n",
+                                          client_cert=b"-----CERT v1-----\n", client_private_key=b"-----KEY v1-----\n")
+        assert "keep_alive_config" in kwargs and kwargs["namespace"] == "default"
 
 
 def test_legacy_settings_keep_the_security(pems: dict[str, Path]) -> None:
