@@ -64,6 +64,8 @@ class Config:
     tls_key: Path | None = None
     #: Allow a non-loopback address with neither token nor TLS (the server then warns loudly).
     insecure: bool = False
+    #: Run workflow code in the Temporal SDK's sandbox (slower creates; see workers.workflow_runner).
+    workflow_sandbox: bool = False
     #: TLS / API key for Temporal (stigmer.temporal.tls); None: plaintext, no key.
     temporal_security: TemporalSecurity | None = None
 
@@ -138,5 +140,6 @@ class Config:
             namespace=self.namespace,
             queues=self.queues,
             health_interval=self.health_interval,
+            workflow_sandbox=self.workflow_sandbox,
             security=self.temporal_security or TemporalSecurity(),
         )

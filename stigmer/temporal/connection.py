@@ -84,6 +84,8 @@ class ConnectionSettings:
     #: Run the workers on an event loop of their own thread (stigmer.temporal.loop_thread), so
     #: that executing workflows does not delay the API's requests. False: on the caller's loop.
     worker_thread: bool = True
+    #: Run workflow code in the SDK's sandbox (stigmer.temporal.workers.workflow_runner).
+    workflow_sandbox: bool = False
     #: TLS / mTLS / API key (stigmer.temporal.tls); certificate files are re-read at every dial.
     security: TemporalSecurity = field(default_factory=TemporalSecurity)
 
@@ -367,7 +369,7 @@ class TemporalConnection:
     async def _start_workers(self, clients: TemporalClients) -> None:
         # On the workers' loop: the workers, their run() tasks and the wait for them live there.
         workers = self._build_workers(clients.workers, store=self._store, runner=self._runner,
-                                      queues=self.settings.queues)
+                                      queues=self.settings.queues, sandbox=self.settings.workflow_sandbox)
         tasks = [
             asyncio.create_task(worker.run(), name=f"stigmer-worker-{name.replace(' ', '-')}")
             for name, worker in zip(WORKER_NAMES, workers, strict=True)

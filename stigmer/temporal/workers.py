@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from stigmer.store import Store
@@ -47,8 +47,19 @@ PASSTHROUGH_MODULES = (
 )
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The SDK's sandbox with our pure helper modules passed through."""
+def workflow_runner(*, sandbox: bool) -> WorkflowRunner:
+    """How workflow code runs: in the SDK's sandbox (our pure helper modules passed through), or not.
+
+    The sandbox re-imports the workflow module for every new workflow instance and proxies the
+    modules workflow code touches: about 1.5-3.5 ms of CPU per instance here, taken under the GIL
+    right while the create that started it is finishing. Unsandboxed, a create through the API
+    costs 2-3 ms more than a bare start_workflow instead of 9-10 ms (bench/, docs/benchmarks.md).
+    The sandbox is a determinism guard for workflow code; the test suite runs every workflow
+    under it (tests/integration), so the server can run without it (``--workflow-sandbox`` puts
+    it back).
+    """
+    if not sandbox:
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
     )
@@ -62,15 +73,17 @@ def build_workers(
     queues: TaskQueues,
     graceful_shutdown_timeout: timedelta = DEFAULT_GRACEFUL_SHUTDOWN,
     on_fatal_error: FatalErrorHandler | None = None,
+    sandbox: bool = False,
 ) -> list[Worker]:
     """The agent execution, workflow execution and validation workers, in that order.
 
     Not started: the caller runs them (``worker.run()``) and shuts them down. `on_fatal_error`
-    is passed to every worker, so a poller failure can be turned into a state change.
+    is passed to every worker, so a poller failure can be turned into a state change. `sandbox`
+    runs workflow code in the SDK's sandbox (see workflow_runner).
     """
     agent_activities = AgentExecutionActivities(store=store, runner=runner)
     workflow_activities = WorkflowExecutionActivities(store=store)
-    sandbox = workflow_runner()
+    runner_for_workflows = workflow_runner(sandbox=sandbox)
 
     def worker(task_queue: str, workflows: list[type], activities: list[Callable[..., object]]) -> Worker:
         return Worker(
@@ -78,7 +91,7 @@ def build_workers(
             task_queue=task_queue,
             workflows=workflows,
             activities=activities,
-            workflow_runner=sandbox,
+            workflow_runner=runner_for_workflows,
             graceful_shutdown_timeout=graceful_shutdown_timeout,
             on_fatal_error=on_fatal_error,
         )

@@ -63,6 +63,9 @@ def fast_settings(address: str, **overrides: object) -> ConnectionSettings:
         health_interval=0.5,
         health_timeout=1.0,
         worker_shutdown_timeout=2.0,
+        # Every workflow these tests run goes through the SDK's sandbox: the determinism guard
+        # the server itself runs without (see stigmer.temporal.workers.workflow_runner).
+        workflow_sandbox=True,
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 

@@ -60,6 +60,7 @@ async def running_workers(client: Client, *, store: Store, queues: TaskQueues) -
         runner=EchoAgentRunner(heartbeat_interval=0.2),
         queues=queues,
         graceful_shutdown_timeout=timedelta(seconds=0.5),
+        sandbox=True,
     )
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:

@@ -97,6 +97,7 @@ async def running_workers(
         runner=runner or CountingRunner(),
         queues=queues,
         graceful_shutdown_timeout=timedelta(seconds=1),
+        sandbox=True,  # the determinism guard the server runs without
     )
     assert [w.task_queue for w in workers] == list(queues.all())
     tasks = [asyncio.create_task(w.run()) for w in workers]

@@ -1,4 +1,4 @@
-"""The workers' sandbox shares our pure helper modules instead of re-executing them for every new
+"""The workers' sandbox (when on) shares our pure helper modules instead of re-executing them for every new
 workflow instance (what made each create wait ~13 ms on a busy server; bench/ measures it)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
+from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from stigmer.temporal.workers import PASSTHROUGH_MODULES, workflow_runner
@@ -16,7 +17,7 @@ from stigmer.temporal.workflows import AgentExecutionWorkflow, WorkflowExecution
 HELPERS = {"stigmer.temporal.names", "stigmer.temporal.templating", "stigmer.temporal.workflowdoc"}
 
 
-def executed_modules(runner: SandboxedWorkflowRunner, cls: type, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+def executed_modules(runner: WorkflowRunner, cls: type, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Names of the stigmer modules whose code runs while the sandbox creates one instance."""
     seen: set[str] = set()
     original = importlib.machinery.SourceFileLoader.exec_module
@@ -40,8 +41,20 @@ async def test_the_default_sandbox_would_re_execute_the_helpers(cls, monkeypatch
 
 @pytest.mark.parametrize("cls", [AgentExecutionWorkflow, WorkflowExecutionWorkflow])
 async def test_the_workers_sandbox_passes_the_helpers_through(cls, monkeypatch):
-    executed = executed_modules(workflow_runner(), cls, monkeypatch)
+    executed = executed_modules(workflow_runner(sandbox=True), cls, monkeypatch)
     # The workflow module itself stays sandboxed (and its package, a docstring).
     assert "stigmer.temporal.workflows" in executed
     assert executed <= {"stigmer.temporal", "stigmer.temporal.workflows"}, executed
     assert set(PASSTHROUGH_MODULES) >= HELPERS
+
+
+@pytest.mark.parametrize("cls", [AgentExecutionWorkflow, WorkflowExecutionWorkflow])
+async def test_without_the_sandbox_nothing_is_re_executed(cls, monkeypatch):
+    assert executed_modules(workflow_runner(sandbox=False), cls, monkeypatch) == set()
+
+
+def test_the_server_runs_workflows_unsandboxed_unless_asked():
+    from stigmer.config import Config
+
+    assert Config.from_env({}).connection_settings().workflow_sandbox is False
+    assert Config.from_env({}, workflow_sandbox=True).connection_settings().workflow_sandbox is True
