@@ -33,7 +33,8 @@ class Supervisor(Generic[C]):
       one immediate attempt (single-flight, at most one per ``fast_path_interval``) and wait a
       bounded time for its outcome;
     - comeback probe (optional): while waiting to retry, ``probe()`` (a cheap "does the port
-      accept connections?") runs every ``probe_interval``. When the address goes from refusing
+      accept connections?") runs every ``probe_interval`` for the first ``probe_fast_for``
+      seconds of an outage, then every ``probe_slow_interval``. When the address goes from refusing
       to accepting -- Temporal (re)started -- an attempt is made on every probe for
       ``eager_window`` seconds instead of waiting out a backoff of up to 30 s. An address that
       always accepts (a black hole, a missing namespace) never triggers it, so it costs no
@@ -51,6 +52,8 @@ class Supervisor(Generic[C]):
         clock: Clock | None = None,
         probe: Probe | None = None,
         probe_interval: float = 0.5,
+        probe_slow_interval: float | None = None,
+        probe_fast_for: float = 10.0,
         eager_window: float = 10.0,
         retry_on_tick: bool = False,
     ) -> None:
@@ -70,6 +73,10 @@ class Supervisor(Generic[C]):
         self._closed = False
         self._probe = probe
         self._probe_interval = probe_interval
+        #: Restarts mostly take seconds: probe every probe_interval for the first probe_fast_for
+        #: seconds of an outage (and while an eager window is open), then every probe_slow_interval.
+        self._probe_slow_interval = probe_interval if probe_slow_interval is None else probe_slow_interval
+        self._probe_fast_for = probe_fast_for
         self._eager_window = eager_window
         self._eager_until: float | None = None
         #: The original Go server's design, kept for side-by-side benchmarks: retries happen only
@@ -197,14 +204,27 @@ class Supervisor(Generic[C]):
             except Exception as err:
                 await lifecycle.report_failure(f"health check failed: {describe(err)}", generation=generation)
 
+    def _next_probe_in(self, outage_since: float | None) -> float:
+        now = self._clock.monotonic()
+        eager = self._eager_until is not None and now < self._eager_until
+        if outage_since is None:  # CONNECTED: only watching for the connection's loss
+            return self._probe_slow_interval
+        if eager or now - outage_since < self._probe_fast_for:
+            return self._probe_interval
+        return self._probe_slow_interval
+
     async def _probe_loop(self, probe: Probe) -> None:
         lifecycle = self.lifecycle
         was_open: bool | None = None
+        outage_since: float | None = self._clock.monotonic()  # starting counts as an outage
         while lifecycle.state is not State.STOPPED:
-            await self._clock.sleep(self._probe_interval)
+            await self._clock.sleep(self._next_probe_in(outage_since))
             if lifecycle.state is State.CONNECTED:
                 was_open = None  # judge edges afresh each time the connection is lost
+                outage_since = None
                 continue
+            if outage_since is None:
+                outage_since = self._clock.monotonic()
             if not lifecycle.state.waiting_to_retry:
                 continue  # an attempt is in flight; keep what we knew about the port
             try:

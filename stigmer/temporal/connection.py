@@ -64,7 +64,11 @@ class ConnectionSettings:
     fast_path: bool = True
     #: Watch the address while disconnected and retry at once when it starts accepting again.
     probe: bool = True
-    probe_interval: float = 0.25
+    #: Every 50 ms for the first 10 s of an outage (a restart is usually over by then), then
+    #: every 0.25 s: ~1.5 % of a core while fast, ~0.4 % after (bench/, idle).
+    probe_interval: float = 0.05
+    probe_slow_interval: float = 0.25
+    probe_fast_for: float = 10.0
     worker_start_timeout: float = 10.0
     #: Bound on stopping old workers; on a dead connection Worker.shutdown() can block ~30 s.
     worker_shutdown_timeout: float = 5.0
@@ -237,6 +241,8 @@ class TemporalConnection:
             clock=clock,
             probe=self._probe if settings.probe else None,
             probe_interval=settings.probe_interval,
+            probe_slow_interval=settings.probe_slow_interval,
+            probe_fast_for=settings.probe_fast_for,
             retry_on_tick=settings.retry_on_tick,
         )
         self.lifecycle.events.subscribe(self._log_transition)
@@ -387,7 +393,7 @@ class TemporalConnection:
             if remaining <= 0:
                 logger.error("Failed to start worker", error=f"not running after {self.settings.worker_start_timeout}s")
                 raise WorkerStartError(f"workers not running after {self.settings.worker_start_timeout:g}s")
-            await asyncio.wait(tasks, timeout=min(0.02, remaining), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, timeout=min(0.005, remaining), return_when=asyncio.FIRST_COMPLETED)
         for name, task in zip(WORKER_NAMES, tasks, strict=True):
             task.add_done_callback(functools.partial(self._on_main_loop, self._on_worker_exit, name, clients))
 

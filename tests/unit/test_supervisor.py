@@ -301,3 +301,32 @@ async def test_retry_on_tick_mode_reproduces_the_original_design():
         assert lifecycle.state is State.CONNECTED
     finally:
         await supervisor.close()
+
+
+async def test_probing_is_fast_early_in_an_outage_then_slows_down():
+    clock = ManualClock(start=0.0)
+    effects = FakeEffects()
+    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock)
+    probes: list[float] = []
+
+    async def check(client: FakeClient) -> None:
+        return None
+
+    async def probe() -> bool:
+        probes.append(clock.monotonic())
+        return False  # Temporal stays down
+
+    supervisor = Supervisor(lifecycle, check=check, clock=clock, probe=probe, probe_interval=0.5,
+                            probe_slow_interval=2.0, probe_fast_for=5.0)
+    effects.fail("dial", times=1000)
+    supervisor.start()
+    rig = Rig(clock, effects, lifecycle, supervisor, {})
+    try:
+        await settle()
+        await tick(rig, 15)
+        early = [t for t in probes if t <= 5.0]
+        late = [t for t in probes if t > 6.0]
+        assert len(early) >= 9  # every 0.5 s (probes pause while an attempt is in flight)
+        assert all(b - a == 2.0 for a, b in itertools.pairwise(late)) and len(late) >= 4, probes
+    finally:
+        await supervisor.close()
