@@ -21,6 +21,9 @@ C = TypeVar("C")
 HealthCheck = Callable[[C], Awaitable[None]]
 Probe = Callable[[], Awaitable[bool]]
 
+#: Longest spacing between the comeback probe's eager attempts (see Supervisor._probe_loop).
+EAGER_SPACING_CAP = 1.0
+
 
 class Supervisor(Generic[C]):
     """Keeps a :class:`ConnectionLifecycle` moving towards CONNECTED until closed.
@@ -35,8 +38,9 @@ class Supervisor(Generic[C]):
     - comeback probe (optional): while waiting to retry, ``probe()`` (a cheap "does the port
       accept connections?") runs every ``probe_interval`` for the first ``probe_fast_for``
       seconds of an outage, then every ``probe_slow_interval``. When the address goes from refusing
-      to accepting -- Temporal (re)started -- an attempt is made on every probe for
-      ``eager_window`` seconds instead of waiting out a backoff of up to 30 s. An address that
+      to accepting -- Temporal (re)started -- an attempt is made at once, then at growing
+      spacing (``probe_interval`` doubling, at most 1 s) for ``eager_window`` seconds instead
+      of waiting out a backoff of up to 30 s. An address that
       always accepts (a black hole, a missing namespace) never triggers it, so it costs no
       extra attempts there.
     """
@@ -216,6 +220,7 @@ class Supervisor(Generic[C]):
     async def _probe_loop(self, probe: Probe) -> None:
         lifecycle = self.lifecycle
         was_open: bool | None = None
+        eager_attempts, next_eager = 0, 0.0
         outage_since: float | None = self._clock.monotonic()  # starting counts as an outage
         while lifecycle.state is not State.STOPPED:
             await self._clock.sleep(self._next_probe_in(outage_since))
@@ -234,8 +239,12 @@ class Supervisor(Generic[C]):
             now = self._clock.monotonic()
             if is_open and was_open is False:
                 self._eager_until = now + self._eager_window
-            if is_open and self._eager_until is not None and now < self._eager_until:
-                # Not rate-limited: a server that just opened its port is usually seconds from
-                # ready, and each failed attempt against it costs a millisecond.
+                eager_attempts, next_eager = 0, now
+            if is_open and self._eager_until is not None and now < self._eager_until and now >= next_eager:
+                # At once on the edge, then at growing spacing (probe_interval, doubling, capped at
+                # EAGER_SPACING_CAP): a server that just opened its port is usually well under a
+                # second from ready, and an address that flaps must not draw an attempt per probe.
                 self._ask_for_attempt("Temporal accepts connections again", rate_limited=False)
+                next_eager = now + min(self._probe_interval * 2**eager_attempts, EAGER_SPACING_CAP)
+                eager_attempts += 1
             was_open = is_open

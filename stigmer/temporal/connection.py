@@ -37,6 +37,9 @@ from stigmer.temporal.workers import build_workers
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
 CORE_LOGGER = "temporalio.core"
 T = TypeVar("T")
+#: During an outage, after the first three attempts, at most one attempt this often is logged
+#: at INFO (its failure at WARNING); the others at DEBUG.
+ATTEMPT_LOG_INTERVAL = 30.0
 
 #: Retries of the API's calls to Temporal (starting workflows for creates, validations): about
 #: 1 s in all (100, 200, 400 ms apart), where the SDK's default keeps a refused call retrying for
@@ -226,6 +229,8 @@ class TemporalConnection:
         self._on_connected = on_connected
         self._hooks: set[asyncio.Task[object]] = set()
         self._workers_loop = LoopThread("stigmer-workers") if settings.worker_thread else None
+        self._attempt_loud = True  # the current attempt's lines go out at INFO/WARN (see _worth_logging)
+        self._attempt_logged_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lifecycle: ConnectionLifecycle[TemporalClients] = ConnectionLifecycle(
             self,
@@ -524,12 +529,23 @@ class TemporalConnection:
 
     # ------------------------------------------------------------------ the log contract
 
+    def _worth_logging(self, event: TransitionEvent) -> bool:
+        """INFO for the first three attempts of an outage, then one per ATTEMPT_LOG_INTERVAL; the
+        rest go to DEBUG. By time, not by count: attempts come seconds apart on the backoff but
+        a few per second while a restarted Temporal warms up (the comeback probe)."""
+        if event.attempt <= 3 or self._attempt_logged_at is None or (
+                event.at - self._attempt_logged_at >= ATTEMPT_LOG_INTERVAL):
+            self._attempt_logged_at = event.at
+            return True
+        return False
+
     def _log_transition(self, event: TransitionEvent) -> None:
         log = logger.bind(state=f"{event.source.name}->{event.dest.name}", attempt=event.attempt)
         if event.trigger == "start" and event.attempt == 0:
             log.info("Connecting to Temporal at {} (namespace {})", self.settings.host_port, self.settings.namespace)
         elif event.trigger in ("start", "reconnect"):
-            if _worth_logging(event.attempt):
+            self._attempt_loud = self._worth_logging(event)
+            if self._attempt_loud:
                 log.info("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
             else:
                 log.debug("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
@@ -549,7 +565,7 @@ class TemporalConnection:
             log.warning("Failed initial Temporal connection - will retry automatically (error: {}; next try in {:g}s)",
                         event.cause, event.backoff)
         elif event.trigger in ("connect_failed", "reconnect_failed"):
-            if _worth_logging(event.attempt):
+            if self._attempt_loud:
                 log.warning("Temporal reconnection failed, will retry (attempt {}: {}; next try in {:g}s)",
                             event.attempt, event.cause, event.backoff)
             else:
@@ -569,6 +585,3 @@ def _consume(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-def _worth_logging(attempt: int) -> bool:
-    """Log the first few retries of an outage, then every tenth, so a long outage does not flood."""
-    return attempt <= 3 or attempt % 10 == 0

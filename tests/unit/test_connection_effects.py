@@ -4,6 +4,7 @@ the real thing is proven in tests/integration/test_connection.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -258,3 +259,38 @@ async def test_old_workers_slow_to_stop_are_left_to_finish_not_cancelled(tmp_pat
         await connection.close()
         store.close()
         logger.remove(sink)
+
+
+def test_attempt_lines_go_out_for_the_first_three_then_once_per_interval(tmp_path):
+    from loguru import logger
+
+    from statemachine.events import TransitionEvent
+    from stigmer.store import Store
+    from stigmer.temporal import connection as module
+    from stigmer.temporal.agents import EchoAgentRunner
+
+    store = Store.open(tmp_path)
+    connection = TemporalConnection(
+        ConnectionSettings(host_port="127.0.0.1:1"), store=store, runner=EchoAgentRunner(),
+        targets=CreatorTargets(agent_execution=print, workflow_execution=print, workflow_validation=print))
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="DEBUG")
+    try:
+        # 100 attempts a tenth of a second apart (a restarted Temporal warming up), each failing,
+        # then one more ATTEMPT_LOG_INTERVAL after the third.
+        for attempt in [*range(1, 101), 101]:
+            at = attempt * 0.1 if attempt <= 100 else 0.3 + module.ATTEMPT_LOG_INTERVAL
+            for trigger, source, dest in (("reconnect", State.UNHEALTHY, State.RECONNECTING),
+                                          ("reconnect_failed", State.RECONNECTING, State.UNHEALTHY)):
+                connection._log_transition(TransitionEvent(
+                    seq=attempt, source=source, dest=dest, trigger=trigger, cause="refused", attempt=attempt,
+                    at=at, wall=at))
+    finally:
+        logger.remove(sink)
+        store.close()
+    loud = [message for level, message in lines if level in ("INFO", "WARNING")]
+    # 10 s of attempts: the first three only; then the one a whole interval later.
+    assert [(m.split(" (")[0], re.search(r"attempt (\d+)", m)[1]) for m in loud] == [
+        (text, str(n)) for n in (1, 2, 3, 101)
+        for text in ("Attempting Temporal reconnection", "Temporal reconnection failed, will retry")]
+    assert sum(level == "DEBUG" for level, _ in lines) == 2 * 97

@@ -241,10 +241,11 @@ async def test_probe_keeps_trying_while_the_server_warms_up(probed):
     assert rig.lifecycle.state is State.DISCONNECTED
     port["open"] = True
     # The port opened but the next attempts still fail (namespace not ready yet): the eager
-    # window attempts on every probe, where the backoff alone would wait until t=7.
-    await tick(rig, 1.5)
+    # window attempts at once, then 0.5 s and 1 s later (doubling from the probe interval),
+    # where the backoff alone would wait until t=7.
+    await tick(rig, 2.0)
     assert rig.lifecycle.state is State.CONNECTED
-    assert rig.attempts_at() == [0, 1, 1.5, 2]
+    assert rig.attempts_at() == [0, 1, 1.5, 2.5]
 
 
 async def test_an_always_open_port_costs_no_extra_attempts(probed):
@@ -330,3 +331,20 @@ async def test_probing_is_fast_early_in_an_outage_then_slows_down():
         assert all(b - a == 2.0 for a, b in itertools.pairwise(late)) and len(late) >= 4, probes
     finally:
         await supervisor.close()
+
+
+async def test_eager_attempts_come_at_growing_spacing(probed):
+    # Found by the chaos soak: a proxy that accepts and resets looks like a port opening again
+    # and again; an attempt per 50 ms probe flooded the log and dialled 20 times a second.
+    rig, port = probed
+    port["open"] = False
+    rig.effects.fail("dial", times=1000)
+    rig.supervisor.start()
+    await settle()
+    await tick(rig, 0.5)
+    port["open"] = True
+    await tick(rig, 10)
+    eager = [t for t in rig.attempts_at() if t >= 1.0]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(eager)]
+    # At once, then 0.5, 1, 1, ... (the 1 s cap) within the 10 s window; backoff retries mix in.
+    assert gaps[:2] == [0.5, 1.0] and len(eager) <= 12, eager
