@@ -11,6 +11,16 @@ from stigmer.temporal.loop_thread import LoopThread
 from tests.support.eventually import eventually
 
 
+async def forever(started: threading.Event, cancelled: threading.Event) -> None:
+    """Runs until cancelled; says so through thread-safe events."""
+    started.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 @pytest.fixture
 async def there():
     thread = LoopThread("test-loop")
@@ -37,16 +47,7 @@ async def test_errors_come_back_to_the_caller(there):
 
 async def test_cancelling_the_caller_cancels_the_coroutine_there(there):
     started, cancelled = threading.Event(), threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    caller = asyncio.create_task(there.run(forever()))
+    caller = asyncio.create_task(there.run(forever(started, cancelled)))
     await eventually(started.is_set, timeout=5, what="the coroutine to start there")
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -58,16 +59,7 @@ async def test_close_cancels_leftovers_and_joins_the_thread():
     thread = LoopThread("test-loop")
     thread.start()
     started, cancelled = threading.Event(), threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    thread.call_soon(lambda: asyncio.ensure_future(forever()))
+    thread.call_soon(lambda: asyncio.ensure_future(forever(started, cancelled)))
     await eventually(started.is_set, timeout=5, what="a task there")
     await thread.close(timeout=5)
     assert not thread.running and cancelled.is_set()
