@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from loguru import logger
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -36,7 +36,6 @@ from stigmer.temporal.workers import build_workers
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
 CORE_LOGGER = "temporalio.core"
-T = TypeVar("T")
 #: During an outage, after the first three attempts, at most one attempt this often is logged
 #: at INFO (its failure at WARNING); the others at DEBUG.
 ATTEMPT_LOG_INTERVAL = 30.0
@@ -88,9 +87,6 @@ class ConnectionSettings:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     #: Retry only on the health tick (the original Go server's design; benchmarks compare it).
     retry_on_tick: bool = False
-    #: Run the workers on an event loop of their own thread (stigmer.temporal.loop_thread), so
-    #: that executing workflows does not delay the API's requests. False: on the caller's loop.
-    worker_thread: bool = True
     #: Run workflow code in the SDK's sandbox (stigmer.temporal.workers.workflow_runner).
     workflow_sandbox: bool = False
     #: TLS / mTLS / API key (stigmer.temporal.tls); certificate files are re-read at every dial.
@@ -228,7 +224,9 @@ class TemporalConnection:
         self._closing = False
         self._on_connected = on_connected
         self._hooks: set[asyncio.Task[object]] = set()
-        self._workers_loop = LoopThread("stigmer-workers") if settings.worker_thread else None
+        # The workers run on an event loop of their own thread (stigmer.temporal.loop_thread), so
+        # that executing workflows does not delay the API's requests on this one.
+        self._workers_loop = LoopThread("stigmer-workers")
         self._attempt_loud = True  # the current attempt's lines go out at INFO/WARN (see _worth_logging)
         self._attempt_logged_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -260,8 +258,7 @@ class TemporalConnection:
         if self._runtime is None:
             self._runtime = make_runtime()
         self._loop = asyncio.get_running_loop()
-        if self._workers_loop is not None:
-            self._workers_loop.start()
+        self._workers_loop.start()
         logger.info("Starting Temporal health monitor", interval=self.settings.health_interval,
                     host_port=self.settings.host_port, namespace=self.settings.namespace,
                     security=self.settings.security.describe())
@@ -281,8 +278,7 @@ class TemporalConnection:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=2.0)
-        if self._workers_loop is not None:
-            await self._workers_loop.close()
+        await self._workers_loop.close()
 
     def is_connected(self) -> bool:
         return self.lifecycle.is_connected()
@@ -375,7 +371,8 @@ class TemporalConnection:
             raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
 
     async def start_workers(self, clients: TemporalClients) -> None:
-        await self._on_workers_loop(self._start_workers(clients))
+        # Cancelling this call (a shutdown mid-attempt) cancels the start there too.
+        await self._workers_loop.run(self._start_workers(clients))
 
     async def _start_workers(self, clients: TemporalClients) -> None:
         # On the workers' loop: the workers, their run() tasks and the wait for them live there.
@@ -408,7 +405,7 @@ class TemporalConnection:
         if not workers:
             return
         # In the background: a shutdown on a dead connection must not hold up reconnection.
-        retire = asyncio.create_task(self._on_workers_loop(self._retire(workers, tasks)),
+        retire = asyncio.create_task(self._workers_loop.run(self._retire(workers, tasks)),
                                      name="stigmer-retire-workers")
         self._retiring.add(retire)
         retire.add_done_callback(self._retiring.discard)
@@ -452,12 +449,6 @@ class TemporalConnection:
         with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), timeout=0.5)
         return True
-
-    async def _on_workers_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` where the workers live; cancelling the caller cancels it there too."""
-        if self._workers_loop is None:
-            return await coro
-        return await self._workers_loop.run(coro)
 
     def _on_main_loop(self, fn: Callable[..., object], *args: object) -> None:
         """Call ``fn`` on the loop the connection was started on (from a worker's done callback)."""
