@@ -20,6 +20,8 @@ C = TypeVar("C")
 
 HealthCheck = Callable[[C], Awaitable[None]]
 Probe = Callable[[], Awaitable[bool]]
+#: "Is Temporal still there?": None when it answered, else the reason in words.
+Liveness = Callable[[], Awaitable["str | None"]]
 
 #: Longest spacing between the comeback probe's eager attempts (see Supervisor._probe_loop).
 EAGER_SPACING_CAP = 1.0
@@ -42,7 +44,10 @@ class Supervisor(Generic[C]):
       spacing (``probe_interval`` doubling, at most 1 s) for ``eager_window`` seconds instead
       of waiting out a backoff of up to 30 s. An address that
       always accepts (a black hole, a missing namespace) never triggers it, so it costs no
-      extra attempts there.
+      extra attempts there;
+    - liveness watch (optional): every ``liveness_interval`` while CONNECTED, ``liveness()``
+      (a cheap RPC of its own, bounded by its own deadline); a reason back reports the
+      connection unhealthy at once, where the health check would notice only at its next tick.
     """
 
     def __init__(
@@ -60,6 +65,9 @@ class Supervisor(Generic[C]):
         probe_fast_for: float = 10.0,
         eager_window: float = 10.0,
         retry_on_tick: bool = False,
+        liveness: Liveness | None = None,
+        liveness_interval: float = 1.0,
+        liveness_timeout: float = 10.0,
     ) -> None:
         if health_interval <= 0:
             raise ValueError(f"health_interval must be > 0, got {health_interval}")
@@ -87,6 +95,10 @@ class Supervisor(Generic[C]):
         #: on the health tick (every ``health_interval``), not on the backoff schedule.
         self._retry_on_tick = retry_on_tick
         self._tick_requested = False
+        self._liveness = liveness
+        self._liveness_interval = liveness_interval
+        #: A backstop only: the liveness call is expected to bound itself (an RPC deadline).
+        self._liveness_timeout = liveness_timeout
 
     @property
     def running(self) -> bool:
@@ -102,6 +114,9 @@ class Supervisor(Generic[C]):
         ]
         if self._probe is not None:
             self._tasks.append(asyncio.create_task(self._probe_loop(self._probe), name="stigmer-temporal-probe"))
+        if self._liveness is not None:
+            watch = asyncio.create_task(self._liveness_loop(self._liveness), name="stigmer-temporal-liveness")
+            self._tasks.append(watch)
 
     async def close(self) -> None:
         """Stop both loops and shut the lifecycle down (workers, creators, client). Idempotent."""
@@ -207,6 +222,22 @@ class Supervisor(Generic[C]):
                 )
             except Exception as err:
                 await lifecycle.report_failure(f"health check failed: {describe(err)}", generation=generation)
+
+    async def _liveness_loop(self, liveness: Liveness) -> None:
+        lifecycle = self.lifecycle
+        while lifecycle.state is not State.STOPPED:
+            await self._clock.sleep(self._liveness_interval)
+            if not lifecycle.is_connected():
+                continue
+            generation = lifecycle.generation
+            try:
+                reason = await with_timeout(self._clock, liveness(), self._liveness_timeout)
+            except TimeoutError:
+                reason = f"no answer within {self._liveness_timeout:g}s"
+            except Exception as err:  # e.g. a certificate file gone: the real client would fail too
+                reason = describe(err)
+            if reason is not None:
+                await lifecycle.report_failure(f"health probe failed: {reason}", generation=generation)
 
     def _next_probe_in(self, outage_since: float | None) -> float:
         now = self._clock.monotonic()

@@ -19,18 +19,21 @@ TcpProxyFactory = Callable[[str], TcpProxy]
 def temporal_factory(tmp_path: Path) -> Iterator[TemporalFactory]:
     """Start dev servers on free ports; every one is killed at teardown, whatever happened.
 
-    Call it as `temporal_factory(persistent=True, wait=True, port=None)`. A persistent server
+    Call it as `temporal_factory(persistent=True, wait=True, port=None, transport_log=False)`. A persistent server
     keeps its state in a db file under tmp_path, so restart() brings it back. Async tests that
     must not block their loop pass wait=False and `await server.wait_ready_async()`.
     """
     servers: list[TemporalDevServer] = []
 
-    def make(*, persistent: bool = False, wait: bool = True, port: int | None = None) -> TemporalDevServer:
+    def make(
+        *, persistent: bool = False, wait: bool = True, port: int | None = None, transport_log: bool = False
+    ) -> TemporalDevServer:
         n = len(servers)
         server = TemporalDevServer(
             port=port,
             db_filename=tmp_path / f"temporal-{n}.db" if persistent else None,
             log_path=tmp_path / f"temporal-{n}.log",
+            transport_log=transport_log,
         )
         servers.append(server)
         server.start()

@@ -31,6 +31,7 @@ from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
 from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.names import TaskQueues
+from stigmer.temporal.probe import TemporalProbe
 from stigmer.temporal.tls import TemporalSecurity
 from stigmer.temporal.workers import build_workers
 
@@ -77,10 +78,15 @@ class ConnectionSettings:
     #: Past worker_shutdown_timeout old workers are left to finish in the background up to this
     #: long: cancelling them earlier leaks their core worker and its threads (see _retire).
     worker_retire_limit: float = 60.0
-    #: An HTTP/2 PING a second, answered within a second: a silently dead path (a black hole)
-    #: fails the calls in flight within ~2 s instead of waiting out their own timeouts.
-    keepalive_interval: float = 1.0
-    keepalive_timeout: float = 1.0
+    #: While CONNECTED, ask Temporal's health (stigmer.temporal.probe) this often: a dead
+    #: Temporal or path is noticed within ~2.5 s, traffic or not. The SDK clients keep the SDK's
+    #: keepalive (30 s): the frontend closes connections that ping faster than every 10 s, and a
+    #: workflow task in flight on such a connection is lost for its 10 s task timeout.
+    liveness: bool = True
+    liveness_interval: float = 1.0
+    #: A slow answer is not an outage; a dead path is caught sooner by the probe channel's
+    #: own keepalive (~2 s).
+    liveness_timeout: float = 5.0
     #: The API's client retry policy (see API_RETRY). ``None``: the API shares the workers'
     #: client and its SDK-default retries, as the original Go server did (one connection).
     api_retry: RetryConfig | None = field(default_factory=lambda: API_RETRY)
@@ -96,7 +102,7 @@ class ConnectionSettings:
     def legacy(cls, **kwargs: Any) -> ConnectionSettings:
         """The original Go server's reconnection design: retries on the 15 s tick only, no fast
         path, no comeback probe. Kept so that benchmarks can measure the difference side by side."""
-        return cls(fast_path=False, probe=False, retry_on_tick=True, api_retry=None, **kwargs)
+        return cls(fast_path=False, probe=False, liveness=False, retry_on_tick=True, api_retry=None, **kwargs)
 
     @property
     def host(self) -> str:
@@ -230,6 +236,7 @@ class TemporalConnection:
         self._attempt_loud = True  # the current attempt's lines go out at INFO/WARN (see _worth_logging)
         self._attempt_logged_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._health_probe = TemporalProbe(settings.host_port, security=settings.security, namespace=settings.namespace)
         self.lifecycle: ConnectionLifecycle[TemporalClients] = ConnectionLifecycle(
             self,
             backoff=settings.backoff,
@@ -247,6 +254,9 @@ class TemporalConnection:
             probe_slow_interval=settings.probe_slow_interval,
             probe_fast_for=settings.probe_fast_for,
             retry_on_tick=settings.retry_on_tick,
+            liveness=self._liveness if settings.liveness else None,
+            liveness_interval=settings.liveness_interval,
+            liveness_timeout=settings.liveness_timeout + 1.0,
         )
         self.lifecycle.events.subscribe(self._log_transition)
         self.lifecycle.events.subscribe(self._run_connected_hook)
@@ -279,6 +289,7 @@ class TemporalConnection:
             if late:
                 await asyncio.wait(late, timeout=2.0)
         await self._workers_loop.close()
+        await self._health_probe.close()
 
     def is_connected(self) -> bool:
         return self.lifecycle.is_connected()
@@ -351,10 +362,8 @@ class TemporalConnection:
             namespace=self.settings.namespace,
             runtime=self._runtime,
             connect_timeout=timedelta(seconds=self.settings.dial_timeout),
-            keep_alive_config=KeepAliveConfig(
-                interval_millis=int(self.settings.keepalive_interval * 1000),
-                timeout_millis=int(self.settings.keepalive_timeout * 1000),
-            ),
+            # The SDK's: 30 s, within what the frontend allows (see ConnectionSettings.liveness).
+            keep_alive_config=KeepAliveConfig.default,
             **({} if retry is None else {"retry_config": retry}),
             **self.settings.security.connect_kwargs(),
         )
@@ -436,6 +445,9 @@ class TemporalConnection:
             )
         except RPCError as err:
             raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
+
+    async def _liveness(self) -> str | None:
+        return await self._health_probe.answers(self.settings.liveness_timeout)
 
     async def _probe(self) -> bool:
         """Does the Temporal address accept TCP connections? (cheap; no gRPC, no log noise)"""

@@ -94,10 +94,10 @@ class TemporalSecurity:
                 from temporalio.service import TLSConfig
 
                 kwargs["tls"] = TLSConfig(
-                    server_root_ca_cert=_read(self.server_ca),
+                    server_root_ca_cert=read_pem(self.server_ca),
                     domain=self.server_name,
-                    client_cert=_read(self.client_cert),
-                    client_private_key=_read(self.client_key),
+                    client_cert=read_pem(self.client_cert),
+                    client_private_key=read_pem(self.client_key),
                 )
             else:
                 kwargs["tls"] = True  # the system's trusted roots
@@ -199,7 +199,8 @@ def _profile_source(profile_tls: Any, attribute: str) -> PemSource | None:
     return source  # type: ignore[no-any-return]
 
 
-def _read(source: PemSource | None) -> bytes | None:
+def read_pem(source: PemSource | None) -> bytes | None:
+    """The PEM bytes of a file (read now) or of inline data; None stays None."""
     if source is None or isinstance(source, bytes):
         return source
     return source.read_bytes()

@@ -133,6 +133,7 @@ class TemporalDevServer:
         log_path: str | os.PathLike[str] | None = None,
         namespace: str = "default",
         binary: str | None = None,
+        transport_log: bool = False,
     ) -> None:
         self._binary = binary or find_temporal_binary()
         self._port = port if port is not None else free_port()
@@ -148,6 +149,8 @@ class TemporalDevServer:
         self._log_path = Path(log_path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._last_pid: int | None = None
+        #: grpc-go's own transport log in the server's log: shows connections it closed and why.
+        self._transport_log = transport_log
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -204,6 +207,13 @@ class TemporalDevServer:
             cmd += ["--db-filename", str(self._db_filename)]
         return cmd
 
+    def too_many_pings(self) -> int:
+        """Connections the frontend closed with GOAWAY ``too_many_pings`` (needs transport_log=True):
+        a client pinged faster than the frontend's keepalive enforcement allows."""
+        if not self._transport_log:
+            raise RuntimeError("start the dev server with transport_log=True to count refused pings")
+        return self._log_path.read_text(errors="replace").count("got too many pings from the client")
+
     def log_tail(self, *, lines: int = 30) -> str:
         try:
             text = self._log_path.read_text(errors="replace")
@@ -220,8 +230,12 @@ class TemporalDevServer:
         with open(self._log_path, "ab") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} spawning: {' '.join(self.command())}\n".encode())
             log.flush()
+            env = None
+            if self._transport_log:
+                env = {**os.environ, "GRPC_GO_LOG_SEVERITY_LEVEL": "info", "GRPC_GO_LOG_VERBOSITY_LEVEL": "2"}
             proc = subprocess.Popen(
                 self.command(),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -348,3 +348,63 @@ async def test_eager_attempts_come_at_growing_spacing(probed):
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(eager)]
     # At once, then 0.5, 1, 1, ... (the 1 s cap) within the 10 s window; backoff retries mix in.
     assert gaps[:2] == [0.5, 1.0] and len(eager) <= 12, eager
+
+
+@pytest.fixture
+async def watched() -> AsyncIterator[tuple[Rig, dict[str, object]]]:
+    clock = ManualClock(start=0.0)
+    effects = FakeEffects()
+    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock)
+    answer: dict[str, object] = {"reason": None, "hang": False, "calls": []}
+
+    async def check(client: FakeClient) -> None:
+        return None
+
+    async def liveness() -> str | None:
+        answer["calls"].append(clock.monotonic())  # type: ignore[attr-defined]
+        if answer["hang"]:
+            await asyncio.Event().wait()
+        return answer["reason"]  # type: ignore[return-value]
+
+    supervisor = Supervisor(lifecycle, check=check, clock=clock, health_interval=15, liveness=liveness,
+                            liveness_interval=1.0, liveness_timeout=6.0)
+    yield Rig(clock, effects, lifecycle, supervisor, {}), answer
+    await supervisor.close()
+
+
+async def test_liveness_reports_a_lost_temporal_within_one_interval(watched):
+    rig, answer = watched
+    rig.supervisor.start()
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+    await tick(rig, 3.0, step=1.0)
+    assert rig.lifecycle.state is State.CONNECTED  # answering: nothing happens
+    answer["reason"] = "connection refused by 127.0.0.1:7233 (is Temporal running?)"
+    await tick(rig, 1.0, step=1.0)
+    # Reported at once, not at the 15 s health tick; the reconnect attempt is then due.
+    failed = [e for e in rig.lifecycle.events if e.trigger == "health_failed"]
+    assert len(failed) == 1 and failed[0].at == 4.0
+    assert failed[0].cause == "health probe failed: connection refused by 127.0.0.1:7233 (is Temporal running?)"
+
+
+async def test_liveness_runs_only_while_connected(watched):
+    rig, answer = watched
+    rig.effects.fail("dial", times=3)  # DISCONNECTED for t < 7
+    rig.supervisor.start()
+    await settle()
+    await tick(rig, 9.0, step=1.0)
+    assert rig.lifecycle.state is State.CONNECTED
+    connected_at = next(e.at for e in rig.lifecycle.events if e.dest is State.CONNECTED)
+    assert answer["calls"] and min(answer["calls"]) > connected_at  # type: ignore[type-var]
+
+
+async def test_a_liveness_call_that_hangs_is_reported_after_its_bound(watched):
+    rig, answer = watched
+    rig.supervisor.start()
+    await settle()
+    answer["hang"] = True
+    await tick(rig, 6.0, step=1.0)
+    assert rig.lifecycle.state is State.CONNECTED  # still within the bound
+    await tick(rig, 1.0, step=1.0)
+    failed = [e for e in rig.lifecycle.events if e.trigger == "health_failed"]
+    assert [e.cause for e in failed] == ["health probe failed: no answer within 6s"]

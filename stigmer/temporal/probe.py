@@ -1,0 +1,139 @@
+"""TemporalProbe: "does Temporal answer?", asked in gRPC, on a channel of its own.
+
+One ``grpc.health.v1.Health/Check`` for the frontend's WorkflowService, over the same address
+and credentials the SDK client uses (TLS, mTLS, server name, API key, extra headers). It answers
+two questions for the connection's loops (statemachine.Supervisor):
+
+- while CONNECTED, *is it still there?* -- a probe a second. A killed Temporal resets the
+  connection and the probe fails at once; a dead path (a black hole, a proxy holding the
+  connection) is caught by this channel's own HTTP/2 keepalive within about 2 s (ping every 1 s
+  while a probe is in flight, 1 s to answer); a Temporal that is slow but alive answers pings at
+  the transport level, so only a probe slower than its generous deadline counts against it;
+- while not CONNECTED, *is it back?* -- a TCP accept proves nothing behind a load balancer, an
+  answered RPC does.
+
+Why a channel of its own: the SDK clients' connections carry the workers' long polls, which must
+keep the SDK's keepalive (30 s): the Temporal frontend enforces a minimum ping interval of 10 s
+(``frontend.keepAliveMinTime``) and closes a connection that pings faster with GOAWAY
+``too_many_pings`` -- losing the workflow task in flight on it for the 10 s task timeout. This
+channel pings only while a probe is in flight (``keepalive_permit_without_calls`` off) and at
+most twice without sending data (``max_pings_without_data``), and the frontend writes a reply
+between two probes, which clears its ping strikes: it never collects the three strikes that
+draw a GOAWAY.
+
+After any failure the channel is dropped and the next probe dials afresh: a grpc channel would
+otherwise sit in its reconnect backoff (1 s, growing) or keep a connection a holding proxy has
+black-holed, and see a comeback late.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stigmer.temporal.tls import TemporalSecurity, read_pem
+
+#: The frontend registers its health status under the workflow service's full name.
+FRONTEND_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
+
+#: Codes that only a gRPC server that received the call can give: Temporal (or a gateway in
+#: front of it that speaks gRPC) answered. Credentials refused still means "it is up": the real
+#: attempt that follows says what is wrong.
+_ANSWERED = frozenset({
+    grpc.StatusCode.OK,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+})
+
+_CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 1000),
+    # grpc core also bounds a ping's wait for its ack by this (default 1 min), not by the above.
+    ("grpc.http2.ping_timeout_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 2),
+    ("grpc.enable_retries", 0),
+    # A fresh channel per failure already avoids backoff; these keep a first dial snappy.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
+class TemporalProbe:
+    """Asks Temporal's frontend for its health; see the module docstring. ``close()`` is idempotent."""
+
+    def __init__(self, host_port: str, *, security: TemporalSecurity | None = None, namespace: str = "default") -> None:
+        self.host_port = host_port
+        self._security = security or TemporalSecurity()
+        self._namespace = namespace
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: health_pb2_grpc.HealthStub | None = None
+
+    async def answers(self, timeout: float) -> str | None:  # noqa: ASYNC109 -- a gRPC deadline, not a wait
+        """None when Temporal answered within ``timeout`` s, else the reason in words."""
+        stub = self._stub or self._open()
+        request = health_pb2.HealthCheckRequest(service=FRONTEND_SERVICE)
+        try:
+            reply = await stub.Check(request, timeout=timeout, metadata=self._metadata())
+        except grpc.aio.AioRpcError as err:
+            if err.code() in _ANSWERED:
+                return None
+            await self._drop()
+            return _reason(err, self.host_port)
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return None
+        await self._drop()
+        return f"Temporal at {self.host_port} reports {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+
+    async def close(self) -> None:
+        await self._drop()
+
+    def _open(self) -> health_pb2_grpc.HealthStub:
+        security = self._security
+        options = list(_CHANNEL_OPTIONS)
+        if security.uses_tls:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read_pem(security.server_ca),
+                private_key=read_pem(security.client_key),
+                certificate_chain=read_pem(security.client_cert),
+            )
+            if security.server_name:
+                options.append(("grpc.ssl_target_name_override", security.server_name))  # type: ignore[arg-type]
+            self._channel = grpc.aio.secure_channel(self.host_port, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.host_port, options=options)
+        self._stub = health_pb2_grpc.HealthStub(self._channel)
+        return self._stub
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        security = self._security
+        pairs = [(key.lower(), value) for key, value in security.rpc_metadata.items()]
+        if security.api_key is not None:
+            pairs += [("authorization", f"Bearer {security.api_key.reveal()}"), ("temporal-namespace", self._namespace)]
+        return tuple(pairs)
+
+    async def _drop(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
+def _reason(err: grpc.aio.AioRpcError, host_port: str) -> str:
+    code = err.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"no answer from {host_port} in time (is the address right, or the network path dead?)"
+    details = (err.details() or "").splitlines()[0][:200] if err.details() else ""
+    if "ping timeout" in details.lower() or "keepalive" in details.lower():
+        return f"no answer from {host_port}: the connection went silent ({details})"
+    if "connection refused" in details.lower():
+        return f"connection refused by {host_port} (is Temporal running?)"
+    return f"{code.name} from {host_port}: {details}" if details else f"{code.name} from {host_port}"
