@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `bench`, `stigmer` and `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from bench import detection, happy_path, idle, machine, reconnect, recovery  # noqa: E402
+from bench import detection, happy_path, idle, machine, reconnect, recovery, sporadic  # noqa: E402
 from bench.harness import PATCH_ENV, Context  # noqa: E402
 from bench.stats import Table  # noqa: E402
 from tests.support.temporal_server import TemporalDevServer  # noqa: E402
@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     detection.NAME: detection.run,
     reconnect.NAME: reconnect.run,
     idle.NAME: idle.run,
+    sporadic.NAME: sporadic.run,
     happy_path.NAME: happy_path.run,
 }
 

@@ -132,6 +132,8 @@ class SoakResult:
     log: str
     wall: float
     client_errors: list[str]
+    #: time.time() - time.monotonic() during the run: puts the faults on the records' wall clock.
+    wall_offset: float = 0.0
 
 
 class Soak:
@@ -191,6 +193,7 @@ class Soak:
             workflow_executions=self._api.all_workflow_executions(), log=self.stigmer.log(),
             wall=time.monotonic() - started,
             client_errors=[f"{c.client_name}: {c.error!r}" for c in self._clients if c.error is not None],
+            wall_offset=time.time() - time.monotonic(),
         )
         self._api.close()
         return result

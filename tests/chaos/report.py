@@ -21,6 +21,9 @@ from tests.chaos.procstats import PER_WORKER_THREADS, POOL_SLACK, resource_probl
 #: How often one log line (digits masked) may appear between two faults: the connection logs each
 #: state change once and summarises repeats, so a few is normal and more is a flood.
 MAX_REPEATS_PER_OUTAGE = 5
+#: Created -> started of an execution with no fault in between must stay below this: the
+#: workflow task timeout, which only a lost workflow task waits out (issue 19).
+WORKFLOW_TASK_TIMEOUT = 10.0
 #: A client's channel may still be reconnecting this long after the restarted server answers.
 TRANSPORT_MARGIN = 3.0
 TERMINAL = (common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED)
@@ -74,6 +77,7 @@ def judge(result: SoakResult, *, persisted: bool) -> Report:
     report = Report(mode="persisted (--db-filename)" if persisted else "in memory")
     _load_and_faults(report, result)
     _outcomes(report, result, persisted=persisted)
+    _start_latency(report, result)
     _codes(report, result)
     _final_state(report, result)
     _resources(report, result)
@@ -174,6 +178,33 @@ def _outcomes(report: Report, result: SoakResult, *, persisted: bool) -> None:
     report.row("creates cut off by the stigmer SIGKILL (server unreachable)",
                f"{len(in_window)} ({len(kept)} had been recorded; they ended like the rest)")
     report.row("  server unreachable outside its restart", len(outside), not outside, examples=outside)
+
+
+def _start_latency(report: Report, result: SoakResult) -> None:
+    """Created -> started of every top-level execution that started; those with a fault (from its
+    injection until a create succeeded again) or a stigmer restart in between are shown apart:
+    an outage may hold a start back, a healthy stretch must not."""
+    faults = [(r.injected_at + result.wall_offset, r.recovered_at + result.wall_offset) for r in result.faults]
+    faults += [(down + result.wall_offset, up + result.wall_offset) for down, up in result.stigmer_down]
+    calm: list[tuple[float, str]] = []
+    stormy: list[tuple[float, str]] = []
+    for e in [*result.agent_executions, *result.workflow_executions]:
+        if getattr(e, "parent_id", "") or not e.HasField("started_at"):
+            continue
+        created, started = e.created_at.ToNanoseconds() / 1e9, e.started_at.ToNanoseconds() / 1e9
+        hit = any(begin <= started and created <= end for begin, end in faults)
+        (stormy if hit else calm).append((started - created, e.id))
+
+    def worst(values: list[tuple[float, str]]) -> str:
+        if not values:
+            return "-"
+        wait, execution_id = max(values)
+        return f"{statistics.median(v for v, _ in values):.3f} s / {wait:.3f} s ({execution_id}, n={len(values)})"
+
+    slow = [f"{execution_id}: {wait:.2f} s" for wait, execution_id in sorted(calm, reverse=True)
+            if wait > WORKFLOW_TASK_TIMEOUT]
+    report.row("created -> started p50 / worst, no fault in between", worst(calm), not slow, examples=slow[:5])
+    report.row("created -> started p50 / worst, across a fault", worst(stormy))
 
 
 def _expected(a: Attempt, record: object) -> bool:

@@ -101,3 +101,21 @@ def test_growing_asyncio_tasks_are_a_leak():
     assert resource_problems(base, dataclasses.replace(stats(36), tasks=45)) == []
     assert resource_problems(base, dataclasses.replace(stats(36), tasks=44)) == []
     assert resource_problems(base, dataclasses.replace(stats(36), tasks=52)) == ["asyncio tasks 45 -> 52"]
+
+
+def test_a_start_held_back_past_the_task_timeout_fails_unless_a_fault_was_in_between():
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    def timed(id: str, created: float, started: float) -> agent_execution_pb2.AgentExecution:
+        record = aex(id, f"chaos {id}", common_pb2.COMPLETED, f"[echo] chaos {id}")
+        record.created_at.CopyFrom(Timestamp(seconds=int(created), nanos=int(created % 1 * 1e9)))
+        record.started_at.CopyFrom(Timestamp(seconds=int(started), nanos=int(started % 1 * 1e9)))
+        return record
+
+    row = "created -> started p50 / worst, no fault in between"
+    # The fault of result() spans 1.0-2.5 (wall_offset 0): an execution across it may wait.
+    across = timed("aex-1", 0.5, 12.0)
+    calm = judge(result(attempts=[], agents=[across, timed("aex-2", 100.0, 100.05)]), persisted=True)
+    assert row not in calm.violations, calm.table()
+    lost_task = judge(result(attempts=[], agents=[timed("aex-3", 100.0, 110.3)]), persisted=True)
+    assert lost_task.violations[row] == ["aex-3: 10.30 s"], lost_task.table()

@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from bench import detection, happy_path, idle, procs, reconnect, recovery, stats
+from bench import detection, happy_path, idle, procs, reconnect, recovery, sporadic, stats
 from bench.procs import ProcSample, Usage
 
 MODULES = [
     "bench.run", "bench.harness", "bench.stats", "bench.procs", "bench.machine", "bench.recovery",
     "bench.detection", "bench.happy_path", "bench.idle", "bench.reconnect", "bench.plain_sdk",
-    "bench.plain_workflow", "bench.load_client", "bench.patched_server",
+    "bench.plain_workflow", "bench.load_client", "bench.patched_server", "bench.sporadic",
 ]  # fmt: skip
 
 
@@ -26,7 +26,7 @@ def test_module_imports(name: str) -> None:
 
 def test_every_benchmark_is_registered_under_its_name() -> None:
     run = importlib.import_module("bench.run")
-    assert set(run.BENCHMARKS) == {m.NAME for m in (recovery, detection, happy_path, idle, reconnect)}
+    assert set(run.BENCHMARKS) == {m.NAME for m in (recovery, detection, happy_path, idle, reconnect, sporadic)}
     args = run.parse_args(["--quick", "--only", "idle", "--only", "happy"])
     assert args.quick and args.only == ["idle", "happy"]
     with pytest.raises(SystemExit):
@@ -115,3 +115,19 @@ def test_happy_path_alternates_contenders_in_abba_chunks() -> None:
     for phase, total in (("sequential", 500), ("concurrent", 2000)):
         for mode in (happy_path.STIGMER, happy_path.RAW):
             assert sum(c.count for c in plan if c.phase == phase and c.mode == mode) == total
+
+
+def test_sporadic_table_judges_each_gap_against_the_plain_sdk() -> None:
+    fast = {gap: [0.05, 0.06] for gap in sporadic.GAPS}
+    fast[4.0] = [0.05, 10.3]  # a lost workflow task
+    results = {sporadic.FAST: fast, sporadic.LEGACY: {gap: [0.05, None] for gap in sporadic.GAPS},
+               sporadic.PLAIN: {gap: [0.04, 0.05] for gap in sporadic.GAPS}}
+    firsts = {name: {sporadic.COLD: 0.4, sporadic.AFTER: 1.5} for name in results}
+    (table,) = sporadic.tables(results, firsts)
+    verdicts = {(row[0], row[1]): row[-1] for row in table.rows}
+    assert verdicts[("2 s", sporadic.FAST)] == "met"
+    assert verdicts[("4 s", sporadic.FAST)] == "**missed**"
+    assert verdicts[("2 s", sporadic.LEGACY)] == "**missed**"  # a missing sample is a miss
+    assert verdicts[("2 s", sporadic.PLAIN)] == "n/a"
+    assert verdicts[(sporadic.COLD, sporadic.FAST)] == "met"
+    assert verdicts[(sporadic.AFTER, sporadic.FAST)] == "**missed**"
