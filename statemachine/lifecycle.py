@@ -173,6 +173,7 @@ class ConnectionLifecycle(Generic[C]):
         self._teardown_errors: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
         self._dialling: asyncio.Future[C] | None = None
+        self._superseded = ""  # why the attempt in flight was cancelled, if it was (see supersede)
         self.machine = AsyncMachine(
             model=self,
             states=State,
@@ -244,6 +245,9 @@ class ConnectionLifecycle(Generic[C]):
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # our caller is being cancelled, not just the dial
+            if self._superseded:
+                cause, self._superseded = self._superseded, ""
+                await self._serialized(self._conclude_failure, cause)
             return False  # shutdown() cancelled the dial; it moves the machine on
         except Exception as err:
             await self._serialized(self._conclude_failure, describe(err))
@@ -260,6 +264,19 @@ class ConnectionLifecycle(Generic[C]):
         no-op. Returns True if the machine moved.
         """
         return await self._serialized(self._fail_health, cause, generation, client)
+
+    def supersede(self, cause: str) -> bool:
+        """Give up the attempt in flight (it fails with ``cause``) so that a fresh one can start.
+
+        For an attempt that hangs on a connection made while Temporal was away (a proxy that
+        holds it open): when Temporal answers again, waiting out its timeout only costs time.
+        Returns False when no attempt is in flight.
+        """
+        if self._dialling is None or self._dialling.done():
+            return False
+        self._superseded = cause
+        self._dialling.cancel()
+        return True
 
     async def shutdown(self, *, cause: str = "shutdown") -> None:
         """Stop for good from any state; safe to call twice. Cancels an in-flight dial."""

@@ -261,21 +261,32 @@ class Supervisor(Generic[C]):
                 continue
             if outage_since is None:
                 outage_since = self._clock.monotonic()
-            if not lifecycle.state.waiting_to_retry:
-                continue  # an attempt is in flight; keep what we knew about the port
             try:
                 is_open = await with_timeout(self._clock, probe(), max(self._probe_interval, 0.5))
             except Exception:
                 is_open = False
             now = self._clock.monotonic()
-            if is_open and was_open is False:
+            edge = is_open and was_open is False
+            if lifecycle.state in (State.CONNECTING, State.RECONNECTING):
+                # An attempt is in flight. Begun while Temporal did not answer, it may hang on a
+                # connection a proxy holds open: when Temporal answers now, start afresh.
+                if edge and lifecycle.supersede("given up for a fresh attempt: Temporal answers again"):
+                    self._eager_until = now + self._eager_window
+                    eager_attempts, next_eager = 0, now
+                    self._ask_for_attempt("Temporal answers again", rate_limited=False)
+                    next_eager = now + self._probe_interval
+                    eager_attempts = 1
+                if is_open or was_open is None:
+                    was_open = is_open  # a refusal mid-attempt is judged after it
+                continue
+            if edge:
                 self._eager_until = now + self._eager_window
                 eager_attempts, next_eager = 0, now
             if is_open and self._eager_until is not None and now < self._eager_until and now >= next_eager:
                 # At once on the edge, then at growing spacing (probe_interval, doubling, capped at
                 # EAGER_SPACING_CAP): a server that just opened its port is usually well under a
                 # second from ready, and an address that flaps must not draw an attempt per probe.
-                self._ask_for_attempt("Temporal accepts connections again", rate_limited=False)
+                self._ask_for_attempt("Temporal answers again", rate_limited=False)
                 next_eager = now + min(self._probe_interval * 2**eager_attempts, EAGER_SPACING_CAP)
                 eager_attempts += 1
             was_open = is_open

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -12,7 +13,7 @@ from tests.support.tcp_proxy import TcpProxy
 from tests.support.temporal_server import TemporalDevServer
 
 TemporalFactory = Callable[..., TemporalDevServer]
-TcpProxyFactory = Callable[[str], TcpProxy]
+TcpProxyFactory = Callable[..., TcpProxy]
 
 
 @pytest.fixture
@@ -56,11 +57,12 @@ def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalDevSe
 
 @pytest.fixture
 def tcp_proxy_factory() -> Iterator[TcpProxyFactory]:
-    """Start TcpProxy instances in forward mode towards a "host:port"; closed at teardown."""
+    """Start TcpProxy instances in forward mode towards a "host:port"; closed at teardown.
+    ``upstream_down="hold"`` makes one that keeps connections open and silent while its upstream is down."""
     proxies: list[TcpProxy] = []
 
-    def make(target: str) -> TcpProxy:
-        proxy = TcpProxy(target=target)
+    def make(target: str, *, upstream_down: Literal["close", "hold"] = "close") -> TcpProxy:
+        proxy = TcpProxy(target=target, upstream_down=upstream_down)
         proxies.append(proxy)
         return proxy.start()
 

@@ -28,8 +28,10 @@ black-holed, and see a comeback late.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -137,3 +139,112 @@ def _reason(err: grpc.aio.AioRpcError, host_port: str) -> str:
     if "connection refused" in details.lower():
         return f"connection refused by {host_port} (is Temporal running?)"
     return f"{code.name} from {host_port}: {details}" if details else f"{code.name} from {host_port}"
+
+
+PortOpen = Callable[[], Awaitable[bool]]
+
+
+class ComebackProbe:
+    """While not CONNECTED: "is Temporal back?", called by the supervisor every probe tick (50 ms).
+
+    - A TCP connect every call: free, and on a bare port the first sign of a restart. A refused
+      port needs no RPC (nothing can answer); a port that starts accepting gets an RPC at once.
+    - A health RPC every ``rpc_interval`` s while the port accepts (``rpc_slow_interval`` once the
+      outage is ``slow_after`` s old): behind a load balancer the port always accepts, and only
+      an answer counts. Each RPC runs in the background on a fresh channel, so one that hangs on
+      a connection a proxy holds open delays nothing: the next starts on time on a new
+      connection. At most ``rpc_timeout / rpc_interval`` (2) are in flight; <= 2 RPCs a second.
+
+    Returns the newest finished RPC's verdict: True when Temporal answered.
+    """
+
+    def __init__(
+        self,
+        host_port: str,
+        *,
+        port_open: PortOpen,
+        security: TemporalSecurity | None = None,
+        namespace: str = "default",
+        rpc_interval: float = 0.5,
+        rpc_slow_interval: float = 0.7,
+        slow_after: float = 60.0,
+        rpc_timeout: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        ask: Callable[[float], Awaitable[str | None]] | None = None,
+    ) -> None:
+        self._port_open = port_open
+        self._rpc_interval = rpc_interval
+        self._rpc_slow_interval = rpc_slow_interval
+        self._slow_after = slow_after
+        self._rpc_timeout = rpc_timeout
+        self._clock = clock
+        self._ask = ask or self._ask_fresh
+        self._host_port = host_port
+        self._security = security
+        self._namespace = namespace
+        self._port_was_open = False
+        self._outage_since: float | None = None
+        self._last_launch: float | None = None
+        self._verdict_of: float = -1.0  # launch time of the RPC whose verdict we hold
+        self._answered = False
+        self._reason = "not asked yet"
+        self._inflight: set[asyncio.Task[None]] = set()
+        #: RPCs made (for the bench's cost row and tests).
+        self.rpcs = 0
+
+    @property
+    def last_reason(self) -> str:
+        """Why the newest finished RPC did not count as an answer ("" if it did)."""
+        return "" if self._answered else self._reason
+
+    async def __call__(self) -> bool:
+        now = self._clock()
+        if self._outage_since is None:
+            self._outage_since = now
+        if not await self._port_open():
+            self._port_was_open, self._answered, self._reason = False, False, "port refuses connections"
+            self._last_launch = None  # when it opens, ask at once
+            return False
+        edge = not self._port_was_open
+        self._port_was_open = True
+        # (A microsecond's slack: ticks of a float clock land a hair short of the interval.)
+        if edge or self._last_launch is None or now - self._last_launch >= self._interval(now) - 1e-6:
+            self._launch(now)
+        return self._answered
+
+    async def close(self) -> None:
+        for task in self._inflight:
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=2.0)
+
+    def _interval(self, now: float) -> float:
+        assert self._outage_since is not None
+        return self._rpc_slow_interval if now - self._outage_since >= self._slow_after else self._rpc_interval
+
+    def _launch(self, now: float) -> None:
+        self._last_launch = now
+        self.rpcs += 1
+        task = asyncio.get_running_loop().create_task(self._one(now), name="stigmer-temporal-comeback-rpc")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _one(self, launched: float) -> None:
+        try:
+            reason = await self._ask(self._rpc_timeout)
+        except Exception as err:  # a certificate file gone, say: not an answer, and say why
+            reason = f"{type(err).__name__}: {err}"
+        if launched < self._verdict_of:
+            return  # a newer RPC already spoke
+        self._verdict_of = launched
+        self._answered = reason is None
+        self._reason = reason or ""
+        if self._answered:
+            self._outage_since = None  # the next failure starts a new outage
+
+    async def _ask_fresh(self, timeout: float) -> str | None:  # noqa: ASYNC109 -- a gRPC deadline
+        probe = TemporalProbe(self._host_port, security=self._security, namespace=self._namespace)
+        try:
+            return await probe.answers(timeout)
+        finally:
+            await probe.close()

@@ -13,6 +13,12 @@ Modes apply to new and existing connections alike:
 * BLACKHOLE -- the listener accepts; every connection reads and discards all it receives and
   sends nothing, and a close on one side is not passed to the other (like a dead network
   path: connects succeed, reads time out).
+
+What a FORWARD proxy does when its upstream is down is the load balancer's character
+(``upstream_down``): ``"close"`` (default) resets the client's connection, as HAProxy or envoy
+do with no healthy backend; ``"hold"`` keeps it open and silent -- a client connection whose
+upstream cannot be dialled, or whose upstream closed, swallows everything from then on.
+Either way the proxy's own port always accepts, so a TCP connect says nothing about Temporal.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import struct
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from tests.support.ports import free_port
 
@@ -113,6 +119,9 @@ class _Link:
         self.proxy.bytes_forwarded += len(data)
 
     def on_lost(self, side: _Side) -> None:
+        if side.upstream and self.proxy.upstream_down == "hold" and not self.tainted:
+            self.tainted = True  # the upstream went away: the client hears nothing of it
+            return
         if self.proxy.mode is ProxyMode.FORWARD and not self.tainted:
             # A live path passes the close on; close() flushes what is still buffered.
             peer = self.peer_of(side).transport
@@ -138,7 +147,12 @@ class _Link:
 class TcpProxy:
     """Listens on 127.0.0.1:<free port> and forwards to `target` ("host:port")."""
 
-    def __init__(self, *, target: str, port: int | None = None) -> None:
+    def __init__(
+        self, *, target: str, port: int | None = None, upstream_down: Literal["close", "hold"] = "close"
+    ) -> None:
+        if upstream_down not in ("close", "hold"):
+            raise ValueError(f"upstream_down must be 'close' or 'hold', got {upstream_down!r}")
+        self.upstream_down = upstream_down
         host, _, port_text = target.rpartition(":")
         self._target = (host, int(port_text))
         self._port = port if port is not None else free_port()
@@ -274,7 +288,11 @@ class TcpProxy:
         try:
             await asyncio.wait_for(loop.create_connection(lambda: link.server, *self._target), timeout=_CALL_TIMEOUT)
         except (TimeoutError, OSError):
-            link.reset()  # upstream down: the client sees a reset, as with a dead server
+            if self.upstream_down == "hold":
+                link.tainted = True  # accepted and silent for good
+                link.set_reading(link.client, paused=False)  # drain: silence, never back-pressure
+            else:
+                link.reset()  # the client sees a reset, as with a dead server
             return
         if link.closed or link.tainted or self._mode is not ProxyMode.FORWARD:
             if link.closed:
@@ -300,4 +318,4 @@ class TcpProxy:
         self.close()
 
     def __repr__(self) -> str:
-        return f"TcpProxy({self.address} -> {self.target}, {self._mode.value})"
+        return f"TcpProxy({self.address} -> {self.target}, {self._mode.value}, upstream down {self.upstream_down})"

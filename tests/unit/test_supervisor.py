@@ -229,7 +229,7 @@ async def test_probe_connects_as_soon_as_the_port_opens(probed):
     port["open"] = True  # Temporal is back
     await tick(rig, 0.5)
     assert rig.lifecycle.state is State.CONNECTED
-    assert list(rig.lifecycle.events)[-2].cause == "Temporal accepts connections again"
+    assert list(rig.lifecycle.events)[-2].cause == "Temporal answers again"
 
 
 async def test_probe_keeps_trying_while_the_server_warms_up(probed):
@@ -408,3 +408,27 @@ async def test_a_liveness_call_that_hangs_is_reported_after_its_bound(watched):
     await tick(rig, 1.0, step=1.0)
     failed = [e for e in rig.lifecycle.events if e.trigger == "health_failed"]
     assert [e.cause for e in failed] == ["health probe failed: no answer within 6s"]
+
+
+async def test_an_attempt_hanging_on_a_held_connection_is_superseded_when_temporal_answers(probed):
+    # Behind a proxy that holds connections open, an attempt begun during the outage hangs for its
+    # whole timeout (here: forever). When the probe hears Temporal again, a fresh attempt starts.
+    rig, port = probed
+    rig.effects.fail("dial", times=1)
+    rig.supervisor.start()
+    await settle()  # the first dial fails: DISCONNECTED, retry due at t=1
+    await tick(rig, 0.5)  # the probe: no answer
+    rig.effects.dial_gate = asyncio.Event()  # from now on a dial hangs until the gate opens
+    await tick(rig, 0.5)  # t=1: the scheduled retry starts, and hangs
+    assert rig.lifecycle.state is State.CONNECTING
+    port["open"] = True  # Temporal answers again
+    rig.effects.dial_gate = None  # the fresh connection works
+    await tick(rig, 0.5)
+    assert rig.lifecycle.state is State.CONNECTED
+    causes = [e.cause for e in rig.lifecycle.events if e.trigger == "connect_failed"]
+    assert causes[-1] == "given up for a fresh attempt: Temporal answers again"
+    assert rig.clock.monotonic() == 1.5
+
+
+async def test_supersede_without_an_attempt_in_flight_does_nothing(rig: Rig):
+    assert rig.lifecycle.supersede("nothing to give up") is False

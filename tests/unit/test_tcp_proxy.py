@@ -160,6 +160,39 @@ async def test_dead_upstream_resets_the_client(tcp_proxy_factory: TcpProxyFactor
         await assert_reset(stream)
 
 
+async def test_a_holding_proxy_keeps_a_dead_upstream_silent(tcp_proxy_factory: TcpProxyFactory) -> None:
+    with socket.socket() as placeholder:  # a port that nothing listens on
+        placeholder.bind(("127.0.0.1", 0))
+        proxy = tcp_proxy_factory(f"127.0.0.1:{placeholder.getsockname()[1]}", upstream_down="hold")
+        reader, writer = await connect(proxy)
+        writer.write(b"anyone?")
+        await writer.drain()
+        with pytest.raises(TimeoutError):  # neither an answer nor a close: silence
+            await asyncio.wait_for(reader.read(1), timeout=SILENCE)
+        writer.close()
+
+
+async def test_a_holding_proxy_hides_an_upstream_that_goes_away(tcp_proxy_factory: TcpProxyFactory) -> None:
+    async def answer_once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(4))  # one answer, then the upstream closes, as a killed server's does
+        await writer.drain()
+        writer.close()
+
+    upstream = await asyncio.start_server(answer_once_then_close, "127.0.0.1", 0)
+    try:
+        port = upstream.sockets[0].getsockname()[1]
+        proxy = tcp_proxy_factory(f"127.0.0.1:{port}", upstream_down="hold")
+        reader, writer = await connect(proxy)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), timeout=IO_TIMEOUT) == b"ping"
+        writer.write(b"more")
+        with pytest.raises(TimeoutError):  # no EOF passed on: silence
+            await asyncio.wait_for(reader.read(1), timeout=SILENCE)
+        writer.close()
+    finally:
+        upstream.close()
+
+
 @pytest.fixture
 def echo_thread_address() -> Iterator[str]:
     """A blocking echo server for the sync test: one connection, in a thread."""

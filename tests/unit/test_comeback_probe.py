@@ -1,0 +1,98 @@
+"""ComebackProbe's schedule on an injected clock, with a fake port and fake health RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from stigmer.temporal.probe import ComebackProbe
+from tests.unit.aio import settle
+
+
+@dataclass
+class World:
+    now: float = 0.0
+    port_open: bool = False
+    #: What the next RPCs answer: None (answered) or a reason; "hang" never finishes by itself.
+    answer: str | None = "no answer"
+    asked_at: list[float] = field(default_factory=list)
+    hanging: list[asyncio.Event] = field(default_factory=list)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[tuple[World, ComebackProbe]]:
+    world = World()
+
+    async def port_open() -> bool:
+        return world.port_open
+
+    async def ask(timeout: float) -> str | None:  # noqa: ASYNC109
+        world.asked_at.append(world.now)
+        if world.answer == "hang":
+            release = asyncio.Event()
+            world.hanging.append(release)
+            await release.wait()
+            return "no answer from 127.0.0.1:7233 in time"
+        return world.answer
+
+    probe = ComebackProbe("127.0.0.1:7233", port_open=port_open, clock=lambda: world.now, ask=ask,
+                          rpc_interval=0.5, rpc_slow_interval=0.7, slow_after=60.0)
+    yield world, probe
+    for release in world.hanging:
+        release.set()
+    await probe.close()
+
+
+async def run_for(world: World, probe: ComebackProbe, seconds: float, *, tick: float = 0.05) -> list[bool]:
+    seen = []
+    for _ in range(round(seconds / tick)):
+        world.now = round(world.now + tick, 6)
+        seen.append(await probe())
+        await settle()
+    return seen
+
+
+async def test_a_refusing_port_costs_no_rpc(rig):
+    world, probe = rig
+    assert not any(await run_for(world, probe, 5.0))
+    assert world.asked_at == [] and probe.last_reason == "port refuses connections"
+
+
+async def test_a_port_that_opens_is_asked_at_once_and_an_answer_counts(rig):
+    world, probe = rig
+    await run_for(world, probe, 1.0)
+    world.port_open, world.answer = True, None
+    world.now += 0.05
+    assert await probe() is False  # the RPC runs in the background...
+    await settle()
+    assert world.asked_at == [world.now]  # ... launched on the edge, not at the next interval
+    assert await probe() is True and probe.last_reason == ""
+
+
+async def test_an_always_accepting_port_is_asked_twice_a_second_then_less(rig):
+    world, probe = rig
+    world.port_open = True  # a load balancer: accepts whether Temporal is there or not
+    seen = await run_for(world, probe, 70.0)
+    assert not any(seen)
+    early = [t for t in world.asked_at if t < 60]
+    late = [t for t in world.asked_at if t > 61]
+    assert all(round(b - a, 3) == 0.5 for a, b in itertools.pairwise(early)), early[:5]
+    assert all(round(b - a, 3) == 0.7 for a, b in itertools.pairwise(late)), late[:5]
+    assert probe.rpcs == len(world.asked_at) <= 2 * 70
+
+
+async def test_an_rpc_hanging_on_a_held_connection_delays_nothing(rig):
+    world, probe = rig
+    world.port_open, world.answer = True, "hang"
+    await run_for(world, probe, 1.0)  # two RPCs hang (a proxy holds their connections)
+    assert len(world.hanging) == 2
+    world.answer = None  # Temporal is back: the next RPC, on a fresh connection, is answered
+    seen = await run_for(world, probe, 0.6)
+    assert seen[-1] is True
+    world.hanging[0].set()  # an old hanging RPC gives up late: it must not undo the newer answer
+    await settle()
+    assert await probe() is True
