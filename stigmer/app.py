@@ -17,6 +17,7 @@ from stigmer import __version__
 from stigmer.config import Config, ConfigError, split_host_port
 from stigmer.controllers import AgentExecutionController, Reconciler, WorkflowController, WorkflowExecutionController
 from stigmer.managed_temporal import ManagedTemporal, TemporalBinaryMissing
+from stigmer.outage import OutageLimit
 from stigmer.server import BoundServer, ListenError, ServerHealth, Services, build_server
 from stigmer.server.auth import ListenerSecurity, describe_protection, startup_warnings
 from stigmer.store import Store, StoreError
@@ -28,7 +29,7 @@ from stigmer.temporal.tls import TemporalSecurity
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
 EXIT_CONFIG = 78  # the data dir or its database is unusable
-EXIT_UNAVAILABLE = 69  # the listener could not be opened
+EXIT_UNAVAILABLE = 69  # the listener could not be opened, or --exit-after-outage ran out
 
 
 @dataclass
@@ -110,6 +111,7 @@ class StigmerServer:
         agent_executions = AgentExecutionController(store=store, availability=connection)
         workflows = WorkflowController(store=store, availability=connection)
         workflow_executions = WorkflowExecutionController(store=store, availability=connection)
+        limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
         health = ServerHealth(connection.lifecycle)
         services = Services(agent_executions=agent_executions, workflows=workflows,
                             workflow_executions=workflow_executions, status=connection, health=health)
@@ -128,12 +130,18 @@ class StigmerServer:
             await managed.wait_listening()
         await connection.start()
         self.started.set()
+        watch = asyncio.create_task(limit.watch(stop), name="stigmer-outage-limit") if limit else None
         try:
             await stop.wait()
+            if limit is not None and limit.tripped:
+                logger.warning("Temporal has been unavailable for {:g}s (--exit-after-outage): stopping the server "
+                               "so that its supervisor can restart it (exit {})", limit.limit, EXIT_UNAVAILABLE)
         finally:
+            if watch is not None:
+                watch.cancel()
             logger.info("Shutting down Stigmer Server", grace=config.grace)
             await health.set_not_serving_all()
             await bound.server.stop(grace=config.grace)
             await connection.close()
             await health.close()
-        return EXIT_OK
+        return EXIT_UNAVAILABLE if limit is not None and limit.tripped else EXIT_OK

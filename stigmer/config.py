@@ -66,6 +66,8 @@ class Config:
     insecure: bool = False
     #: Run workflow code in the Temporal SDK's sandbox (slower creates; see workers.workflow_runner).
     workflow_sandbox: bool = False
+    #: Stop (exit 69) after this many seconds without CONNECTED; None: never (stigmer.outage).
+    exit_after_outage: float | None = None
     #: TLS / API key for Temporal (stigmer.temporal.tls); None: plaintext, no key.
     temporal_security: TemporalSecurity | None = None
 
@@ -76,6 +78,8 @@ class Config:
             raise ConfigError("TEMPORAL_NAMESPACE / --namespace must not be empty")
         if self.reconnect_mode not in ("fast", "legacy"):
             raise ConfigError(f"--reconnect-mode must be fast or legacy, got {self.reconnect_mode!r}")
+        if self.exit_after_outage is not None and not self.exit_after_outage > 0:
+            raise ConfigError(f"--exit-after-outage must be > 0 seconds, got {self.exit_after_outage}")
         if not self.health_interval > 0:
             raise ConfigError(f"--health-interval must be > 0 seconds, got {self.health_interval}")
         self._check_listener_protection()

@@ -36,6 +36,8 @@ from stigmer.temporal.tls import TemporalSecurity
 from stigmer.temporal.workers import build_workers
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
+#: The reconnect backoff's random spread by default (see ConnectionSettings.backoff).
+JITTER = 0.2
 CORE_LOGGER = "temporalio.core"
 #: During an outage, after the first three attempts, at most one attempt this often is logged
 #: at INFO (its failure at WARNING); the others at DEBUG.
@@ -91,7 +93,9 @@ class ConnectionSettings:
     #: The API's client retry policy (see API_RETRY). ``None``: the API shares the workers'
     #: client and its SDK-default retries, as the original Go server did (one connection).
     api_retry: RetryConfig | None = field(default_factory=lambda: API_RETRY)
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    #: 1, 2, 4, 8, 16, 30 s, each +/-20 % at random (as gRPC core does), so that a fleet of
+    #: servers does not knock on a recovering Temporal in lockstep.
+    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(jitter=JITTER))
     #: Retry only on the health tick (the original Go server's design; benchmarks compare it).
     retry_on_tick: bool = False
     #: Run workflow code in the SDK's sandbox (stigmer.temporal.workers.workflow_runner).

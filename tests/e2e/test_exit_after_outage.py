@@ -1,0 +1,54 @@
+"""`server start --exit-after-outage`: the opt-in answer to "Can I disable auto-reconnection?"."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.support.eventually import wait_until
+from tests.support.ports import free_port
+from tests.support.stigmer_process import StigmerServer
+from tests.support.temporal_server import TemporalDevServer
+
+pytestmark = pytest.mark.temporal
+
+
+def test_a_server_that_never_reaches_temporal_stops_with_69(
+    stigmer_server_factory: Callable[..., StigmerServer],
+) -> None:
+    server = stigmer_server_factory(temporal=f"127.0.0.1:{free_port()}", extra=["--exit-after-outage", "2s"])
+    began = time.monotonic()
+    assert server.proc is not None
+    wait_until(lambda: server.proc is not None and server.proc.poll() is not None, timeout=15,
+               what="the server to stop after 2 s without Temporal")
+    assert server.proc.returncode == 69
+    assert time.monotonic() - began < 10
+    log = server.log()
+    assert "Temporal has been unavailable for 2s (--exit-after-outage)" in log
+    assert "Stigmer Server stopped" in log  # a clean stop, not a crash
+
+
+def test_an_outage_shorter_than_the_limit_is_ridden_out(
+    stigmer_server_factory: Callable[..., StigmerServer], temporal_factory: Callable[..., TemporalDevServer]
+) -> None:
+    temporal = temporal_factory(persistent=True)
+    server = stigmer_server_factory(temporal=temporal.address, extra=["--exit-after-outage", "20s"])
+    assert server.cli("server", "wait", "--timeout", "30").code == 0
+    temporal.kill()
+    wait_until(lambda: server.cli("server", "status").code == 3, timeout=10, what="the server to notice")
+    temporal.start()
+    assert server.cli("server", "wait", "--timeout", "30").code == 0
+    assert server.proc is not None and server.proc.poll() is None  # still serving
+
+
+def test_bad_durations_are_refused_at_start() -> None:
+    import subprocess
+
+    from tests.support.stigmer_process import stigmer_binary
+
+    result = subprocess.run([stigmer_binary(), "server", "start", "--exit-after-outage", "soon"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "expected a duration like 90s, 5m or 1h" in result.stderr
