@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `bench`, `stigmer` and `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from bench import detection, happy_path, idle, machine, reconnect, recovery, sporadic  # noqa: E402
+from bench import detection, happy_path, idle, lb_recovery, machine, reconnect, recovery, sporadic  # noqa: E402
 from bench.harness import PATCH_ENV, Context  # noqa: E402
 from bench.stats import Table  # noqa: E402
 from tests.support.temporal_server import TemporalDevServer  # noqa: E402
@@ -38,6 +38,7 @@ Benchmark = Callable[[Context], Awaitable[list[Table]]]
 BENCHMARKS: dict[str, Benchmark] = {
     recovery.NAME: recovery.run,
     detection.NAME: detection.run,
+    lb_recovery.NAME: lb_recovery.run,
     reconnect.NAME: reconnect.run,
     idle.NAME: idle.run,
     sporadic.NAME: sporadic.run,

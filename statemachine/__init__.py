@@ -6,7 +6,7 @@ Pure Python plus `transitions`; no Temporal, no gRPC. The service binds the effe
 from statemachine.backoff import BackoffPolicy
 from statemachine.clock import Clock, ManualClock, SystemClock, with_timeout
 from statemachine.events import EventLog, TransitionEvent
-from statemachine.lifecycle import TRANSITIONS, ConnectionLifecycle, Edge, Effects, Snapshot, describe
+from statemachine.lifecycle import TRANSITIONS, ConnectionLifecycle, Edge, Effects, Misconfiguration, Snapshot, describe
 from statemachine.states import State
 from statemachine.supervisor import Supervisor
 
@@ -19,6 +19,7 @@ __all__ = [
     "Effects",
     "EventLog",
     "ManualClock",
+    "Misconfiguration",
     "Snapshot",
     "State",
     "Supervisor",

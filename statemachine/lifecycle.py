@@ -39,6 +39,13 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 
+class Misconfiguration(Exception):
+    """An attempt's failure that retrying soon will not fix: a missing namespace, refused
+    credentials, a TLS mismatch, a port that does not speak gRPC. The machine still retries (the
+    operator may fix it without restarting us), but at the backoff cap, and requests get no fast
+    attempts meanwhile. Raise it (or a subclass) from ``dial`` or ``verify``."""
+
+
 @dataclass(frozen=True)
 class Edge:
     trigger: str
@@ -174,6 +181,7 @@ class ConnectionLifecycle(Generic[C]):
         self._lock = asyncio.Lock()
         self._dialling: asyncio.Future[C] | None = None
         self._superseded = ""  # why the attempt in flight was cancelled, if it was (see supersede)
+        self._misconfigured = False  # the last attempt failed with a Misconfiguration
         self.machine = AsyncMachine(
             model=self,
             states=State,
@@ -222,6 +230,11 @@ class ConnectionLifecycle(Generic[C]):
         return self._next_retry_at if self.state.waiting_to_retry else None
 
     @property
+    def misconfigured(self) -> bool:
+        """The last attempt failed with a :class:`Misconfiguration` (retries wait the backoff cap)."""
+        return self._misconfigured and self.state.waiting_to_retry
+
+    @property
     def next_delay(self) -> float:
         """The backoff that the next scheduled attempt waits for."""
         return self._delay
@@ -250,6 +263,7 @@ class ConnectionLifecycle(Generic[C]):
                 await self._serialized(self._conclude_failure, cause)
             return False  # shutdown() cancelled the dial; it moves the machine on
         except Exception as err:
+            self._misconfigured = isinstance(err, Misconfiguration)
             await self._serialized(self._conclude_failure, describe(err))
             return False
         finally:
@@ -381,14 +395,16 @@ class ConnectionLifecycle(Generic[C]):
         now = self._clock.monotonic()
         attempt, backoff = self._attempt, 0.0
         if trigger in _OK_TRIGGERS:
-            self._failures, self._next_retry_at, self._delay = 0, None, 0.0
+            self._failures, self._next_retry_at, self._delay, self._misconfigured = 0, None, 0.0, False
             self._generation += 1
             self._reconnects += trigger == "reconnect_ok"
         elif trigger in _FAILURE_TRIGGERS:
             if trigger == "health_failed":
-                attempt = 0
+                attempt, self._misconfigured = 0, False
             self._failures += 1
-            self._delay = backoff = self._backoff.delay(self._failures)
+            # Misconfigured: straight to the cap (a number of failures that surely reaches it).
+            failures = max(self._failures, 64) if self._misconfigured else self._failures
+            self._delay = backoff = self._backoff.delay(failures)
             self._next_retry_at = now + backoff
             self._last_error = cause
         elif trigger in ("start", "reconnect"):

@@ -141,8 +141,8 @@ class Supervisor(Generic[C]):
         lifecycle = self.lifecycle
         if lifecycle.is_connected():
             return True
-        if lifecycle.state is State.STOPPED or self._closed:
-            return False
+        if lifecycle.state is State.STOPPED or self._closed or lifecycle.misconfigured:
+            return False  # misconfigured: an attempt per request would not fix it, only hammer Temporal
         seen = lifecycle.events.last_seq
         if lifecycle.state.waiting_to_retry and not self._ask_for_attempt():
             return False

@@ -29,6 +29,13 @@ from statemachine.lifecycle import describe
 from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
+from stigmer.temporal.diagnose import (
+    NamespaceMissing,
+    TemporalUnreachable,
+    diagnose,
+    plaintext_to_tls,
+    speaks_tls,
+)
 from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.probe import ComebackProbe, TemporalProbe
@@ -154,37 +161,8 @@ class ConnectionStatus:
         return self.snapshot.state
 
 
-class NamespaceMissing(RuntimeError):
-    def __init__(self, namespace: str) -> None:
-        super().__init__(
-            f"namespace '{namespace}' does not exist on this Temporal; create it with "
-            f"`temporal operator namespace create -n {namespace}` (or set TEMPORAL_NAMESPACE)"
-        )
-
-
 class WorkerStartError(RuntimeError):
     pass
-
-
-class TemporalUnreachable(RuntimeError):
-    """A dial or check failed; the message says how, in words (not a tonic error dump)."""
-
-
-def explain(err: BaseException, host_port: str) -> str:
-    """A one-line reason for a failed dial or check that an operator can act on."""
-    text = str(err)
-    lowered = text.lower()
-    if isinstance(err, TimeoutError) or "timeout expired" in lowered or "deadline" in lowered:
-        return f"no answer from {host_port} in time (is the address right, or the network path dead?)"
-    if "connection refused" in lowered:
-        return f"connection refused by {host_port} (is Temporal running?)"
-    if "connectionreset" in lowered or "broken pipe" in lowered or "connection reset" in lowered:
-        return f"{host_port} accepted the connection, then closed it (a load balancer with no Temporal behind it?)"
-    if "tcp connect error" in lowered or "dns error" in lowered or "failed to lookup" in lowered:
-        return f"cannot reach {host_port}: {text.splitlines()[0][:200]}"
-    if isinstance(err, RPCError):
-        return f"{err.status.name if err.status else 'RPC error'}: {err.message}"
-    return describe(err)
 
 
 Connect = Callable[..., Awaitable[Client]]
@@ -243,6 +221,7 @@ class TemporalConnection:
         self._attempt_loud = True  # the current attempt's lines go out at INFO/WARN (see _worth_logging)
         self._attempt_logged_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._creators: tuple[AgentExecutionCreator | WorkflowExecutionCreator | WorkflowValidator, ...] = ()
         self._health_probe = TemporalProbe(settings.host_port, security=settings.security, namespace=settings.namespace)
         self.comeback = ComebackProbe(settings.host_port, port_open=self._port_open, security=settings.security,
                                       namespace=settings.namespace)
@@ -350,7 +329,16 @@ class TemporalConnection:
         try:
             return await asyncio.wait_for(self._dial(), timeout=self.settings.dial_timeout)
         except Exception as err:
-            raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
+            raise await self._diagnose(err) from err
+
+    async def _diagnose(self, err: BaseException) -> TemporalUnreachable:
+        found = diagnose(err, self.settings.host_port)
+        # Accepted, then closed: a load balancer with nothing behind it -- or a TLS port we speak
+        # plaintext to. One TLS handshake tells them apart (only on this failure, so rarely).
+        closed = "accepted the connection, then closed it" in str(found)
+        if closed and not self.settings.security.uses_tls and await speaks_tls(self.settings.host, self.settings.port):
+            return plaintext_to_tls(self.settings.host_port)
+        return found
 
     async def _dial(self) -> TemporalClients:
         """Both connections at once; if one fails, the other is abandoned."""
@@ -386,8 +374,8 @@ class TemporalConnection:
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise NamespaceMissing(self.settings.namespace) from err
-            raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
+                raise NamespaceMissing(self.settings.namespace, self.settings.host_port) from err
+            raise diagnose(err, self.settings.host_port) from err
 
     async def start_workers(self, clients: TemporalClients) -> None:
         # Cancelling this call (a shutdown mid-attempt) cancels the start there too.
@@ -431,14 +419,22 @@ class TemporalConnection:
 
     async def inject_creators(self, clients: TemporalClients) -> None:
         queues = self.settings.queues
-        self._targets.agent_execution(AgentExecutionCreator(clients.api, queues=queues))
-        self._targets.workflow_execution(WorkflowExecutionCreator(clients.api, queues=queues))
-        self._targets.workflow_validation(WorkflowValidator(clients.api, queues=queues))
+        agent = AgentExecutionCreator(clients.api, queues=queues)
+        workflow = WorkflowExecutionCreator(clients.api, queues=queues)
+        validator = WorkflowValidator(clients.api, queues=queues)
+        self._creators = (agent, workflow, validator)
+        self._targets.agent_execution(agent)
+        self._targets.workflow_execution(workflow)
+        self._targets.workflow_validation(validator)
 
     async def withdraw_creators(self) -> None:
         self._targets.agent_execution(None)
         self._targets.workflow_execution(None)
         self._targets.workflow_validation(None)
+        # Calls still in flight on the lost connection answer UNAVAILABLE now (see creators._Bound).
+        creators, self._creators = self._creators, ()
+        for creator in creators:
+            creator.abandon()
 
     async def close_client(self, clients: TemporalClients) -> None:
         # temporalio clients have no close(): the connection goes when the last reference does.
@@ -454,7 +450,7 @@ class TemporalConnection:
                 timeout=timedelta(seconds=self.settings.health_timeout),
             )
         except RPCError as err:
-            raise TemporalUnreachable(explain(err, self.settings.host_port)) from err
+            raise diagnose(err, self.settings.host_port) from err
 
     async def _liveness(self) -> str | None:
         return await self._health_probe.answers(self.settings.liveness_timeout)

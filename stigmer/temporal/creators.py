@@ -107,16 +107,48 @@ async def _start_once(
 
 
 class _Bound:
-    """Built from one client (and the task queues); injected while that client is connected."""
+    """Built from one client (and the task queues); injected while that client is connected.
+
+    When the connection is judged lost, :meth:`abandon` ends the calls still in flight on it at
+    once with TemporalUnavailable: on a dead path (a black hole, a proxy holding the connection)
+    they would otherwise wait out their whole deadline -- the SDK's keepalive takes 45 s to give
+    up on a silent connection -- and answer the client late, or fail after the reconciler of the
+    next connection already restarted their workflow.
+    """
 
     def __init__(self, client: Client, *, queues: names.TaskQueues) -> None:
         self._client = client
         self._queues = queues
+        self._abandoned = False
+        self._inflight: set[asyncio.Future[object]] = set()
 
     @property
     def client(self) -> Client:
         """The client this was built with (lets a failure report name the connection it saw fail)."""
         return self._client
+
+    def abandon(self) -> None:
+        """The connection is gone: fail the calls in flight now, and any later one at once."""
+        self._abandoned = True
+        for call in list(self._inflight):
+            call.cancel()
+
+    async def _call(self, call: Awaitable[T], *, what: str) -> T:
+        if self._abandoned:
+            if asyncio.iscoroutine(call):
+                call.close()  # never started: no "was never awaited" warning
+            raise TemporalUnavailable(f"{what}: the connection to Temporal was lost")
+        task: asyncio.Future[T] = asyncio.ensure_future(call)
+        self._inflight.add(task)  # type: ignore[arg-type]
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._abandoned and not (current is not None and current.cancelling()):
+                raise TemporalUnavailable(f"{what}: the connection to Temporal was lost mid-call") from None
+            raise
+        finally:
+            self._inflight.discard(task)  # type: ignore[arg-type]
 
 
 class AgentExecutionCreator(_Bound):
@@ -125,7 +157,7 @@ class AgentExecutionCreator(_Bound):
     async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
         """Start (or find already started) the workflow; returns its Temporal workflow id."""
         workflow_id = names.agent_execution_workflow_id(execution_id)
-        await _start_once(
+        start = _start_once(
             self._client,
             names.AGENT_EXECUTION_WORKFLOW,
             AgentExecutionInput(execution_id=execution_id),
@@ -135,6 +167,7 @@ class AgentExecutionCreator(_Bound):
             timeout=timeout,
             what=f"start agent execution {execution_id}",
         )
+        await self._call(start, what=f"start agent execution {execution_id}")
         return workflow_id
 
 
@@ -144,7 +177,7 @@ class WorkflowExecutionCreator(_Bound):
     async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
         """Start (or find already started) the workflow; returns its Temporal workflow id."""
         workflow_id = names.workflow_execution_workflow_id(execution_id)
-        await _start_once(
+        start = _start_once(
             self._client,
             names.WORKFLOW_EXECUTION_WORKFLOW,
             WorkflowExecutionInput(execution_id=execution_id, agent_task_queue=self._queues.agent_execution),
@@ -154,6 +187,7 @@ class WorkflowExecutionCreator(_Bound):
             timeout=timeout,
             what=f"start workflow execution {execution_id}",
         )
+        await self._call(start, what=f"start workflow execution {execution_id}")
         return workflow_id
 
 
@@ -171,7 +205,7 @@ class WorkflowValidator(_Bound):
         # Validations are not stored, so each gets a fresh id; its run timeout reaps it if the
         # caller gave up before a worker picked it up.
         request_id = uuid.uuid4().hex
-        result: ValidationResult = await _with_deadline(
+        result: ValidationResult = await self._call(_with_deadline(
             self._client.execute_workflow(
                 names.WORKFLOW_VALIDATION_WORKFLOW,
                 ValidationInput(document=document),
@@ -183,5 +217,5 @@ class WorkflowValidator(_Bound):
             ),
             timeout=timeout,
             what="validate workflow document",
-        )
+        ), what="validate workflow document")
         return result

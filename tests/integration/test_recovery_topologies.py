@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from stigmer.temporal.connection import ConnectionSettings
+from stigmer.temporal.creators import TemporalUnavailable
 from stigmer.temporal.names import TaskQueues
 from tests.conftest import TcpProxyFactory, TemporalFactory
 from tests.integration.connection_rig import Rig, connection_rig
 from tests.support.eventually import eventually
+from tests.support.temporal_server import TemporalDevServer
 
 pytestmark = pytest.mark.temporal
 
@@ -71,3 +73,23 @@ async def test_idle_recovery_needs_no_port_edge(
         # And they work: an execution through each completes.
         for rig in rigs.values():
             await rig.run_agent_execution("after the outage")
+
+
+async def test_a_create_in_flight_when_the_path_dies_answers_unavailable_at_once(
+    temporal: TemporalDevServer, tcp_proxy_factory: TcpProxyFactory, tmp_path: Path
+) -> None:
+    # Found by bench/lb_recovery.py: with the SDK's 30 s keepalive nothing kills a silent
+    # connection quickly, and a start in flight on it waited out its 10 s deadline.
+    proxy = tcp_proxy_factory(temporal.address, upstream_down="hold")
+    settings = ConnectionSettings(host_port=proxy.address, queues=TaskQueues.with_suffix(uuid.uuid4().hex[:8]))
+    async with connection_rig(settings, tmp_path) as rig:
+        await eventually(lambda: rig.state == "CONNECTED", timeout=30, what="CONNECTED")
+        creator = rig.creators.agent_execution
+        assert creator is not None
+        record = rig.store.create_agent_execution(agent="echo", message="in flight")
+        proxy.blackhole()
+        began = time.monotonic()
+        with pytest.raises(TemporalUnavailable):
+            await creator.start(record.id, timeout=10.0)
+        took = time.monotonic() - began
+        assert took < 4.0, took  # the health probe's ~2 s, not the 10 s deadline

@@ -510,9 +510,10 @@ async def test_creates_fail_fast_with_unavailable_and_leave_no_record(tmp_path) 
 
 async def test_a_start_that_fails_midway_removes_the_record(temporal_factory: TemporalFactory, tmp_path) -> None:
     server: TemporalDevServer = temporal_factory()
-    # The ticker would notice the kill; with it slowed down the creator is still injected and the
+    # The ticker and the health probe would notice the kill; with them off the creator is still injected and the
     # start itself fails, which is the path that must delete the just-stored record.
-    settings = replace(fast_settings(server.address), health_interval=600.0, probe=False, fast_path=False)
+    settings = replace(fast_settings(server.address), health_interval=600.0, probe=False, liveness=False,
+                       fast_path=False)
     async with serving(settings, tmp_path / "data", start_timeout=1.5) as stack:
         await stack.connected()
         written: list[str] = []

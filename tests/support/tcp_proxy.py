@@ -71,6 +71,9 @@ class _Side(asyncio.Protocol):
             self.link.proxy._on_client(self.link)
 
     def data_received(self, data: bytes) -> None:
+        if not self.upstream and not self.link.spoke:
+            self.link.spoke = True
+            self.link.proxy.connections_with_data += 1
         self.link.on_data(self, data)
 
     def eof_received(self) -> bool | None:
@@ -97,6 +100,7 @@ class _Link:
         self.server = _Side(self, upstream=True)
         self.tainted = False  # lost data in a blackhole: may never forward again
         self.closed = False
+        self.spoke = False  # the client sent something (a TCP liveness check sends nothing)
 
     def peer_of(self, side: _Side) -> _Side:
         return self.server if side is self.client else self.client
@@ -163,6 +167,8 @@ class TcpProxy:
         self._links: set[_Link] = set()
         self._dials: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
         self.connections_accepted = 0
+        #: Accepted connections whose client sent bytes: gRPC calls, not bare TCP connects.
+        self.connections_with_data = 0
         self.bytes_forwarded = 0
 
     @property

@@ -35,13 +35,18 @@ class FakeEffects:
     open_clients: set[int] = field(default_factory=set)
     #: effect name -> number of further calls that raise
     failing: dict[str, int] = field(default_factory=dict)
+    #: effect name -> what its failures raise (default: Boom)
+    errors: dict[str, Exception] = field(default_factory=dict)
     #: when set, dial() waits for it (to hold an attempt in flight)
     dial_gate: asyncio.Event | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    def fail(self, effect: str, times: int = 1) -> None:
+    def fail(self, effect: str, times: int = 1, *, error: Exception | None = None) -> None:
+        """The next ``times`` calls of ``effect`` raise ``error`` (default: Boom)."""
         assert effect in EFFECTS, effect
         self.failing[effect] = times
+        if error is not None:
+            self.errors[effect] = error
 
     def count(self, effect: str) -> int:
         return self.calls.count(effect)
@@ -49,7 +54,7 @@ class FakeEffects:
     def _maybe_raise(self, effect: str) -> None:
         if self.failing.get(effect, 0) > 0:
             self.failing[effect] -= 1
-            raise Boom(f"{effect} exploded")
+            raise self.errors.get(effect) or Boom(f"{effect} exploded")
 
     async def dial(self) -> FakeClient:
         self.calls.append("dial")

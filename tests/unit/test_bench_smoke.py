@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from bench import detection, happy_path, idle, procs, reconnect, recovery, sporadic, stats
+from bench import detection, happy_path, idle, lb_recovery, procs, reconnect, recovery, sporadic, stats
 from bench.procs import ProcSample, Usage
 
 MODULES = [
     "bench.run", "bench.harness", "bench.stats", "bench.procs", "bench.machine", "bench.recovery",
     "bench.detection", "bench.happy_path", "bench.idle", "bench.reconnect", "bench.plain_sdk",
-    "bench.plain_workflow", "bench.load_client", "bench.patched_server", "bench.sporadic",
+    "bench.plain_workflow", "bench.load_client", "bench.patched_server", "bench.sporadic", "bench.lb_recovery",
 ]  # fmt: skip
 
 
@@ -26,7 +26,8 @@ def test_module_imports(name: str) -> None:
 
 def test_every_benchmark_is_registered_under_its_name() -> None:
     run = importlib.import_module("bench.run")
-    assert set(run.BENCHMARKS) == {m.NAME for m in (recovery, detection, happy_path, idle, reconnect, sporadic)}
+    modules = (recovery, detection, happy_path, idle, reconnect, sporadic, lb_recovery)
+    assert set(run.BENCHMARKS) == {m.NAME for m in modules}
     args = run.parse_args(["--quick", "--only", "idle", "--only", "happy"])
     assert args.quick and args.only == ["idle", "happy"]
     with pytest.raises(SystemExit):
@@ -131,3 +132,20 @@ def test_sporadic_table_judges_each_gap_against_the_plain_sdk() -> None:
     assert verdicts[("2 s", sporadic.PLAIN)] == "n/a"
     assert verdicts[(sporadic.COLD, sporadic.FAST)] == "met"
     assert verdicts[(sporadic.AFTER, sporadic.FAST)] == "**missed**"
+
+
+def test_lb_recovery_tables_judge_p95_detection_and_cost() -> None:
+    results = lb_recovery.Results()
+    results.recovery[("proxy that holds", lb_recovery.IDLE, 40.0)] = [0.2, 0.3, 4.0]  # one waited
+    results.recovery[("direct", lb_recovery.IDLE, 40.0)] = [0.1, 0.1, 0.2]
+    results.recovery[("direct", lb_recovery.LEGACY, 40.0)] = [5.0, 9.0, 12.0]
+    results.detection["proxy that closes"] = [0.5, 4.0]
+    results.cost[40.0] = [(0.5, 1.9), (0.7, 2.1)]
+    recovery, detection, cost = lb_recovery.tables(results)
+    verdicts = {(row[1], row[2]): row[-1] for row in recovery.rows}
+    assert verdicts[("proxy that holds", lb_recovery.IDLE)] == "**missed**"
+    assert verdicts[("direct", lb_recovery.IDLE)] == "met"
+    assert verdicts[("direct", lb_recovery.LEGACY)] == "n/a"
+    assert "45.00x (target >= 10x: met)" in recovery.notes[1]  # legacy p50 9 s / ours 0.2 s (all idle samples)
+    assert detection.rows[0][-1] == "**missed**"
+    assert cost.rows[0][-1] == "met"  # means: CPU 0.6 %, 2.0 RPC/s

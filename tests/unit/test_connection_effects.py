@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from statemachine import State
-from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection, explain
+from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
+from stigmer.temporal.diagnose import explain
 from tests.support.eventually import eventually
 
 
@@ -77,7 +78,7 @@ async def rig(tmp_path):
     )
     store = Store.open(tmp_path)
     connection = TemporalConnection(
-        ConnectionSettings(host_port="127.0.0.1:1", health_interval=600, probe=False),
+        ConnectionSettings(host_port="127.0.0.1:1", health_interval=600, probe=False, liveness=False),
         store=store, runner=EchoAgentRunner(), targets=targets, connect=connect, workers_factory=workers_factory,
     )
     await connection.start()
@@ -237,7 +238,8 @@ async def test_old_workers_slow_to_stop_are_left_to_finish_not_cancelled(tmp_pat
     targets = CreatorTargets(agent_execution=lambda c: None, workflow_execution=lambda c: None,
                              workflow_validation=lambda c: None)
     connection = TemporalConnection(
-        ConnectionSettings(host_port="127.0.0.1:1", health_interval=600, probe=False, worker_shutdown_timeout=0.01),
+        ConnectionSettings(host_port="127.0.0.1:1", health_interval=600, probe=False, liveness=False,
+                           worker_shutdown_timeout=0.01),
         store=store, runner=EchoAgentRunner(), targets=targets, connect=connect, workers_factory=workers_factory,
     )
     try:

@@ -432,3 +432,15 @@ async def test_an_attempt_hanging_on_a_held_connection_is_superseded_when_tempor
 
 async def test_supersede_without_an_attempt_in_flight_does_nothing(rig: Rig):
     assert rig.lifecycle.supersede("nothing to give up") is False
+
+
+async def test_a_misconfiguration_retries_at_the_cap_and_gets_no_fast_attempts(rig: Rig):
+    from statemachine import Misconfiguration
+
+    rig.effects.fail("dial", times=3, error=Misconfiguration("namespace 'x' does not exist"))
+    rig.supervisor.start()
+    await settle()
+    assert rig.lifecycle.state is State.DISCONNECTED and rig.lifecycle.misconfigured
+    assert rig.lifecycle.next_delay == 30  # straight to the cap, not 1 s
+    assert await rig.supervisor.request_attempt(wait=1.0) is False  # a request does not draw an attempt
+    assert rig.attempts_at() == [0]

@@ -1,0 +1,116 @@
+"""Why a dial or check of Temporal failed, in words an operator can act on -- in one place.
+
+The connection's dial and verify raise what this module builds: :class:`TemporalUnreachable`
+for an outage (retry on the normal backoff) and :class:`TemporalMisconfigured` for what no quick
+retry can fix (statemachine.Misconfiguration: retried at the backoff cap, no fast attempts).
+
+The SDK reports a failed ``Client.connect`` as a ``RuntimeError`` carrying the Rust client's
+error text (there is no type or status to go by), so dial failures are recognised by the stable
+names in that text (``UnknownIssuer``, ``InvalidContentType``, ``FRAME_SIZE_ERROR``); RPC
+failures by their status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+
+from temporalio.service import RPCError, RPCStatusCode
+
+from statemachine import Misconfiguration
+from statemachine.lifecycle import describe
+
+
+class TemporalUnreachable(RuntimeError):
+    """A dial or check failed; the message says how, in words (not a tonic error dump)."""
+
+
+class TemporalMisconfigured(TemporalUnreachable, Misconfiguration):
+    """Temporal (or something) answered, but this configuration cannot work; the message says what to fix."""
+
+
+class NamespaceMissing(TemporalMisconfigured):
+    def __init__(self, namespace: str, host_port: str = "this Temporal") -> None:
+        super().__init__(
+            f"namespace '{namespace}' does not exist on {host_port}: create it with "
+            f"`temporal operator namespace create -n {namespace}` or set TEMPORAL_NAMESPACE"
+        )
+
+
+_REFUSED_CREDENTIALS = (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED)
+
+
+def explain(err: BaseException, host_port: str) -> str:
+    """A one-line reason for a failed dial or check that an operator can act on."""
+    return diagnose(err, host_port).args[0]  # type: ignore[no-any-return]
+
+
+def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
+    """The error to raise for ``err``: an outage, or a misconfiguration saying what to fix."""
+    text = str(err)
+    lowered = text.lower()
+    if isinstance(err, RPCError) and err.status in _REFUSED_CREDENTIALS:
+        return TemporalMisconfigured(
+            f"Temporal at {host_port} refused our credentials ({err.status.name}: {err.message}): "
+            "check TEMPORAL_API_KEY or the client certificate (TEMPORAL_TLS_CERT/KEY)"
+        )
+    for marker, fix in _MISCONFIGURED:
+        if marker in lowered:
+            return TemporalMisconfigured(fix.format(host_port=host_port))
+    if isinstance(err, TimeoutError) or "timeout expired" in lowered or "deadline" in lowered:
+        return TemporalUnreachable(
+            f"no answer from {host_port} in time (is the address right, or the network path dead?)"
+        )
+    if "connection refused" in lowered:
+        return TemporalUnreachable(f"connection refused by {host_port} (is Temporal running?)")
+    if "connectionreset" in lowered or "broken pipe" in lowered or "connection reset" in lowered:
+        return TemporalUnreachable(
+            f"{host_port} accepted the connection, then closed it (a load balancer with no Temporal behind it?)"
+        )
+    if "tcp connect error" in lowered or "dns error" in lowered or "failed to lookup" in lowered:
+        return TemporalUnreachable(f"cannot reach {host_port}: {text.splitlines()[0][:200]}")
+    if isinstance(err, RPCError):
+        return TemporalUnreachable(f"{err.status.name if err.status else 'RPC error'}: {err.message}")
+    return TemporalUnreachable(describe(err))
+
+
+#: Lower-cased markers of the Rust client's (rustls, hyper, h2) error text -> what to fix.
+_MISCONFIGURED: tuple[tuple[str, str], ...] = (
+    ("invalidcontenttype", "{host_port} does not speak TLS (a plaintext port?): turn TLS off (TEMPORAL_TLS=false, "
+                           "no TEMPORAL_TLS_* or TEMPORAL_API_KEY) or use Temporal's TLS address"),
+    ("unknownissuer", "Temporal's certificate at {host_port} is not signed by a CA we trust: set TEMPORAL_TLS_CA "
+                      "to the CA that signed it"),
+    ("notvalidforname", "Temporal's certificate at {host_port} does not name the host we asked for: set "
+                        "TEMPORAL_TLS_SERVER_NAME to a name it carries"),
+    ("frame_size_error", "{host_port} does not speak gRPC (an HTTP/1 or other server answered): is the port "
+                         "right? Temporal's frontend listens on 7233 by default"),
+    ("invalid http version", "{host_port} does not speak gRPC: is the port right? Temporal's frontend listens "
+                             "on 7233 by default"),
+)
+
+
+async def speaks_tls(host: str, port: int, *, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+    """Does ``host:port`` complete a TLS handshake? (Certificate not checked: only "is it TLS?")
+
+    Asked when a plaintext dial was accepted and then closed: a load balancer with nothing
+    behind it and a TLS port spoken to in plaintext look the same from the dial alone.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), timeout=timeout)
+    except (OSError, TimeoutError, ssl.SSLError):
+        return False
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), timeout=timeout)
+    return True
+
+
+def plaintext_to_tls(host_port: str) -> TemporalMisconfigured:
+    return TemporalMisconfigured(
+        f"{host_port} speaks TLS but we connect in plaintext: set TEMPORAL_TLS=true (and TEMPORAL_TLS_CA if its "
+        "certificate is not from a public CA)"
+    )
