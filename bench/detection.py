@@ -143,7 +143,9 @@ def tables(results: dict[tuple[str, str], list[float | None]]) -> list[Table]:
     )
     for (fault, kind), values in results.items():
         s = Summary.of(values)
-        limit = HEALTH_INTERVAL + 2.0 if kind == QUIET else 3.0
+        # Issue 12: no traffic, <= 3 s for a kill and <= 5 s for a black hole; with traffic <= 3 s
+        # (issue 19). The health probe answers for both, not the 15 s tick.
+        limit = (3.0 if fault == "SIGKILL" else 5.0) if kind == QUIET else 3.0
         ok = None if s.n == 0 else (s.high <= limit and s.missing == 0)
         table.add(fault, kind, fmt_seconds(s.median), fmt_seconds(s.p95), fmt_seconds(s.high),
                   f"{s.n} ({s.missing})", f"<= {limit:g} s", verdict(ok))  # fmt: skip

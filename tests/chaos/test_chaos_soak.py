@@ -6,6 +6,10 @@ SIGTERMs Temporal and restarts it, black-holes or refuses the proxy, and once SI
 stigmer server and restarts it on the same data dir. Then every promise is judged (report.py) and
 the table is printed and written to ``<tmp_path>/chaos-<mode>.txt``.
 
+The proxy is a load balancer of each kind in turn: in the persisted mode it resets a connection
+whose Temporal is down (accepts, then closes), in the in-memory mode it holds it open and silent
+(accepts, never answers): either way its port accepts while Temporal is dead (issue 12).
+
 CI runs 40 faults across the two modes (Temporal persisted with --db-filename, and in memory);
 ``STIGMER_CHAOS_FAULTS=200`` runs a longer soak, ``STIGMER_CHAOS_SEED=n`` another schedule.
 """
@@ -45,7 +49,7 @@ def test_schedule_is_seeded_and_kills_stigmer_once():
 @pytest.mark.parametrize("persisted", [True, False], ids=["temporal-persisted", "temporal-in-memory"])
 def test_chaos_soak(persisted: bool, tmp_path: Path, temporal_factory, tcp_proxy_factory, stigmer_server_factory):
     temporal = temporal_factory(persistent=persisted)
-    proxy = tcp_proxy_factory(temporal.address)
+    proxy = tcp_proxy_factory(temporal.address, upstream_down="close" if persisted else "hold")
     stigmer = stigmer_server_factory(temporal=proxy.address, health_interval=1.0)
     mode = "persisted" if persisted else "memory"
     seed = SEED * 2 + (0 if persisted else 1)
