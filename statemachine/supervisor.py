@@ -37,14 +37,14 @@ class Supervisor(Generic[C]):
     - fast path: :meth:`request_attempt` lets a request that found Temporal unavailable ask for
       one immediate attempt (single-flight, at most one per ``fast_path_interval``) and wait a
       bounded time for its outcome;
-    - comeback probe (optional): while waiting to retry, ``probe()`` (a cheap "does the port
-      accept connections?") runs every ``probe_interval`` for the first ``probe_fast_for``
-      seconds of an outage, then every ``probe_slow_interval``. When the address goes from refusing
-      to accepting -- Temporal (re)started -- an attempt is made at once, then at growing
+    - comeback probe (optional): while not CONNECTED, ``probe()`` (a cheap "does Temporal
+      answer?"; the service asks in gRPC) runs every ``probe_interval`` for the first
+      ``probe_fast_for`` seconds of an outage, then every ``probe_slow_interval``. When it goes
+      from "no" to "yes" -- Temporal (re)started -- an attempt is made at once, then at growing
       spacing (``probe_interval`` doubling, at most 1 s) for ``eager_window`` seconds instead
-      of waiting out a backoff of up to 30 s. An address that
-      always accepts (a black hole, a missing namespace) never triggers it, so it costs no
-      extra attempts there;
+      of waiting out a backoff of up to 30 s; an attempt still in flight then (begun while
+      Temporal was away, maybe hanging on a held connection) is superseded. A probe that never
+      changes its answer (a black hole, a missing namespace) costs no extra attempts;
     - liveness watch (optional): every ``liveness_interval`` while CONNECTED, ``liveness()``
       (a cheap RPC of its own, bounded by its own deadline); a reason back reports the
       connection unhealthy at once, where the health check would notice only at its next tick.
@@ -272,10 +272,8 @@ class Supervisor(Generic[C]):
                 # connection a proxy holds open: when Temporal answers now, start afresh.
                 if edge and lifecycle.supersede("given up for a fresh attempt: Temporal answers again"):
                     self._eager_until = now + self._eager_window
-                    eager_attempts, next_eager = 0, now
                     self._ask_for_attempt("Temporal answers again", rate_limited=False)
-                    next_eager = now + self._probe_interval
-                    eager_attempts = 1
+                    eager_attempts, next_eager = 1, now + self._probe_interval  # as after an eager attempt
                 if is_open or was_open is None:
                     was_open = is_open  # a refusal mid-attempt is judged after it
                 continue

@@ -1,9 +1,8 @@
 """TemporalConnection: the lifecycle machine's effects bound to the temporalio SDK.
 
-It owns the machine and the loops that drive it (retry timer, health ticker, comeback probe),
-builds fresh workers and creators for every verified client, and writes the log lines users grep
-for (../shared/LOG_CONTRACT.md) from the machine's transition record, so each state change is
-logged once and in order.
+It owns the machine and the loops that drive it (retry timer, health ticker, health probe,
+comeback probe) and builds fresh workers and creators for every verified client. The log lines
+users grep for come from the machine's transition record (stigmer.temporal.log_contract).
 """
 
 from __future__ import annotations
@@ -30,12 +29,14 @@ from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
 from stigmer.temporal.diagnose import (
+    AcceptedThenClosed,
     NamespaceMissing,
     TemporalUnreachable,
     diagnose,
     plaintext_to_tls,
     speaks_tls,
 )
+from stigmer.temporal.log_contract import TransitionLog
 from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.probe import ComebackProbe, TemporalProbe
@@ -46,9 +47,6 @@ WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
 #: The reconnect backoff's random spread by default (see ConnectionSettings.backoff).
 JITTER = 0.2
 CORE_LOGGER = "temporalio.core"
-#: During an outage, after the first three attempts, at most one attempt this often is logged
-#: at INFO (its failure at WARNING); the others at DEBUG.
-ATTEMPT_LOG_INTERVAL = 30.0
 
 #: Retries of the API's calls to Temporal (starting workflows for creates, validations): about
 #: 1 s in all (100, 200, 400 ms apart), where the SDK's default keeps a refused call retrying for
@@ -218,8 +216,6 @@ class TemporalConnection:
         # The workers run on an event loop of their own thread (stigmer.temporal.loop_thread), so
         # that executing workflows does not delay the API's requests on this one.
         self._workers_loop = LoopThread("stigmer-workers")
-        self._attempt_loud = True  # the current attempt's lines go out at INFO/WARN (see _worth_logging)
-        self._attempt_logged_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._creators: tuple[AgentExecutionCreator | WorkflowExecutionCreator | WorkflowValidator, ...] = ()
         self._health_probe = TemporalProbe(settings.host_port, security=settings.security, namespace=settings.namespace)
@@ -246,7 +242,9 @@ class TemporalConnection:
             liveness_interval=settings.liveness_interval,
             liveness_timeout=settings.liveness_timeout + 1.0,
         )
-        self.lifecycle.events.subscribe(self._log_transition)
+        self.transition_log = TransitionLog(host_port=settings.host_port, namespace=settings.namespace,
+                                            generation=lambda: self.lifecycle.generation)
+        self.lifecycle.events.subscribe(self.transition_log)
         self.lifecycle.events.subscribe(self._run_connected_hook)
 
     # ------------------------------------------------------------------ service API
@@ -335,7 +333,7 @@ class TemporalConnection:
         found = diagnose(err, self.settings.host_port)
         # Accepted, then closed: a load balancer with nothing behind it -- or a TLS port we speak
         # plaintext to. One TLS handshake tells them apart (only on this failure, so rarely).
-        closed = "accepted the connection, then closed it" in str(found)
+        closed = isinstance(found, AcceptedThenClosed)
         if closed and not self.settings.security.uses_tls and await speaks_tls(self.settings.host, self.settings.port):
             return plaintext_to_tls(self.settings.host_port)
         return found
@@ -535,57 +533,6 @@ class TemporalConnection:
         except Exception as err:  # the hook must never take the connection down
             logger.opt(exception=err).error("on-connected hook failed: {}", describe(err))
             return None
-
-    # ------------------------------------------------------------------ the log contract
-
-    def _worth_logging(self, event: TransitionEvent) -> bool:
-        """INFO for the first three attempts of an outage, then one per ATTEMPT_LOG_INTERVAL; the
-        rest go to DEBUG. By time, not by count: attempts come seconds apart on the backoff but
-        a few per second while a restarted Temporal warms up (the comeback probe)."""
-        if event.attempt <= 3 or self._attempt_logged_at is None or (
-                event.at - self._attempt_logged_at >= ATTEMPT_LOG_INTERVAL):
-            self._attempt_logged_at = event.at
-            return True
-        return False
-
-    def _log_transition(self, event: TransitionEvent) -> None:
-        log = logger.bind(state=f"{event.source.name}->{event.dest.name}", attempt=event.attempt)
-        if event.trigger == "start" and event.attempt == 0:
-            log.info("Connecting to Temporal at {} (namespace {})", self.settings.host_port, self.settings.namespace)
-        elif event.trigger in ("start", "reconnect"):
-            self._attempt_loud = self._worth_logging(event)
-            if self._attempt_loud:
-                log.info("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
-            else:
-                log.debug("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
-        elif event.trigger in ("connect_ok", "reconnect_ok"):
-            # Generation counts entries to CONNECTED: 1 means these are the first workers ever.
-            first_workers = self.lifecycle.generation == 1
-            if event.trigger == "connect_ok" and event.attempt == 0:
-                log.info("✅ Initial Temporal connection successful")
-                log.info("All Temporal workers started")
-                return
-            log.info("✅ Temporal reconnected successfully")
-            if first_workers:
-                log.info("All Temporal workers started")
-            log.info("✅ Workers restarted successfully")
-            log.info("✅ Workflow creators reinjected successfully")
-        elif event.trigger == "connect_failed" and event.attempt == 0:
-            log.warning("Failed initial Temporal connection - will retry automatically (error: {}; next try in {:g}s)",
-                        event.cause, event.backoff)
-        elif event.trigger in ("connect_failed", "reconnect_failed"):
-            if self._attempt_loud:
-                log.warning("Temporal reconnection failed, will retry (attempt {}: {}; next try in {:g}s)",
-                            event.attempt, event.cause, event.backoff)
-            else:
-                log.debug("Temporal reconnection failed, will retry (attempt {}: {})", event.attempt, event.cause)
-        elif event.trigger == "health_failed":
-            log.warning("Temporal connection unhealthy, initiating reconnection ({})", event.cause)
-            log.info("Stopping old workers")
-        elif event.trigger == "stop":
-            log.info("Temporal connection stopped")
-        for error in event.errors:
-            log.warning("Teardown step failed: {}", error)
 
 
 def _consume(future: asyncio.Future[None]) -> None:

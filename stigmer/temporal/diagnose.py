@@ -26,6 +26,11 @@ class TemporalUnreachable(RuntimeError):
     """A dial or check failed; the message says how, in words (not a tonic error dump)."""
 
 
+class AcceptedThenClosed(TemporalUnreachable):
+    """The address took the connection and then closed it: a load balancer with no Temporal behind
+    it, usually -- or a TLS port spoken to in plaintext (:func:`speaks_tls` tells them apart)."""
+
+
 class TemporalMisconfigured(TemporalUnreachable, Misconfiguration):
     """Temporal (or something) answered, but this configuration cannot work; the message says what to fix."""
 
@@ -65,7 +70,7 @@ def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
     if "connection refused" in lowered:
         return TemporalUnreachable(f"connection refused by {host_port} (is Temporal running?)")
     if "connectionreset" in lowered or "broken pipe" in lowered or "connection reset" in lowered:
-        return TemporalUnreachable(
+        return AcceptedThenClosed(
             f"{host_port} accepted the connection, then closed it (a load balancer with no Temporal behind it?)"
         )
     if "tcp connect error" in lowered or "dns error" in lowered or "failed to lookup" in lowered:

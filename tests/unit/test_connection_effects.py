@@ -119,7 +119,7 @@ async def test_unavailable_details_name_the_state_and_a_retry_hint(rig):
 
 
 async def test_workers_and_api_get_their_own_clients_with_their_own_retry_policies(rig, monkeypatch):
-    from stigmer.temporal import connection as module
+    from stigmer.temporal import log_contract as module
 
     connection, _, injected = rig
     given: list[Any] = []
@@ -268,7 +268,7 @@ def test_attempt_lines_go_out_for_the_first_three_then_once_per_interval(tmp_pat
 
     from statemachine.events import TransitionEvent
     from stigmer.store import Store
-    from stigmer.temporal import connection as module
+    from stigmer.temporal import log_contract as module
     from stigmer.temporal.agents import EchoAgentRunner
 
     store = Store.open(tmp_path)
@@ -284,7 +284,7 @@ def test_attempt_lines_go_out_for_the_first_three_then_once_per_interval(tmp_pat
             at = attempt * 0.1 if attempt <= 100 else 0.3 + module.ATTEMPT_LOG_INTERVAL
             for trigger, source, dest in (("reconnect", State.UNHEALTHY, State.RECONNECTING),
                                           ("reconnect_failed", State.RECONNECTING, State.UNHEALTHY)):
-                connection._log_transition(TransitionEvent(
+                connection.transition_log(TransitionEvent(
                     seq=attempt, source=source, dest=dest, trigger=trigger, cause="refused", attempt=attempt,
                     at=at, wall=at))
     finally:
