@@ -119,7 +119,7 @@ async def test_unavailable_details_name_the_state_and_a_retry_hint(rig):
 
 
 async def test_workers_and_api_get_their_own_clients_with_their_own_retry_policies(rig, monkeypatch):
-    from stigmer.temporal import log_contract as module
+    from stigmer.temporal import connection as module
 
     connection, _, injected = rig
     given: list[Any] = []
