@@ -1,7 +1,7 @@
 """Run every benchmark (or some) against one Temporal dev server and print their tables.
 
-    python3 bench/run.py                   # the full run (~15 min on 2 cores)
-    python3 bench/run.py --quick           # a short smoke run (~3 min), fewer repetitions
+    python3 bench/run.py                   # the full run (~45 min on 2 cores; lb-recovery alone ~20)
+    python3 bench/run.py --quick           # a short smoke run (~8 min), fewer repetitions
     python3 bench/run.py --only recovery   # one benchmark (repeatable: --only idle --only happy)
     python3 bench/run.py --markdown out.md # also write the tables and machine facts to a file
 

@@ -87,11 +87,11 @@ class ConnectionSettings:
     #: long: cancelling them earlier leaks their core worker and its threads (see _retire).
     worker_retire_limit: float = 60.0
     #: While CONNECTED, ask Temporal's health (stigmer.temporal.probe) this often: a dead
-    #: Temporal or path is noticed within ~2.5 s, traffic or not. The SDK clients keep the SDK's
+    #: Temporal or path is noticed within ~1.5 s, traffic or not. The SDK clients keep the SDK's
     #: keepalive (30 s): the frontend closes connections that ping faster than every 10 s, and a
     #: workflow task in flight on such a connection is lost for its 10 s task timeout.
     liveness: bool = True
-    liveness_interval: float = 1.0
+    liveness_interval: float = 0.5
     #: A slow answer is not an outage; a dead path is caught sooner by the probe channel's
     #: own keepalive (~2 s).
     liveness_timeout: float = 5.0

@@ -4,11 +4,12 @@ One ``grpc.health.v1.Health/Check`` for the frontend's WorkflowService, over the
 and credentials the SDK client uses (TLS, mTLS, server name, API key, extra headers). It answers
 two questions for the connection's loops (statemachine.Supervisor):
 
-- while CONNECTED, *is it still there?* -- a probe a second. A killed Temporal resets the
+- while CONNECTED, *is it still there?* -- a probe every 0.5 s. A killed Temporal resets the
   connection and the probe fails at once; a dead path (a black hole, a proxy holding the
-  connection) is caught by this channel's own HTTP/2 keepalive within about 2 s (ping every 1 s
-  while a probe is in flight, 1 s to answer); a Temporal that is slow but alive answers pings at
-  the transport level, so only a probe slower than its generous deadline counts against it;
+  connection) is caught by this channel's own HTTP/2 keepalive within about 1.5 s (a ping after
+  0.5 s without a byte while a probe is in flight, 1 s to answer); a Temporal that is slow but
+  alive answers pings at the transport level, so only a probe slower than its generous deadline
+  counts against it;
 - while not CONNECTED, *is it back?* -- a TCP accept proves nothing behind a load balancer, an
   answered RPC does.
 
@@ -55,17 +56,22 @@ _ANSWERED = frozenset({
 })
 
 _CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
-    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_time_ms", 500),
     ("grpc.keepalive_timeout_ms", 1000),
     # grpc core also bounds a ping's wait for its ack by this (default 1 min), not by the above.
     ("grpc.http2.ping_timeout_ms", 1000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 2),
     ("grpc.enable_retries", 0),
-    # A fresh channel per failure already avoids backoff; these keep a first dial snappy.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Its own connection: grpc core otherwise shares subchannels between channels of the same
+    # target and arguments, so a "fresh" channel could reuse a held or backing-off connection.
+    ("grpc.use_local_subchannel_pool", 1),
+    # One dial per channel: a failed channel is dropped anyway (a fresh one per failure avoids any
+    # backoff). A shorter backoff made grpc core redial within one probe's deadline when a proxy
+    # held the handshake: two connections per probe (measured).
+    ("grpc.initial_reconnect_backoff_ms", 2000),
+    ("grpc.min_reconnect_backoff_ms", 2000),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
 
 

@@ -52,3 +52,25 @@ def test_bad_durations_are_refused_at_start() -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "expected a duration like 90s, 5m or 1h" in result.stderr
+
+
+def test_server_status_says_what_to_fix_for_a_missing_namespace(
+    stigmer_server_factory: Callable[..., StigmerServer], temporal: TemporalDevServer
+) -> None:
+    import json
+
+    server = stigmer_server_factory(temporal=temporal.address, extra=["--namespace", "prod-missing"])
+
+    def failed() -> dict[str, object]:
+        result = server.cli("server", "status", "-o", "json")
+        assert result.code == 3, result
+        status: dict[str, object] = json.loads(result.out)
+        assert "does not exist" in str(status.get("last_error", "")), status
+        return status
+
+    status = wait_until(failed, timeout=15, what="the first attempt to fail")
+    assert f"namespace 'prod-missing' does not exist on {temporal.address}" in str(status["last_error"])
+    assert "temporal operator namespace create -n prod-missing" in str(status["last_error"])
+    assert float(str(status["next_retry_in_seconds"])) >= 20  # the backoff cap, not 1 s
+    human = server.cli("server", "status").out
+    assert "namespace 'prod-missing' does not exist" in human
