@@ -76,7 +76,8 @@ async def test_restart_is_detected_and_recovered(temporal_factory, tmp_path, sig
 
 async def test_a_failed_request_marks_the_connection_unhealthy_at_once(temporal_factory, tmp_path):
     server = temporal_factory()
-    settings = fast_settings(server.address, health_interval=600.0)  # the ticker will not notice
+    # Neither the health ticker nor the health probe will notice: only the request can tell.
+    settings = fast_settings(server.address, health_interval=600.0, liveness=False)
     async with connection_rig(settings, tmp_path / "data") as rig:
         await eventually(rig.connection.is_connected, timeout=10, what="CONNECTED")
         creator = rig.creators.agent_execution

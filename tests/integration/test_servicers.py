@@ -535,12 +535,13 @@ async def test_a_start_that_fails_midway_removes_the_record(temporal_factory: Te
 
 async def test_creates_during_a_short_outage_fail_fast_and_succeed_right_after(
         temporal_factory: TemporalFactory, tmp_path) -> None:
-    # What the recovery benchmark measures, with its production defaults except the health tick,
-    # slowed down so that only the creates themselves can tell the connection. The SDK's default
+    # What the recovery benchmark measures, with its production defaults except the health tick
+    # (slowed down) and the health probe (off), so that only the creates themselves can tell the
+    # connection. The SDK's default
     # retries would hold such a create for up to 10 s on the dead client while the state said
     # CONNECTED; the API's own client gives up after ~1 s and the outage becomes visible.
     server: TemporalDevServer = temporal_factory()
-    settings = replace(fast_settings(server.address), health_interval=600.0)
+    settings = replace(fast_settings(server.address), health_interval=600.0, liveness=False)
     async with serving(settings, tmp_path / "data") as stack:
         await stack.connected()
 
