@@ -274,11 +274,8 @@ class Supervisor(Generic[C]):
                     self._eager_until = now + self._eager_window
                     self._ask_for_attempt("Temporal answers again", rate_limited=False)
                     eager_attempts, next_eager = 1, now + self._probe_interval  # as after an eager attempt
-                    was_open = True
-                elif not edge and (is_open or was_open is None):
+                if is_open or was_open is None:
                     was_open = is_open  # a refusal mid-attempt is judged after it
-                # An edge with nothing to supersede (the attempt is just concluding) stays pending:
-                # the next probe, once the machine waits to retry, acts on it.
                 continue
             if edge:
                 self._eager_until = now + self._eager_window

@@ -444,27 +444,3 @@ async def test_a_misconfiguration_retries_at_the_cap_and_gets_no_fast_attempts(r
     assert rig.lifecycle.next_delay == 30  # straight to the cap, not 1 s
     assert await rig.supervisor.request_attempt(wait=1.0) is False  # a request does not draw an attempt
     assert rig.attempts_at() == [0]
-
-
-async def test_an_answer_seen_as_an_attempt_concludes_is_not_lost(probed, monkeypatch):
-    # Found by bench/lb_recovery.py: Temporal answered just as an attempt begun during the outage
-    # was failing; supersede() found nothing left to give up, the edge was marked seen anyway, and
-    # the server waited out its backoff (2.6 s) instead of attempting at once.
-    rig, port = probed
-    rig.effects.fail("dial", times=2)
-    rig.supervisor.start()
-    await settle()  # first dial fails: retry due at t=1
-    await tick(rig, 0.5)  # the probe: no answer
-    rig.effects.dial_gate = asyncio.Event()
-    await tick(rig, 0.5)  # t=1: the retry starts and is held at the gate (it will fail)
-    assert rig.lifecycle.state is State.CONNECTING
-    monkeypatch.setattr(rig.lifecycle, "supersede", lambda cause: False)  # "just concluding"
-    port["open"] = True
-    await tick(rig, 0.5)  # the edge, mid-attempt, with nothing to supersede
-    rig.effects.dial_gate.set()  # the held attempt fails now; the next retry is 2 s away
-    rig.effects.dial_gate = None
-    await settle()
-    assert rig.lifecycle.state is State.DISCONNECTED
-    await tick(rig, 0.5)  # the pending edge: an attempt at once
-    assert rig.lifecycle.state is State.CONNECTED
-    assert rig.clock.monotonic() == 2.0  # not t=3.5, the backoff's
