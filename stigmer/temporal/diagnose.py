@@ -46,11 +46,6 @@ class NamespaceMissing(TemporalMisconfigured):
 _REFUSED_CREDENTIALS = (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED)
 
 
-def explain(err: BaseException, host_port: str) -> str:
-    """A one-line reason for a failed dial or check that an operator can act on."""
-    return diagnose(err, host_port).args[0]  # type: ignore[no-any-return]
-
-
 def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
     """The error to raise for ``err``: an outage, or a misconfiguration saying what to fix."""
     text = str(err)

@@ -11,7 +11,7 @@ import pytest
 
 from statemachine import State
 from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
-from stigmer.temporal.diagnose import explain
+from stigmer.temporal.diagnose import diagnose
 from tests.support.eventually import eventually
 
 
@@ -185,7 +185,7 @@ async def test_legacy_mode_shares_one_client_with_the_sdk_default_retries(tmp_pa
     ],
 )
 def test_errors_are_explained_in_words(error, expected):
-    assert explain(error, "h:1").startswith(expected)
+    assert str(diagnose(error, "h:1")).startswith(expected)
 
 
 class SlowToStopWorker(FakeWorker):
