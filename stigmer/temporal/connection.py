@@ -33,7 +33,9 @@ from stigmer.temporal.diagnose import (
     NamespaceMissing,
     TemporalUnreachable,
     diagnose,
+    not_grpc,
     plaintext_to_tls,
+    speaks_http1,
     speaks_tls,
 )
 from stigmer.temporal.log_contract import TransitionLog
@@ -332,10 +334,15 @@ class TemporalConnection:
     async def _diagnose(self, err: BaseException) -> TemporalUnreachable:
         found = diagnose(err, self.settings.host_port)
         # Accepted, then closed: a load balancer with nothing behind it -- or a TLS port we speak
-        # plaintext to. One TLS handshake tells them apart (only on this failure, so rarely).
-        closed = isinstance(found, AcceptedThenClosed)
-        if closed and not self.settings.security.uses_tls and await speaks_tls(self.settings.host, self.settings.port):
+        # plaintext to, or an HTTP/1 server that reset before its 400 was read. A TLS handshake
+        # and an HTTP/1 request tell them apart (only on this failure, at the backoff's pace).
+        if not isinstance(found, AcceptedThenClosed):
+            return found
+        host, port = self.settings.host, self.settings.port
+        if not self.settings.security.uses_tls and await speaks_tls(host, port):
             return plaintext_to_tls(self.settings.host_port)
+        if await speaks_http1(host, port):
+            return not_grpc(self.settings.host_port)
         return found
 
     async def _dial(self) -> TemporalClients:

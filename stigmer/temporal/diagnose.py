@@ -75,6 +75,9 @@ def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
     return TemporalUnreachable(describe(err))
 
 
+_NOT_GRPC = ("{host_port} does not speak gRPC (an HTTP/1 or other server answered): is the port right? "
+             "Temporal's frontend listens on 7233 by default")
+
 #: Lower-cased markers of the Rust client's (rustls, hyper, h2) error text -> what to fix.
 _MISCONFIGURED: tuple[tuple[str, str], ...] = (
     ("invalidcontenttype", "{host_port} does not speak TLS (a plaintext port?): turn TLS off (TEMPORAL_TLS=false, "
@@ -83,8 +86,7 @@ _MISCONFIGURED: tuple[tuple[str, str], ...] = (
                       "to the CA that signed it"),
     ("notvalidforname", "Temporal's certificate at {host_port} does not name the host we asked for: set "
                         "TEMPORAL_TLS_SERVER_NAME to a name it carries"),
-    ("frame_size_error", "{host_port} does not speak gRPC (an HTTP/1 or other server answered): is the port "
-                         "right? Temporal's frontend listens on 7233 by default"),
+    ("frame_size_error", _NOT_GRPC),
     ("invalid http version", "{host_port} does not speak gRPC: is the port right? Temporal's frontend listens "
                              "on 7233 by default"),
 )
@@ -107,6 +109,33 @@ async def speaks_tls(host: str, port: int, *, timeout: float = 1.0) -> bool:  # 
     with contextlib.suppress(Exception):
         await asyncio.wait_for(writer.wait_closed(), timeout=timeout)
     return True
+
+
+async def speaks_http1(host: str, port: int, *, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+    """Does ``host:port`` answer a plain HTTP/1.1 request? (A gRPC server speaks HTTP/2 only.)
+
+    Asked, like :func:`speaks_tls`, when a dial was accepted and then closed: an HTTP/1 server
+    sent the HTTP/2 preface sometimes answers with a 400 the client reads, sometimes resets
+    before it can -- this question has one answer.
+    """
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.read(9), timeout=timeout)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), timeout=timeout)
+    return head.startswith(b"HTTP/1.")
+
+
+def not_grpc(host_port: str) -> TemporalMisconfigured:
+    return TemporalMisconfigured(_NOT_GRPC.format(host_port=host_port))
 
 
 def plaintext_to_tls(host_port: str) -> TemporalMisconfigured:

@@ -3,11 +3,13 @@ against a real dev server, a TLS proxy and Temporal's HTTP port (see tests/integ
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from statemachine import Misconfiguration
-from stigmer.temporal.diagnose import NamespaceMissing, TemporalMisconfigured, diagnose
+from stigmer.temporal.diagnose import NamespaceMissing, TemporalMisconfigured, diagnose, speaks_http1
 
 H = "h:7233"
 TLS_TO_PLAINTEXT = ("Failed client connect: Server connection error: tonic::transport::Error(Transport, "
@@ -61,3 +63,31 @@ def test_a_missing_namespace_is_a_misconfiguration_naming_the_fix() -> None:
     assert isinstance(err, Misconfiguration)
     assert str(err) == ("namespace 'prod' does not exist on temporal.prod:7233: create it with "
                         "`temporal operator namespace create -n prod` or set TEMPORAL_NAMESPACE")
+
+
+async def _serving(reply: bytes | None) -> tuple[asyncio.Server, int]:
+    """A loopback server that answers ``reply`` to the first bytes it reads, or resets (None)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        if reply is None:
+            writer.transport.abort()
+            return
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize(("reply", "http1"), [
+    (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", True),
+    (None, False),  # a load balancer with nothing behind it: accepts, then resets
+    (b"\x00\x00\x12\x04\x00\x00\x00\x00\x00", False),  # an HTTP/2 server's SETTINGS frame
+], ids=["http1-server", "resets", "http2-server"])
+async def test_speaks_http1_tells_an_http1_server_from_a_closing_balancer(reply: bytes | None, http1: bool) -> None:
+    server, port = await _serving(reply)
+    async with server:
+        assert await speaks_http1("127.0.0.1", port, timeout=2.0) is http1
+    assert await speaks_http1("127.0.0.1", port, timeout=2.0) is False  # closed now: refused
