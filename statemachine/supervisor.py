@@ -13,15 +13,21 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from statemachine.clock import Clock, SystemClock, with_timeout
+from statemachine.events import TransitionEvent
 from statemachine.lifecycle import ConnectionLifecycle, describe
 from statemachine.states import State
 
 C = TypeVar("C")
 
 HealthCheck = Callable[[C], Awaitable[None]]
-Probe = Callable[[], Awaitable[bool]]
+#: "Does Temporal answer?", asked for the outage that began at the given time (the supervisor's
+#: clock): True or False, or None while it knows nothing yet about this outage.
+Probe = Callable[[float], Awaitable["bool | None"]]
 #: "Is Temporal still there?": None when it answered, else the reason in words.
 Liveness = Callable[[], Awaitable["str | None"]]
+
+#: The cause an attempt given up by the comeback probe fails with.
+SUPERSEDED = "given up for a fresh attempt: Temporal answers again"
 
 #: Longest spacing between the comeback probe's eager attempts (see Supervisor._probe_loop).
 EAGER_SPACING_CAP = 1.0
@@ -42,9 +48,10 @@ class Supervisor(Generic[C]):
       ``probe_fast_for`` seconds of an outage, then every ``probe_slow_interval``. When it goes
       from "no" to "yes" -- Temporal (re)started -- an attempt is made at once, then at growing
       spacing (``probe_interval`` doubling, at most 1 s) for ``eager_window`` seconds instead
-      of waiting out a backoff of up to 30 s; an attempt still in flight then (begun while
-      Temporal was away, maybe hanging on a held connection) is superseded. A probe that never
-      changes its answer (a black hole, a missing namespace) costs no extra attempts;
+      of waiting out a backoff of up to 30 s. An attempt in flight when the probe says "yes"
+      is superseded if the probe said "no" just before it began or while it ran: it may hang
+      on a connection a proxy holds open. A probe that never changes its answer (a black
+      hole, a missing namespace) costs no extra attempts;
     - liveness watch (optional): every ``liveness_interval`` while CONNECTED, ``liveness()``
       (a cheap RPC of its own, bounded by its own deadline); a reason back reports the
       connection unhealthy at once, where the health check would notice only at its next tick.
@@ -81,7 +88,7 @@ class Supervisor(Generic[C]):
         self._fast_requested = ""  # the cause of a pending fast attempt, "" for none
         self._last_fast: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._unsubscribe = lifecycle.events.subscribe(lambda _event: self._wake.set())
+        self._unsubscribe = lifecycle.events.subscribe(self._on_event)
         self._closed = False
         self._probe = probe
         self._probe_interval = probe_interval
@@ -91,6 +98,11 @@ class Supervisor(Generic[C]):
         self._probe_fast_for = probe_fast_for
         self._eager_window = eager_window
         self._eager_until: float | None = None
+        self._eager_attempts, self._next_eager = 0, 0.0
+        #: The probe's newest verdict this outage (None: none yet), and whether the attempt in
+        #: flight began after a "no" or saw one (then a "yes" supersedes it).
+        self._answering: bool | None = None
+        self._attempt_doubtful = False
         #: The original Go server's design, kept for side-by-side benchmarks: retries happen only
         #: on the health tick (every ``health_interval``), not on the backoff schedule.
         self._retry_on_tick = retry_on_tick
@@ -239,6 +251,11 @@ class Supervisor(Generic[C]):
             if reason is not None:
                 await lifecycle.report_failure(f"health probe failed: {reason}", generation=generation)
 
+    def _on_event(self, event: TransitionEvent) -> None:
+        if event.dest.dialling:
+            self._attempt_doubtful = self._answering is False
+        self._wake.set()
+
     def _next_probe_in(self, outage_since: float | None) -> float:
         now = self._clock.monotonic()
         eager = self._eager_until is not None and now < self._eager_until
@@ -248,43 +265,50 @@ class Supervisor(Generic[C]):
             return self._probe_interval
         return self._probe_slow_interval
 
+    def _open_eager_window(self, now: float) -> None:
+        self._eager_until = now + self._eager_window
+        self._eager_attempts, self._next_eager = 0, now
+
+    def _eager_attempt(self, now: float) -> None:
+        """At once on the edge, then at growing spacing (probe_interval, doubling, capped at
+        EAGER_SPACING_CAP): a server that just started answering is usually well under a second
+        from ready, and an address that flaps must not draw an attempt per probe."""
+        self._ask_for_attempt("Temporal answers again", rate_limited=False)
+        self._next_eager = now + min(self._probe_interval * 2**self._eager_attempts, EAGER_SPACING_CAP)
+        self._eager_attempts += 1
+
     async def _probe_loop(self, probe: Probe) -> None:
         lifecycle = self.lifecycle
         was_open: bool | None = None
-        eager_attempts, next_eager = 0, 0.0
         outage_since: float | None = self._clock.monotonic()  # starting counts as an outage
         while lifecycle.state is not State.STOPPED:
             await self._clock.sleep(self._next_probe_in(outage_since))
             if lifecycle.state is State.CONNECTED:
-                was_open = None  # judge edges afresh each time the connection is lost
+                was_open = self._answering = None  # judge edges afresh each time the connection is lost
                 outage_since = None
                 continue
             if outage_since is None:
                 outage_since = self._clock.monotonic()
             try:
-                is_open = await with_timeout(self._clock, probe(), max(self._probe_interval, 0.5))
+                verdict = await with_timeout(self._clock, probe(outage_since), max(self._probe_interval, 0.5))
             except Exception:
-                is_open = False
+                verdict = False
+            if verdict is None:
+                continue  # nothing known about this outage yet
             now = self._clock.monotonic()
-            edge = is_open and was_open is False
-            if lifecycle.state in (State.CONNECTING, State.RECONNECTING):
-                # An attempt is in flight. Begun while Temporal did not answer, it may hang on a
-                # connection a proxy holds open: when Temporal answers now, start afresh.
-                if edge and lifecycle.supersede("given up for a fresh attempt: Temporal answers again"):
-                    self._eager_until = now + self._eager_window
-                    self._ask_for_attempt("Temporal answers again", rate_limited=False)
-                    eager_attempts, next_eager = 1, now + self._probe_interval  # as after an eager attempt
-                if is_open or was_open is None:
-                    was_open = is_open  # a refusal mid-attempt is judged after it
+            edge = verdict and was_open is False
+            was_open = self._answering = verdict
+            if lifecycle.state.dialling:
+                if not verdict:
+                    self._attempt_doubtful = True
+                elif self._attempt_doubtful and lifecycle.supersede(SUPERSEDED):
+                    self._attempt_doubtful = False
+                    self._open_eager_window(now)
+                    self._eager_attempt(now)
+                elif edge:
+                    self._open_eager_window(now)  # for when the attempt in flight concludes
                 continue
             if edge:
-                self._eager_until = now + self._eager_window
-                eager_attempts, next_eager = 0, now
-            if is_open and self._eager_until is not None and now < self._eager_until and now >= next_eager:
-                # At once on the edge, then at growing spacing (probe_interval, doubling, capped at
-                # EAGER_SPACING_CAP): a server that just opened its port is usually well under a
-                # second from ready, and an address that flaps must not draw an attempt per probe.
-                self._ask_for_attempt("Temporal answers again", rate_limited=False)
-                next_eager = now + min(self._probe_interval * 2**eager_attempts, EAGER_SPACING_CAP)
-                eager_attempts += 1
-            was_open = is_open
+                self._open_eager_window(now)
+            if verdict and self._eager_until is not None and self._eager_until > now >= self._next_eager:
+                self._eager_attempt(now)

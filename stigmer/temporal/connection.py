@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -222,7 +223,8 @@ class TemporalConnection:
         self._creators: tuple[AgentExecutionCreator | WorkflowExecutionCreator | WorkflowValidator, ...] = ()
         self._health_probe = TemporalProbe(settings.host_port, security=settings.security, namespace=settings.namespace)
         self.comeback = ComebackProbe(settings.host_port, port_open=self._port_open, security=settings.security,
-                                      namespace=settings.namespace)
+                                      namespace=settings.namespace,
+                                      clock=clock.monotonic if clock is not None else time.monotonic)
         self.lifecycle: ConnectionLifecycle[TemporalClients] = ConnectionLifecycle(
             self,
             backoff=settings.backoff,

@@ -161,7 +161,10 @@ class ComebackProbe:
       a connection a proxy holds open delays nothing: the next starts on time on a new
       connection. At most ``rpc_timeout / rpc_interval`` (2) are in flight; <= 2 RPCs a second.
 
-    Returns the newest finished RPC's verdict: True when Temporal answered.
+    ``probe(since)`` returns the verdict of the newest finished RPC launched at or after ``since``
+    (when the outage began, on the same clock): True when Temporal answered, False when it did
+    not, None when no such RPC has finished yet -- an answer from before the outage says nothing
+    about it.
     """
 
     def __init__(
@@ -189,9 +192,8 @@ class ComebackProbe:
         self._security = security
         self._namespace = namespace
         self._port_was_open = False
-        self._outage_since: float | None = None
         self._last_launch: float | None = None
-        self._verdict_of: float = -1.0  # launch time of the RPC whose verdict we hold
+        self._verdict_of: float = float("-inf")  # when the verdict we hold was taken (an RPC's launch)
         self._answered = False
         self._reason = "not asked yet"
         self._inflight: set[asyncio.Task[None]] = set()
@@ -203,20 +205,18 @@ class ComebackProbe:
         """Why the newest finished RPC did not count as an answer ("" if it did)."""
         return "" if self._answered else self._reason
 
-    async def __call__(self) -> bool:
+    async def __call__(self, since: float) -> bool | None:
         now = self._clock()
-        if self._outage_since is None:
-            self._outage_since = now
         if not await self._port_open():
-            self._port_was_open, self._answered, self._reason = False, False, "port refuses connections"
-            self._last_launch = None  # when it opens, ask at once
-            return False
-        edge = not self._port_was_open
-        self._port_was_open = True
-        # (A microsecond's slack: ticks of a float clock land a hair short of the interval.)
-        if edge or self._last_launch is None or now - self._last_launch >= self._interval(now) - 1e-6:
-            self._launch(now)
-        return self._answered
+            self._port_was_open, self._last_launch = False, None  # when it opens, ask at once
+            self._settle(now, "port refuses connections")
+        else:
+            edge = not self._port_was_open
+            self._port_was_open = True
+            # (A microsecond's slack: ticks of a float clock land a hair short of the interval.)
+            if edge or self._last_launch is None or now - self._last_launch >= self._interval(now, since) - 1e-6:
+                self._launch(now)
+        return self._answered if self._verdict_of >= since else None
 
     async def close(self) -> None:
         for task in self._inflight:
@@ -224,9 +224,14 @@ class ComebackProbe:
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=2.0)
 
-    def _interval(self, now: float) -> float:
-        assert self._outage_since is not None
-        return self._rpc_slow_interval if now - self._outage_since >= self._slow_after else self._rpc_interval
+    def _interval(self, now: float, since: float) -> float:
+        return self._rpc_slow_interval if now - since >= self._slow_after else self._rpc_interval
+
+    def _settle(self, taken: float, reason: str | None) -> None:
+        """Keep the verdict taken at ``taken`` unless a newer one already spoke."""
+        if taken < self._verdict_of:
+            return
+        self._verdict_of, self._answered, self._reason = taken, reason is None, reason or ""
 
     def _launch(self, now: float) -> None:
         self._last_launch = now
@@ -240,13 +245,7 @@ class ComebackProbe:
             reason = await self._ask(self._rpc_timeout)
         except Exception as err:  # a certificate file gone, say: not an answer, and say why
             reason = f"{type(err).__name__}: {err}"
-        if launched < self._verdict_of:
-            return  # a newer RPC already spoke
-        self._verdict_of = launched
-        self._answered = reason is None
-        self._reason = reason or ""
-        if self._answered:
-            self._outage_since = None  # the next failure starts a new outage
+        self._settle(launched, reason)
 
     async def _ask_fresh(self, timeout: float) -> str | None:  # noqa: ASYNC109 -- a gRPC deadline
         probe = TemporalProbe(self._host_port, security=self._security, namespace=self._namespace)

@@ -20,7 +20,11 @@ class World:
     #: What the next RPCs answer: None (answered) or a reason; "hang" never finishes by itself.
     answer: str | None = "no answer"
     asked_at: list[float] = field(default_factory=list)
-    hanging: list[asyncio.Event] = field(default_factory=list)
+    #: RPCs in flight that hang: each finishes with what the test sets as its result.
+    hanging: list[asyncio.Future[str | None]] = field(default_factory=list)
+
+    def finish(self, index: int, answer: str | None = "no answer from 127.0.0.1:7233 in time") -> None:
+        self.hanging[index].set_result(answer)
 
 
 @pytest.fixture
@@ -33,25 +37,26 @@ async def rig() -> AsyncIterator[tuple[World, ComebackProbe]]:
     async def ask(timeout: float) -> str | None:  # noqa: ASYNC109
         world.asked_at.append(world.now)
         if world.answer == "hang":
-            release = asyncio.Event()
-            world.hanging.append(release)
-            await release.wait()
-            return "no answer from 127.0.0.1:7233 in time"
+            finished: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            world.hanging.append(finished)
+            return await finished
         return world.answer
 
     probe = ComebackProbe("127.0.0.1:7233", port_open=port_open, clock=lambda: world.now, ask=ask,
                           rpc_interval=0.5, rpc_slow_interval=0.7, slow_after=60.0)
     yield world, probe
-    for release in world.hanging:
-        release.set()
+    for finished in world.hanging:
+        if not finished.done():
+            finished.set_result("no answer")
     await probe.close()
 
 
-async def run_for(world: World, probe: ComebackProbe, seconds: float, *, tick: float = 0.05) -> list[bool]:
+async def run_for(world: World, probe: ComebackProbe, seconds: float, *, tick: float = 0.05,
+                  since: float = 0.0) -> list[bool | None]:
     seen = []
     for _ in range(round(seconds / tick)):
         world.now = round(world.now + tick, 6)
-        seen.append(await probe())
+        seen.append(await probe(since))
         await settle()
     return seen
 
@@ -67,10 +72,10 @@ async def test_a_port_that_opens_is_asked_at_once_and_an_answer_counts(rig):
     await run_for(world, probe, 1.0)
     world.port_open, world.answer = True, None
     world.now += 0.05
-    assert await probe() is False  # the RPC runs in the background...
+    assert await probe(0.0) is False  # the RPC runs in the background...
     await settle()
     assert world.asked_at == [world.now]  # ... launched on the edge, not at the next interval
-    assert await probe() is True and probe.last_reason == ""
+    assert await probe(0.0) is True and probe.last_reason == ""
 
 
 async def test_an_always_accepting_port_is_asked_twice_a_second_then_less(rig):
@@ -93,6 +98,31 @@ async def test_an_rpc_hanging_on_a_held_connection_delays_nothing(rig):
     world.answer = None  # Temporal is back: the next RPC, on a fresh connection, is answered
     seen = await run_for(world, probe, 0.6)
     assert seen[-1] is True
-    world.hanging[0].set()  # an old hanging RPC gives up late: it must not undo the newer answer
+    world.finish(0)  # an old hanging RPC gives up late: it must not undo the newer answer
     await settle()
-    assert await probe() is True
+    assert await probe(0.0) is True
+
+
+async def test_an_answer_from_before_the_outage_says_nothing_about_it(rig):
+    world, probe = rig
+    world.port_open, world.answer = True, None
+    assert (await run_for(world, probe, 1.0))[-1] is True  # Temporal answered; then CONNECTED
+    world.now += 30.0
+    world.answer = "hang"  # a new outage, behind a proxy that holds: its RPCs hang
+    outage = world.now
+    seen = await run_for(world, probe, 0.9, since=outage)
+    assert set(seen) == {None}  # not the stale "yes" of the last outage: nothing known yet
+    world.finish(0)  # the first RPC of this outage gives up
+    await settle()
+    assert await probe(outage) is False and "in time" in probe.last_reason
+
+
+async def test_a_refusal_outranks_an_older_rpc_that_answers_late(rig):
+    world, probe = rig
+    world.port_open, world.answer = True, "hang"
+    await run_for(world, probe, 0.05)
+    world.port_open = False  # Temporal went away after that RPC was sent
+    assert (await run_for(world, probe, 0.1))[-1] is False
+    world.finish(0, None)  # the RPC from before answers late: it says nothing about now
+    await settle()
+    assert await probe(0.0) is False

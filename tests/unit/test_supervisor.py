@@ -194,16 +194,16 @@ async def test_no_task_left_behind(rig: Rig):
 
 
 @pytest.fixture
-async def probed() -> AsyncIterator[tuple[Rig, dict[str, bool]]]:
+async def probed() -> AsyncIterator[tuple[Rig, dict[str, bool | None]]]:
     clock = ManualClock(start=0.0)
     effects = FakeEffects()
     lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock)
-    port = {"open": False}
+    port: dict[str, bool | None] = {"open": False}  # None: the probe knows nothing yet
 
     async def check(client: FakeClient) -> None:
         return None
 
-    async def probe() -> bool:
+    async def probe(since: float) -> bool | None:
         return port["open"]
 
     supervisor = Supervisor(lifecycle, check=check, clock=clock, probe=probe, probe_interval=0.5, eager_window=10)
@@ -280,6 +280,51 @@ async def test_probe_sees_a_port_that_opened_during_a_failing_attempt(probed):
     assert rig.clock.monotonic() == 2.0
 
 
+@pytest.mark.parametrize("before", [None, True], ids=["nothing-known", "answered-then-lost"])
+async def test_an_attempt_that_saw_a_no_is_superseded_when_temporal_answers(probed, before):
+    # Behind a proxy that holds connections: the loss is noticed, the probe has no verdict yet
+    # (its first RPC hangs for its deadline) -- or its first RPC was answered just before the
+    # path died -- when the retry 1 s later starts, and that retry hangs too. A "no" arrives
+    # while it hangs; when Temporal answers, waiting out the attempt's time-out (and then a
+    # backoff) would cost seconds: it is given up for a fresh one.
+    rig, port = probed
+    port["open"] = True
+    rig.supervisor.start()
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+    port["open"] = before
+    rig.effects.dial_gate = asyncio.Event()
+    await rig.lifecycle.report_failure("health probe failed: the connection went silent")
+    await tick(rig, 1.0)  # the 1 s retry is in flight, held
+    assert rig.lifecycle.state is State.RECONNECTING
+    port["open"] = False  # the probe's first RPC gave up
+    await tick(rig, 0.5)
+    port["open"] = True  # Temporal answers again
+    rig.effects.dial_gate = None
+    await tick(rig, 0.5)
+    assert rig.lifecycle.state is State.CONNECTED
+    assert rig.clock.monotonic() == 2.0
+    causes = [e.cause for e in rig.lifecycle.events][-3:]
+    assert causes[0] == "given up for a fresh attempt: Temporal answers again", causes
+
+
+async def test_an_attempt_begun_while_temporal_answers_is_not_superseded(probed):
+    # The first dial at start-up (or an eager one) begun when the probe knew nothing or said
+    # "yes": a "yes" arriving while it runs must not restart it.
+    rig, port = probed
+    port["open"] = None
+    rig.effects.dial_gate = asyncio.Event()
+    rig.supervisor.start()
+    await settle()
+    port["open"] = True
+    await tick(rig, 1.0)
+    assert rig.lifecycle.state is State.CONNECTING
+    rig.effects.dial_gate.set()
+    await settle()
+    assert rig.lifecycle.state is State.CONNECTED
+    assert [e.trigger for e in rig.lifecycle.events] == ["start", "connect_ok"]
+
+
 async def test_retry_on_tick_mode_reproduces_the_original_design():
     """Retries only every health interval (the Go server's design, kept for benchmarks)."""
     clock = ManualClock(start=0.0)
@@ -313,7 +358,7 @@ async def test_probing_is_fast_early_in_an_outage_then_slows_down():
     async def check(client: FakeClient) -> None:
         return None
 
-    async def probe() -> bool:
+    async def probe(since: float) -> bool | None:
         probes.append(clock.monotonic())
         return False  # Temporal stays down
 
