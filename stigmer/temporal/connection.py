@@ -36,14 +36,13 @@ from stigmer.temporal.diagnose import (
     diagnose,
     not_grpc,
     plaintext_to_tls,
-    speaks_http1,
-    speaks_tls,
 )
 from stigmer.temporal.log_contract import TransitionLog
 from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.probe import ComebackProbe, TemporalProbe
 from stigmer.temporal.tls import TemporalSecurity
+from stigmer.temporal.wire import speaks_http1, speaks_tls, split_host_port
 from stigmer.temporal.workers import build_workers
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
@@ -119,11 +118,11 @@ class ConnectionSettings:
 
     @property
     def host(self) -> str:
-        return self.host_port.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+        return split_host_port(self.host_port)[0]
 
     @property
     def port(self) -> int:
-        return int(self.host_port.rsplit(":", 1)[1])
+        return split_host_port(self.host_port)[1]
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,10 +12,6 @@ failures by their status code.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ssl
-
 from temporalio.service import RPCError, RPCStatusCode
 
 from statemachine import Misconfiguration
@@ -90,48 +86,6 @@ _MISCONFIGURED: tuple[tuple[str, str], ...] = (
     ("invalid http version", "{host_port} does not speak gRPC: is the port right? Temporal's frontend listens "
                              "on 7233 by default"),
 )
-
-
-async def speaks_tls(host: str, port: int, *, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
-    """Does ``host:port`` complete a TLS handshake? (Certificate not checked: only "is it TLS?")
-
-    Asked when a plaintext dial was accepted and then closed: a load balancer with nothing
-    behind it and a TLS port spoken to in plaintext look the same from the dial alone.
-    """
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), timeout=timeout)
-    except (OSError, TimeoutError, ssl.SSLError):
-        return False
-    writer.close()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), timeout=timeout)
-    return True
-
-
-async def speaks_http1(host: str, port: int, *, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
-    """Does ``host:port`` answer a plain HTTP/1.1 request? (A gRPC server speaks HTTP/2 only.)
-
-    Asked, like :func:`speaks_tls`, when a dial was accepted and then closed: an HTTP/1 server
-    sent the HTTP/2 preface sometimes answers with a 400 the client reads, sometimes resets
-    before it can -- this question has one answer.
-    """
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
-    except (OSError, TimeoutError):
-        return False
-    try:
-        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        head = await asyncio.wait_for(reader.read(9), timeout=timeout)
-    except (OSError, TimeoutError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), timeout=timeout)
-    return head.startswith(b"HTTP/1.")
 
 
 def not_grpc(host_port: str) -> TemporalMisconfigured:

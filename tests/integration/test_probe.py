@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from stigmer.temporal.probe import TemporalProbe
+from stigmer.temporal.probe import ComebackProbe, TemporalProbe
+from stigmer.temporal.tls import TemporalSecurity
 from tests.conftest import TcpProxyFactory
+from tests.support.certs import make_certs
+from tests.support.eventually import eventually
 from tests.support.ports import free_port
 from tests.support.temporal_server import TemporalDevServer
+from tests.support.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.temporal
 
@@ -63,3 +68,41 @@ async def test_an_accepting_but_silent_address_is_not_an_answer(tcp_proxy_factor
         assert await probe.answers(1.0) is not None
     finally:
         await probe.close()
+
+
+@pytest.mark.parametrize("server_name", [None, "localhost"], ids=["by-address", "by-server-name"])
+async def test_it_asks_through_tls_as_the_client_does(temporal: TemporalDevServer, tmp_path: Path,
+                                                      server_name: str | None) -> None:
+    certs = make_certs(tmp_path / "certs")
+    proxy = TlsProxy(target=temporal.address, cert=certs.server_cert, key=certs.server_key).start()
+    trusted = TemporalProbe(proxy.address, security=TemporalSecurity(tls=True, server_ca=certs.ca,
+                                                                     server_name=server_name))
+    untrusted = TemporalProbe(proxy.address, security=TemporalSecurity(tls=True, server_ca=certs.other_ca))
+    try:
+        assert await trusted.answers(3.0) is None
+        reason = await untrusted.answers(3.0)
+        assert reason is not None and reason.startswith("UNAVAILABLE"), reason
+    finally:
+        await trusted.close()
+        await untrusted.close()
+        proxy.close()
+
+
+async def test_the_comeback_probe_says_hello_before_it_opens_a_channel(
+    temporal: TemporalDevServer, tcp_proxy_factory: TcpProxyFactory
+) -> None:
+    async def accepts() -> bool:
+        return True
+
+    held = tcp_proxy_factory(f"127.0.0.1:{free_port()}", upstream_down="hold")  # a balancer, nothing behind
+    behind = ComebackProbe(held.address, port_open=accepts, rpc_timeout=0.5)
+    direct = ComebackProbe(temporal.address, port_open=accepts, rpc_timeout=2.0)
+    try:
+        for probe in (behind, direct):
+            assert await probe(0.0) is None  # asked in the background
+        await eventually(lambda: behind.last_reason.startswith("nothing answered"), timeout=5, what="a 'no'")
+        await eventually(lambda: direct.last_reason == "", timeout=5, what="an answer")
+        assert await behind(0.0) is False and await direct(0.0) is True
+    finally:
+        await behind.close()
+        await direct.close()

@@ -20,6 +20,7 @@ class World:
     #: What the next RPCs answer: None (answered) or a reason; "hang" never finishes by itself.
     answer: str | None = "no answer"
     asked_at: list[float] = field(default_factory=list)
+    hints: int = 0  # TCP connects made
     #: RPCs in flight that hang: each finishes with what the test sets as its result.
     hanging: list[asyncio.Future[str | None]] = field(default_factory=list)
 
@@ -32,6 +33,7 @@ async def rig() -> AsyncIterator[tuple[World, ComebackProbe]]:
     world = World()
 
     async def port_open() -> bool:
+        world.hints += 1
         return world.port_open
 
     async def ask(timeout: float) -> str | None:  # noqa: ASYNC109
@@ -121,8 +123,25 @@ async def test_a_refusal_outranks_an_older_rpc_that_answers_late(rig):
     world, probe = rig
     world.port_open, world.answer = True, "hang"
     await run_for(world, probe, 0.05)
-    world.port_open = False  # Temporal went away after that RPC was sent
-    assert (await run_for(world, probe, 0.1))[-1] is False
+    # Temporal went away after that RPC was sent: the next one is refused, and so are hints.
+    world.port_open, world.answer = False, "connection refused by 127.0.0.1:7233 (is Temporal running?)"
+    assert (await run_for(world, probe, 0.6))[-1] is False
     world.finish(0, None)  # the RPC from before answers late: it says nothing about now
     await settle()
     assert await probe(0.0) is False
+
+
+async def test_behind_a_balancer_the_rpcs_alone_watch_until_one_is_refused(rig):
+    world, probe = rig
+    world.port_open = True  # accepts whatever is behind it: a connect each tick would prove nothing
+    await run_for(world, probe, 10.0)
+    assert world.hints == 1 and len(world.asked_at) == 20
+    world.port_open, world.answer = False, "connection refused by 127.0.0.1:7233 (is Temporal running?)"
+    await run_for(world, probe, 0.5)  # the next RPC is refused: a bare port after all, now closed
+    hints = world.hints
+    assert hints >= 2
+    await run_for(world, probe, 1.0)
+    assert world.hints == hints + 20 and len(world.asked_at) == 21  # hints each tick, no RPC
+    world.port_open, world.answer = True, None
+    seen = await run_for(world, probe, 0.1)
+    assert seen[-1] is True and len(world.asked_at) == 22  # asked at once when it opened

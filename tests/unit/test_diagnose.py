@@ -9,7 +9,8 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from statemachine import Misconfiguration
-from stigmer.temporal.diagnose import NamespaceMissing, TemporalMisconfigured, diagnose, speaks_http1
+from stigmer.temporal.diagnose import NamespaceMissing, TemporalMisconfigured, diagnose
+from stigmer.temporal.wire import speaks_http1
 
 H = "h:7233"
 TLS_TO_PLAINTEXT = ("Failed client connect: Server connection error: tonic::transport::Error(Transport, "
