@@ -10,7 +10,7 @@ full run; ``--quick``: 5 and 40 s, ``--reps`` times), and is started again. Watc
   every 50 ms from the kill on, as benchmark 1 does), and the legacy design (Go server: retry
   on the 15 s health tick only), idle;
 - one more idle server behind a holding proxy of its own, for the cost of an outage: its CPU
-  and how many connections that carried data (gRPC calls; the TCP hint sends nothing) it made
+  and how many connections that carried data (hellos, gRPC calls; the TCP hint sends nothing) it made
   per second while Temporal was down.
 
 Measured from the wall time Temporal answered DescribeNamespace again (probed every 10 ms) to
@@ -203,12 +203,14 @@ def tables(results: Results) -> list[Table]:
         detection.add(topology, f"{s.n} ({s.missing})", fmt_seconds(s.median), fmt_seconds(s.high), "<= 3 s",
                       verdict(ok))  # fmt: skip
     cost = Table(f"7. Cost of an outage (idle server behind a holding proxy, from {COST_FROM:g} s into it)",
-                 ["outage", "n", "CPU % of a core (mean)", "gRPC connections / s (mean)", "target", "verdict"])
+                 ["outage", "n", "CPU % of a core (mean)", "connections with data / s (mean)", "target", "verdict"])
     for outage, rows in sorted(results.cost.items()):
         cpu = sum(c for c, _ in rows) / len(rows)
         rate = sum(r for _, r in rows) / len(rows)
-        cost.add(f"{outage:g} s", len(rows), f"{cpu:.2f}", f"{rate:.2f}", "CPU < 1 %, <= 2 RPC/s",
+        cost.add(f"{outage:g} s", len(rows), f"{cpu:.2f}", f"{rate:.2f}", "CPU < 1 %, <= 2 /s",
                  verdict(cpu < 1.0 and rate <= 2.0))  # fmt: skip
-    cost.notes.append("gRPC connections: accepted connections whose client sent bytes (each health probe dials "
-                      "afresh; attempts at the backoff add a few); bare TCP hints send nothing and are not counted.")
+    cost.notes.append("connections with data: accepted connections whose client sent bytes -- each comeback "
+                      "question (a hello, then a health RPC only if something replied) and each attempt at the "
+                      "backoff (two SDK dials); an upper bound on probe RPCs, which a dead balancer never draws. "
+                      "Bare TCP hints send nothing and are not counted.")
     return [table, detection, cost]

@@ -169,11 +169,13 @@ class ComebackProbe:
       sign of a restart. A refused port needs no RPC (nothing can answer); a port that starts
       accepting gets an RPC at once. Once it accepts, the RPCs alone watch it (behind a load
       balancer a connect proves nothing and costs the balancer a dial) until one is refused.
-    - A health RPC every ``rpc_interval`` s while the port accepts (``rpc_slow_interval`` once the
-      outage is ``slow_after`` s old): behind a load balancer the port always accepts, and only
-      an answer counts. Each RPC runs in the background on a fresh channel, so one that hangs on
-      a connection a proxy holds open delays nothing: the next starts on time on a new
-      connection. At most ``rpc_timeout / rpc_interval`` (2) are in flight; <= 2 RPCs a second.
+    - A question every ``rpc_interval`` s while the port accepts (``rpc_slow_interval`` once the
+      outage is ``slow_after`` s old: 2 a second, then 1.7): behind a load balancer the port
+      always accepts, and only an answer counts. Each runs in the background on a connection of
+      its own -- a hello on a bare connection (stigmer.temporal.wire), and only if something
+      replies, the health RPC on a fresh channel -- so one that hangs on a connection a proxy
+      holds open delays nothing: the next starts on time. At most ``rpc_timeout / rpc_interval``
+      (2) are in flight.
 
     ``probe(since)`` returns the verdict of the newest finished RPC launched at or after ``since``
     (when the outage began, on the same clock): True when Temporal answered, False when it did
@@ -189,8 +191,8 @@ class ComebackProbe:
         security: TemporalSecurity | None = None,
         namespace: str = "default",
         rpc_interval: float = 0.5,
-        rpc_slow_interval: float = 0.7,
-        slow_after: float = 60.0,
+        rpc_slow_interval: float = 0.6,
+        slow_after: float = 20.0,
         rpc_timeout: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         ask: Callable[[float], Awaitable[str | None]] | None = None,
