@@ -12,6 +12,8 @@ failures by their status code.
 
 from __future__ import annotations
 
+import re
+
 from temporalio.service import RPCError, RPCStatusCode
 
 from statemachine import Misconfiguration
@@ -40,6 +42,15 @@ class NamespaceMissing(TemporalMisconfigured):
 
 
 _REFUSED_CREDENTIALS = (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED)
+#: How tonic prints those codes in the Rust client's error text.
+_REFUSED_IN_TEXT = (("code: unauthenticated", "UNAUTHENTICATED"), ("code: permissiondenied", "PERMISSION_DENIED"))
+
+
+def credentials_refused(host_port: str, status: str, message: str) -> TemporalMisconfigured:
+    return TemporalMisconfigured(
+        f"Temporal at {host_port} refused our credentials ({status}: {message}): "
+        "check TEMPORAL_API_KEY or the client certificate (TEMPORAL_TLS_CERT/KEY)"
+    )
 
 
 def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
@@ -47,10 +58,12 @@ def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
     text = str(err)
     lowered = text.lower()
     if isinstance(err, RPCError) and err.status in _REFUSED_CREDENTIALS:
-        return TemporalMisconfigured(
-            f"Temporal at {host_port} refused our credentials ({err.status.name}: {err.message}): "
-            "check TEMPORAL_API_KEY or the client certificate (TEMPORAL_TLS_CERT/KEY)"
-        )
+        return credentials_refused(host_port, err.status.name, err.message)
+    # Client.connect's own first call (get_system_info) reports a refusal as text only.
+    for marker, status in _REFUSED_IN_TEXT:
+        if marker in lowered:
+            found = re.search(r'message: "([^"]*)"', text)
+            return credentials_refused(host_port, status, found.group(1) if found else "")
     for marker, fix in _MISCONFIGURED:
         if marker in lowered:
             return TemporalMisconfigured(fix.format(host_port=host_port))

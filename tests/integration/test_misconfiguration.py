@@ -1,8 +1,8 @@
 """Misconfiguration is not an outage (issue 12): against the real dev server, each case reads as
 what to fix, in the state's recorded cause, and is retried at the backoff cap, not every second.
 
-The dev server has no TLS and checks no API keys: TLS cases go through the repo's TLS proxy; a
-refused API key is covered by the mapping's unit test (tests/unit/test_diagnose.py).
+The dev server has no TLS and checks no API keys: TLS cases go through the repo's TLS proxy, a
+refused API key through a gateway that checks keys (tests/support/key_gateway.py).
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from statemachine import State
+from stigmer.security import Secret
 from stigmer.temporal.connection import ConnectionSettings
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.tls import TemporalSecurity
 from tests.integration.connection_rig import connection_rig
 from tests.support.certs import Certs, make_certs
 from tests.support.eventually import eventually
+from tests.support.key_gateway import ApiKeyGateway
 from tests.support.temporal_server import TemporalDevServer
 from tests.support.tls_proxy import TlsProxy
 
@@ -86,3 +89,33 @@ async def test_a_certificate_for_another_name(tls_proxy: TlsProxy, certs: Certs,
 async def test_a_port_that_does_not_speak_grpc(temporal: TemporalDevServer, tmp_path: Path) -> None:
     address = f"127.0.0.1:{temporal.http_port}"  # Temporal's own HTTP API: HTTP/1, not gRPC
     await misconfigured(ConnectionSettings(host_port=address), tmp_path, f"{address} does not speak gRPC")
+
+
+@pytest.fixture
+def key_gateway(temporal: TemporalDevServer, certs: Certs) -> Iterator[ApiKeyGateway]:
+    gateway = ApiKeyGateway(target=temporal.address, cert=certs.server_cert, key=certs.server_key,
+                            api_key="the-right-key").start()
+    yield gateway
+    gateway.close()
+
+
+def keyed(gateway: ApiKeyGateway, certs: Certs, key: str) -> ConnectionSettings:
+    security = TemporalSecurity(tls=True, server_ca=certs.ca, api_key=Secret(key))
+    return ConnectionSettings(host_port=gateway.address, security=security)
+
+
+async def test_an_api_key_the_server_refuses(key_gateway: ApiKeyGateway, certs: Certs, tmp_path: Path) -> None:
+    await misconfigured(keyed(key_gateway, certs, "a-wrong-key"), tmp_path,
+                        f"Temporal at {key_gateway.address} refused our credentials (UNAUTHENTICATED")
+    assert key_gateway.refused >= 1
+
+
+async def test_the_right_api_key_connects_through_the_same_gateway(
+    key_gateway: ApiKeyGateway, certs: Certs, tmp_path: Path
+) -> None:
+    # The control: the gateway forwards what it lets through, workers and health probe included.
+    settings = keyed(key_gateway, certs, "the-right-key")
+    settings = ConnectionSettings(**{**settings.__dict__, "queues": TaskQueues.with_suffix(uuid.uuid4().hex[:8])})
+    async with connection_rig(settings, tmp_path) as rig:
+        await eventually(lambda: rig.connection.lifecycle.state is State.CONNECTED, timeout=15, what="CONNECTED")
+    assert key_gateway.refused == 0

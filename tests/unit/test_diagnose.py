@@ -92,3 +92,14 @@ async def test_speaks_http1_tells_an_http1_server_from_a_closing_balancer(reply:
     async with server:
         assert await speaks_http1("127.0.0.1", port, timeout=2.0) is http1
     assert await speaks_http1("127.0.0.1", port, timeout=2.0) is False  # closed now: refused
+
+
+def test_a_key_refused_by_client_connect_itself_reads_as_credentials() -> None:
+    # Seen through tests/support/key_gateway.py: the dial's get_system_info, as RuntimeError text.
+    error = RuntimeError('Failed client connect: `get_system_info` call error after connection: Status { code: '
+                         'Unauthenticated, message: "invalid API key", metadata: MetadataMap { headers: '
+                         '{"content-type": "application/grpc"} }, source: None }')
+    found = diagnose(error, H)
+    assert isinstance(found, Misconfiguration)
+    assert str(found).startswith(f"Temporal at {H} refused our credentials (UNAUTHENTICATED: invalid API key): "
+                                 "check TEMPORAL_API_KEY")
