@@ -135,8 +135,15 @@ async def test_long_outage_recovers_with_fresh_workers(temporal_factory, tmp_pat
         await asyncio.to_thread(server.kill)
         down = time.monotonic()
         # An outage of more than 90 s: the backoff reaches its 30 s cap on the way.
-        await eventually(lambda: time.monotonic() - down > 91 and rig.connection.lifecycle.next_delay == 30,
-                         timeout=150, interval=1.0, what="a 90 s outage with the backoff at its cap")
+        # (At its cap before jitter: with +/-20 % the delay drawn is 24-30 s, so next_delay == 30
+        # held only when the draw was clipped -- this wait timed out in 1 run of 4.)
+        lifecycle, backoff = rig.connection.lifecycle, settings.backoff
+
+        def capped_outage() -> bool:
+            attempt = lifecycle.snapshot().attempt
+            return time.monotonic() - down > 91 and attempt >= 1 and backoff.base_delay(attempt) == backoff.cap
+
+        await eventually(capped_outage, timeout=150, interval=1.0, what="a 90 s outage with the backoff at its cap")
         assert rig.state == "UNHEALTHY"
         server.start()
         await server.wait_ready_async()
