@@ -103,6 +103,7 @@ class Supervisor(Generic[C]):
         #: flight began after a "no" or saw one (then a "yes" supersedes it).
         self._answering: bool | None = None
         self._attempt_doubtful = False
+        self._probe_news = asyncio.Event()
         #: The original Go server's design, kept for side-by-side benchmarks: retries happen only
         #: on the health tick (every ``health_interval``), not on the backoff schedule.
         self._retry_on_tick = retry_on_tick
@@ -251,6 +252,10 @@ class Supervisor(Generic[C]):
             if reason is not None:
                 await lifecycle.report_failure(f"health probe failed: {reason}", generation=generation)
 
+    def probe_has_news(self) -> None:
+        """The probe learned something (an answer came back): look now, not at the next tick."""
+        self._probe_news.set()
+
     def _on_event(self, event: TransitionEvent) -> None:
         if event.dest.dialling:
             self._attempt_doubtful = self._answering is False
@@ -282,7 +287,9 @@ class Supervisor(Generic[C]):
         was_open: bool | None = None
         outage_since: float | None = self._clock.monotonic()  # starting counts as an outage
         while lifecycle.state is not State.STOPPED:
-            await self._clock.sleep(self._next_probe_in(outage_since))
+            with contextlib.suppress(TimeoutError):
+                await with_timeout(self._clock, self._probe_news.wait(), self._next_probe_in(outage_since))
+            self._probe_news.clear()
             if lifecycle.state is State.CONNECTED:
                 was_open = self._answering = None  # judge edges afresh each time the connection is lost
                 outage_since = None

@@ -215,6 +215,8 @@ class ComebackProbe:
         self._inflight: set[asyncio.Task[None]] = set()
         #: RPCs made (for the bench's cost row and tests).
         self.rpcs = 0
+        #: Called on each new verdict (the supervisor's probe_has_news: read it now, not a tick later).
+        self.on_verdict: Callable[[], None] | None = None
 
     @property
     def last_reason(self) -> str:
@@ -248,6 +250,8 @@ class ComebackProbe:
         if taken < self._verdict_of:
             return
         self._verdict_of, self._answered, self._reason = taken, reason is None, reason or ""
+        if self.on_verdict is not None:
+            self.on_verdict()
 
     def _launch(self, now: float) -> None:
         self._last_launch = now
