@@ -284,14 +284,13 @@ class Supervisor(Generic[C]):
 
     async def _probe_loop(self, probe: Probe) -> None:
         lifecycle = self.lifecycle
-        was_open: bool | None = None
         outage_since: float | None = self._clock.monotonic()  # starting counts as an outage
         while lifecycle.state is not State.STOPPED:
             with contextlib.suppress(TimeoutError):
                 await with_timeout(self._clock, self._probe_news.wait(), self._next_probe_in(outage_since))
             self._probe_news.clear()
             if lifecycle.state is State.CONNECTED:
-                was_open = self._answering = None  # judge edges afresh each time the connection is lost
+                self._answering = None  # judge edges afresh each time the connection is lost
                 outage_since = None
                 continue
             if outage_since is None:
@@ -303,8 +302,8 @@ class Supervisor(Generic[C]):
             if verdict is None:
                 continue  # nothing known about this outage yet
             now = self._clock.monotonic()
-            edge = verdict and was_open is False
-            was_open = self._answering = verdict
+            edge = verdict and self._answering is False
+            self._answering = verdict
             if lifecycle.state.dialling:
                 if not verdict:
                     self._attempt_doubtful = True

@@ -96,8 +96,7 @@ _MISCONFIGURED: tuple[tuple[str, str], ...] = (
     ("notvalidforname", "Temporal's certificate at {host_port} does not name the host we asked for: set "
                         "TEMPORAL_TLS_SERVER_NAME to a name it carries"),
     ("frame_size_error", _NOT_GRPC),
-    ("invalid http version", "{host_port} does not speak gRPC: is the port right? Temporal's frontend listens "
-                             "on 7233 by default"),
+    ("invalid http version", _NOT_GRPC),
 )
 
 

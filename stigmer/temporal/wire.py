@@ -32,26 +32,38 @@ async def replies_to_hello(host: str, port: int, *, tls: bool, server_name: str 
     CPU, measured). Raises :class:`Refused` when the port refuses connections.
     """
     hello = _client_hello(host, server_name) if tls else H2_HELLO
+    return bool(await _first_reply(host, port, hello, 1, timeout))
+
+
+async def _first_reply(host: str, port: int, data: bytes, size: int, timeout: float) -> bytes:  # noqa: ASYNC109
+    """Connect, send ``data``, return up to ``size`` bytes of reply: b"" if the peer closed, held
+    its silence for ``timeout`` or failed. Raises :class:`Refused` when the port refuses."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
     except ConnectionRefusedError as err:
         raise Refused(str(err)) from err
     except (OSError, TimeoutError):
-        return False
+        return b""
     try:
-        writer.write(hello)
-        return bool(await asyncio.wait_for(reader.read(1), timeout=timeout))
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(size), timeout=timeout)
     except (OSError, TimeoutError):
-        return False
+        return b""
     finally:
         writer.transport.abort()  # nothing to say goodbye to; no FIN handshake to wait for
 
 
-def _client_hello(host: str, server_name: str | None) -> bytes:
-    """A real ClientHello (ALPN h2, SNI as the client would send it), from a memory BIO."""
+def _unverified_context() -> ssl.SSLContext:
+    """For "is it TLS?" questions only: the certificate is not what is asked about."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _client_hello(host: str, server_name: str | None) -> bytes:
+    """A real ClientHello (ALPN h2, SNI as the client would send it), from a memory BIO."""
+    context = _unverified_context()
     context.set_alpn_protocols(["h2"])
     name = server_name or (None if is_ip(host) else host)
     tls = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname=name)
@@ -80,11 +92,9 @@ async def speaks_tls(host: str, port: int, *, timeout: float = 1.0) -> bool:  # 
     Asked when a plaintext dial was accepted and then closed: a load balancer with nothing
     behind it and a TLS port spoken to in plaintext look the same from the dial alone.
     """
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), timeout=timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=_unverified_context()),
+                                           timeout=timeout)
     except (OSError, TimeoutError, ssl.SSLError):
         return False
     writer.close()
@@ -100,17 +110,9 @@ async def speaks_http1(host: str, port: int, *, timeout: float = 1.0) -> bool:  
     sent the HTTP/2 preface sometimes answers with a 400 the client reads, sometimes resets
     before it can -- this question has one answer.
     """
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
-    except (OSError, TimeoutError):
+        head = await _first_reply(host, port, request, 9, timeout)
+    except Refused:
         return False
-    try:
-        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        head = await asyncio.wait_for(reader.read(9), timeout=timeout)
-    except (OSError, TimeoutError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), timeout=timeout)
     return head.startswith(b"HTTP/1.")
