@@ -100,9 +100,11 @@ async def run(ctx: Context) -> list[Table]:
                         drained += await api.drain(timeout=600)
                     result = await load(ctx, server, temporal, chunk)
                     merge(results.setdefault((config, chunk.phase, chunk.mode), {}), result)
-                    ctx.say(f"{NAME}: {config}, chunk {number}/{len(plan)}: {chunk.phase} {chunk.mode} x{chunk.count}, "
-                            f"{chunk.in_flight} in flight: {chunk.count / result['elapsed']:.0f}/s, p50 "
-                            f"{Summary.of(result['latencies']).median * 1000:.2f} ms, failures {result['failures']}")
+                    ctx.say(
+                        f"{NAME}: {config}, chunk {number}/{len(plan)}: {chunk.phase} {chunk.mode} x{chunk.count}, "
+                        f"{chunk.in_flight} in flight: {chunk.count / result['elapsed']:.0f}/s, p50 "
+                        f"{Summary.of(result['latencies']).median * 1000:.2f} ms, failures {result['failures']}"
+                    )
             finally:
                 await api.close()
                 await asyncio.to_thread(server.server.kill)

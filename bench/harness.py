@@ -142,7 +142,10 @@ class StigmerApi:
         return await self._status.GetStatus(status_pb2.GetStatusRequest(), timeout=timeout)
 
     async def wait_state(
-        self, *states: str, timeout: float, interval: float = 0.05  # noqa: ASYNC109
+        self,
+        *states: str,
+        timeout: float,  # noqa: ASYNC109
+        interval: float = 0.05,
     ) -> status_pb2.ServerStatus:
         """Poll GetStatus until the state is one of ``states``."""
         deadline = time.monotonic() + timeout

@@ -130,15 +130,26 @@ async def run(ctx: Context) -> list[Table]:
     return tables(results)
 
 
-async def cycle(ctx: Context, n: int, outage: float, watched: list[Watched], cost: Stigmer, cost_api: StigmerApi,
-                cost_proxy: TcpProxy, results: Results) -> None:
+async def cycle(
+    ctx: Context,
+    n: int,
+    outage: float,
+    watched: list[Watched],
+    cost: Stigmer,
+    cost_api: StigmerApi,
+    cost_proxy: TcpProxy,
+    results: Results,
+) -> None:
     for api in [*(w.api for w in watched), cost_api]:
         await api.wait_state("CONNECTED", timeout=120)
     await asyncio.sleep(1.0)  # a quiet moment: every server settled on its new connection
     killed = time.time()
     await asyncio.to_thread(ctx.temporal.kill, signal.SIGKILL)
-    busy = {id(w): asyncio.create_task(create_until_ok(w.api, message=f"lb {n}", budget=outage + BUDGET))
-            for w in watched if w.role == BUSY}
+    busy = {
+        id(w): asyncio.create_task(create_until_ok(w.api, message=f"lb {n}", budget=outage + BUDGET))
+        for w in watched
+        if w.role == BUSY
+    }
     idle_fast = [w for w in watched if w.role == IDLE]
     detect = [asyncio.create_task(unhealthy_at(w.api, since=killed, budget=20)) for w in idle_fast]
     # The cost window, outages of 40 s and more: from 10 s in (detection and the fast first
@@ -188,29 +199,39 @@ def tables(results: Results) -> list[Table]:
         unnoticed = f", {results.unnoticed[key]} unnoticed" if key in results.unnoticed else ""
         table.add(f"{outage:g} s", topology, role, f"{s.n} ({s.missing}{unnoticed})", fmt_seconds(s.median),
                   fmt_seconds(s.p95), fmt_seconds(s.high), target, verdict(ok))  # fmt: skip
-    table.notes.append("unnoticed: the legacy server never left CONNECTED (the SDK's retries rode the outage out); "
-                       "those outages have no recovery to time.")
+    table.notes.append(
+        "unnoticed: the legacy server never left CONNECTED (the SDK's retries rode the outage out); "
+        "those outages have no recovery to time."
+    )
     fast = Summary.of([v for (_, r, _), vs in results.recovery.items() if r == IDLE for v in vs])
     legacy = Summary.of([v for (_, r, _), vs in results.recovery.items() if r == LEGACY for v in vs])
     gain = ratio(legacy.median, fast.median)
-    table.notes.append(f"idle, all outages and topologies: p50 {fmt_seconds(fast.median)} vs legacy "
-                       f"{fmt_seconds(legacy.median)}: {fmt_ratio(gain)} (target >= 10x: {verdict(gain >= 10)})")
-    detection = Table("7. Idle detection: SIGKILL -> UNHEALTHY, no traffic",
-                      ["topology", "n (missed)", "p50", "worst", "target", "verdict"])
+    table.notes.append(
+        f"idle, all outages and topologies: p50 {fmt_seconds(fast.median)} vs legacy "
+        f"{fmt_seconds(legacy.median)}: {fmt_ratio(gain)} (target >= 10x: {verdict(gain >= 10)})"
+    )
+    detection = Table(
+        "7. Idle detection: SIGKILL -> UNHEALTHY, no traffic",
+        ["topology", "n (missed)", "p50", "worst", "target", "verdict"],
+    )
     for topology, values in results.detection.items():
         s = Summary.of(values)
         ok = None if s.n == 0 else (s.high <= 3.0 and s.missing == 0)
         detection.add(topology, f"{s.n} ({s.missing})", fmt_seconds(s.median), fmt_seconds(s.high), "<= 3 s",
                       verdict(ok))  # fmt: skip
-    cost = Table(f"7. Cost of an outage (idle server behind a holding proxy, from {COST_FROM:g} s into it)",
-                 ["outage", "n", "CPU % of a core (mean)", "connections with data / s (mean)", "target", "verdict"])
+    cost = Table(
+        f"7. Cost of an outage (idle server behind a holding proxy, from {COST_FROM:g} s into it)",
+        ["outage", "n", "CPU % of a core (mean)", "connections with data / s (mean)", "target", "verdict"],
+    )
     for outage, rows in sorted(results.cost.items()):
         cpu = sum(c for c, _ in rows) / len(rows)
         rate = sum(r for _, r in rows) / len(rows)
         cost.add(f"{outage:g} s", len(rows), f"{cpu:.2f}", f"{rate:.2f}", "CPU < 1 %, <= 2 /s",
                  verdict(cpu < 1.0 and rate <= 2.0))  # fmt: skip
-    cost.notes.append("connections with data: accepted connections whose client sent bytes -- each comeback "
-                      "question (a hello, then a health RPC only if something replied) and each attempt at the "
-                      "backoff (two SDK dials); an upper bound on probe RPCs, which a dead balancer never draws. "
-                      "Bare TCP hints send nothing and are not counted.")
+    cost.notes.append(
+        "connections with data: accepted connections whose client sent bytes -- each comeback "
+        "question (a hello, then a health RPC only if something replied) and each attempt at the "
+        "backoff (two SDK dials); an upper bound on probe RPCs, which a dead balancer never draws. "
+        "Bare TCP hints send nothing and are not counted."
+    )
     return [table, detection, cost]

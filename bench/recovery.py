@@ -150,8 +150,16 @@ def tables(
     completed = {name: Summary.of([d for _, d in rows]) for name, rows in results.items()}
     table = Table(
         "1. Recovery after a Temporal restart (seconds after Temporal answers DescribeNamespace again)",
-        ["contender", "first create p50", "p95", "first COMPLETED p50", "p95", "worst", "cycles (missed)",
-         "cycles with a reconnection"],
+        [
+            "contender",
+            "first create p50",
+            "p95",
+            "first COMPLETED p50",
+            "p95",
+            "worst",
+            "cycles (missed)",
+            "cycles with a reconnection",
+        ],
     )
     for name in results:
         c, d = created[name], completed[name]

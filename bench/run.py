@@ -53,8 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions per measured scenario (overrides the defaults)")
     parser.add_argument("--markdown", type=Path, help="also write machine facts and tables to this file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs, databases)")
-    parser.add_argument("--patch", default="", help="experiment: run every server with these proposed changes "
-                        "(comma-separated, see bench/patched_server.py)")
+    parser.add_argument(
+        "--patch",
+        default="",
+        help="experiment: run every server with these proposed changes (comma-separated, see bench/patched_server.py)",
+    )
     return parser.parse_args(argv)
 
 

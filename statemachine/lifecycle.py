@@ -62,8 +62,12 @@ TRANSITIONS: Final[tuple[Edge, ...]] = (
     Edge("start", (State.DISCONNECTED,), State.CONNECTING, "first dial, and each later retry from DISCONNECTED"),
     Edge("connect_ok", (State.CONNECTING,), State.CONNECTED, "dial + namespace check passed"),
     Edge("connect_failed", (State.CONNECTING,), State.DISCONNECTED, "never connected yet; retry after backoff"),
-    Edge("health_failed", (State.CONNECTED,), State.UNHEALTHY,
-         "health check, worker fatal error, or UNAVAILABLE on a request"),
+    Edge(
+        "health_failed",
+        (State.CONNECTED,),
+        State.UNHEALTHY,
+        "health check, worker fatal error, or UNAVAILABLE on a request",
+    ),
     Edge("reconnect", (State.UNHEALTHY,), State.RECONNECTING, "backoff elapsed, or a request asked for a fast retry"),
     Edge("reconnect_ok", (State.RECONNECTING,), State.CONNECTED, "new client dialled and verified"),
     Edge("reconnect_failed", (State.RECONNECTING,), State.UNHEALTHY, "retry after backoff"),
@@ -415,8 +419,16 @@ class ConnectionLifecycle(Generic[C]):
         errors, self._teardown_errors = self._teardown_errors, ()
         self.events.append(
             TransitionEvent(
-                seq=self.events.next_seq(), source=source, dest=dest, trigger=trigger, cause=cause,
-                attempt=attempt, backoff=backoff, at=now, wall=self._since_wall, errors=errors,
+                seq=self.events.next_seq(),
+                source=source,
+                dest=dest,
+                trigger=trigger,
+                cause=cause,
+                attempt=attempt,
+                backoff=backoff,
+                at=now,
+                wall=self._since_wall,
+                errors=errors,
             )
         )
 

@@ -55,10 +55,16 @@ class StigmerServer:
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set; return the process exit code."""
         config = self.config
-        logger.info("Starting Stigmer Server", version=__version__, address=config.address,
-                    temporal=config.temporal_host_port, namespace=config.namespace, data_dir=str(config.data_dir),
-                    protection=describe_protection(config),
-                    temporal_security=config.temporal_security.describe() if config.temporal_security else "plaintext")
+        logger.info(
+            "Starting Stigmer Server",
+            version=__version__,
+            address=config.address,
+            temporal=config.temporal_host_port,
+            namespace=config.namespace,
+            data_dir=str(config.data_dir),
+            protection=describe_protection(config),
+            temporal_security=config.temporal_security.describe() if config.temporal_security else "plaintext",
+        )
         for warning in startup_warnings(config):
             logger.warning(warning)
         try:
@@ -101,11 +107,18 @@ class StigmerServer:
         settings = config.connection_settings()
         if managed is not None and settings.security.describe() != "plaintext":
             # Our own dev server speaks plaintext only; production credentials are not for it.
-            logger.warning("Ignoring Temporal TLS/API key settings ({}) for the managed local Temporal",
-                           settings.security.describe())
+            logger.warning(
+                "Ignoring Temporal TLS/API key settings ({}) for the managed local Temporal",
+                settings.security.describe(),
+            )
             settings = replace(settings, security=TemporalSecurity())
-        connection = TemporalConnection(settings, store=store, runner=self._runner,
-                                        targets=targets, on_connected=lambda client: reconciler.reconcile(client))
+        connection = TemporalConnection(
+            settings,
+            store=store,
+            runner=self._runner,
+            targets=targets,
+            on_connected=lambda client: reconciler.reconcile(client),
+        )
         # Nothing is left in PENDING: every entry to CONNECTED reconciles unfinished executions.
         reconciler = Reconciler(store=store, queues=config.queues, availability=connection)
         agent_executions = AgentExecutionController(store=store, availability=connection)
@@ -113,11 +126,20 @@ class StigmerServer:
         workflow_executions = WorkflowExecutionController(store=store, availability=connection)
         limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
         health = ServerHealth(connection.lifecycle)
-        services = Services(agent_executions=agent_executions, workflows=workflows,
-                            workflow_executions=workflow_executions, status=connection, health=health)
+        services = Services(
+            agent_executions=agent_executions,
+            workflows=workflows,
+            workflow_executions=workflow_executions,
+            status=connection,
+            health=health,
+        )
         try:
-            bound = build_server(services, address=config.address, interceptors=self._listener.interceptors,
-                                 credentials=self._listener.credentials)
+            bound = build_server(
+                services,
+                address=config.address,
+                interceptors=self._listener.interceptors,
+                credentials=self._listener.credentials,
+            )
         except ListenError as err:
             logger.error("{}", err)
             return EXIT_UNAVAILABLE
@@ -134,8 +156,12 @@ class StigmerServer:
         try:
             await stop.wait()
             if limit is not None and limit.tripped:
-                logger.warning("Temporal has been unavailable for {:g}s (--exit-after-outage): stopping the server "
-                               "so that its supervisor can restart it (exit {})", limit.limit, EXIT_UNAVAILABLE)
+                logger.warning(
+                    "Temporal has been unavailable for {:g}s (--exit-after-outage): stopping the server "
+                    "so that its supervisor can restart it (exit {})",
+                    limit.limit,
+                    EXIT_UNAVAILABLE,
+                )
         finally:
             if watch is not None:
                 watch.cancel()

@@ -88,8 +88,9 @@ class Config:
         if self.auth_token is not None and (problem := token_problem(self.auth_token.reveal())):
             raise ConfigError(f"{AUTH_TOKEN_ENV} / --auth-token {problem} (the value is not shown)")
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key (STIGMER_TLS_CERT / STIGMER_TLS_KEY) go together: "
-                              "give both or neither")
+            raise ConfigError(
+                "--tls-cert and --tls-key (STIGMER_TLS_CERT / STIGMER_TLS_KEY) go together: give both or neither"
+            )
         host, _ = split_host_port(self.address, name="STIGMER_SERVER_ADDRESS / --address")
         if not is_loopback(host) and self.auth_token is None and self.tls_cert is None and not self.insecure:
             raise ConfigError(

@@ -34,9 +34,7 @@ class InterceptHandler(logging.Handler):
         while frame and (depth == 0 or frame.f_code.co_filename == logging.__file__):
             frame = frame.f_back
             depth += 1
-        logger.bind(logger_name=record.name).opt(depth=depth, exception=record.exc_info).log(
-            level, record.getMessage()
-        )
+        logger.bind(logger_name=record.name).opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
 
 
 class RepeatSummarizer:
@@ -97,8 +95,9 @@ def _json_sink(stream: TextIO) -> Callable[[Message], None]:
     return write
 
 
-def setup_logging(*, level: str = "INFO", fmt: str = "text", file: Path | None = None,
-                  stream: TextIO | None = None) -> None:
+def setup_logging(
+    *, level: str = "INFO", fmt: str = "text", file: Path | None = None, stream: TextIO | None = None
+) -> None:
     """Configure every sink. Call once, from the CLI entry point only."""
     logger.remove()
     out = stream or sys.stderr
@@ -113,10 +112,22 @@ def setup_logging(*, level: str = "INFO", fmt: str = "text", file: Path | None =
             handle = file.open("a", encoding="utf-8")
             logger.add(_json_sink(handle), level=level, filter=summarize, diagnose=False)
         else:
-            logger.add(file, level=level, format=_text_format, filter=summarize, rotation="20 MB",
-                       retention=5, encoding="utf-8", diagnose=False)
+            logger.add(
+                file,
+                level=level,
+                format=_text_format,
+                filter=summarize,
+                rotation="20 MB",
+                retention=5,
+                encoding="utf-8",
+                diagnose=False,
+            )
     logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
     # Libraries speak only when it matters; the SDK core's lines arrive via temporalio.core.
-    for name, lib_level in (("temporalio", logging.WARNING), ("grpc", logging.WARNING),
-                            ("transitions", logging.WARNING), ("asyncio", logging.WARNING)):
+    for name, lib_level in (
+        ("temporalio", logging.WARNING),
+        ("grpc", logging.WARNING),
+        ("transitions", logging.WARNING),
+        ("asyncio", logging.WARNING),
+    ):
         logging.getLogger(name).setLevel(lib_level)

@@ -91,14 +91,20 @@ class ManagedTemporal:
         if port_in_use(self.host, self.port):
             logger.warning(
                 "Something already listens on {}:{}; using it instead of starting a managed Temporal",
-                self.host, self.port,
+                self.host,
+                self.port,
             )
             return False
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         await self._spawn()
-        logger.info("Started managed Temporal dev server", pid=self.pid, address=f"{self.host}:{self.port}",
-                    db=str(self.db_path), log=str(self.log_path))
+        logger.info(
+            "Started managed Temporal dev server",
+            pid=self.pid,
+            address=f"{self.host}:{self.port}",
+            db=str(self.db_path),
+            log=str(self.log_path),
+        )
         self._task = asyncio.create_task(self._supervise(), name="stigmer-managed-temporal")
         return True
 
@@ -151,8 +157,9 @@ class ManagedTemporal:
             failures = 1 if loop.time() - started > self.STABLE_AFTER else failures + 1
             delay = self._backoff.delay(failures)
             self.restarts += 1
-            logger.warning("Managed Temporal exited with code {} - restarting in {:g}s (log: {})",
-                           code, delay, self.log_path)
+            logger.warning(
+                "Managed Temporal exited with code {} - restarting in {:g}s (log: {})", code, delay, self.log_path
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
             if self._stopping.is_set():

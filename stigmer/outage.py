@@ -34,8 +34,9 @@ def parse_duration(text: str) -> float:
 class OutageLimit:
     """Sets ``stop`` once the lifecycle has been away from CONNECTED for ``limit`` seconds."""
 
-    def __init__(self, lifecycle: ConnectionLifecycle[Any], limit: float, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, lifecycle: ConnectionLifecycle[Any], limit: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._lifecycle = lifecycle
         self.limit = limit
         self._clock = clock

@@ -141,12 +141,16 @@ def tls_hint(details: str, *, tls: bool) -> str | None:
     """What to do when a connection failed over TLS, judged from grpc's error text; else None."""
     lowered = details.lower()
     if "handshake" in lowered or "certificate" in lowered or "ssl" in lowered:
-        return (f"The TLS handshake failed: set {TLS_CA_ENV} to the CA (or self-signed certificate) that "
-                f"issued the server's certificate, and {TLS_SERVER_NAME_ENV} if it names another host.")
+        return (
+            f"The TLS handshake failed: set {TLS_CA_ENV} to the CA (or self-signed certificate) that "
+            f"issued the server's certificate, and {TLS_SERVER_NAME_ENV} if it names another host."
+        )
     if not tls and "socket closed" in lowered:
         # What a plaintext client sees from a TLS-only server.
-        return (f"The server closed the connection: if it speaks TLS, set {TLS_CA_ENV} (or {TLS_ENV}=1); "
-                "otherwise check that a stigmer server listens there (`stigmer server start`).")
+        return (
+            f"The server closed the connection: if it speaks TLS, set {TLS_CA_ENV} (or {TLS_ENV}=1); "
+            "otherwise check that a stigmer server listens there (`stigmer server start`)."
+        )
     return None
 
 
@@ -161,8 +165,9 @@ class BearerToken(
 
     def _with_token(self, details: Any) -> Any:
         metadata = [*(details.metadata or ()), self._header]
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            details.wait_for_ready, details.compression)
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression
+        )
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         return continuation(self._with_token(details), request)

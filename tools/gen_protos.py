@@ -64,9 +64,7 @@ def run_protoc(*, sources: list[Path], dest: Path, repo: Path = REPO) -> None:
         f"--grpc_python_out={dest}",
         *(str(s) for s in sources),
     ]
-    proc = subprocess.run(
-        cmd, cwd=repo, capture_output=True, text=True, timeout=PROTOC_TIMEOUT_S, check=False
-    )
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=PROTOC_TIMEOUT_S, check=False)
     if proc.returncode != 0:
         raise GenerationError(f"protoc failed (exit {proc.returncode}):\n{proc.stderr.strip()}")
 

@@ -44,24 +44,35 @@ def agent_execution() -> None:
 @agent_execution.command()
 @click.option("--agent", required=True, help="Which agent to run (the built-in one answers from the message).")
 @click.option("--message", required=True, help="What to ask it (up to 1 MiB).")
-@click.option("-e", "--env", "runtime_env", multiple=True, callback=_env_pairs, metavar="KEY=VALUE",
-              help="Runtime environment for the agent; repeatable. Built-in agent: STIGMER_AGENT_DELAY_SECONDS=N, "
-                   "STIGMER_AGENT_FAIL=reason.")
+@click.option(
+    "-e",
+    "--env",
+    "runtime_env",
+    multiple=True,
+    callback=_env_pairs,
+    metavar="KEY=VALUE",
+    help="Runtime environment for the agent; repeatable. Built-in agent: STIGMER_AGENT_DELAY_SECONDS=N, "
+    "STIGMER_AGENT_FAIL=reason.",
+)
 @click.option("--follow", is_flag=True, help="Stream the status until it finishes; exit 1 unless COMPLETED.")
 @address_option
 @output_option
 @timeout_option
-def create(agent: str, message: str, runtime_env: dict[str, str], follow: bool, address: str, output: str,
-           timeout: float) -> None:
+def create(
+    agent: str, message: str, runtime_env: dict[str, str], follow: bool, address: str, output: str, timeout: float
+) -> None:
     """Create an agent execution; prints "✅ Created: aex-..." when Temporal accepted it.
 
     While Temporal is unreachable this fails fast (exit 75) and nothing is stored: try again later.
     """
     with api(address, timeout) as conn:
         stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
-        created = call(conn, output, stub.Create,
-                       agent_execution_pb2.CreateAgentExecutionRequest(agent=agent, message=message,
-                                                                      runtime_env=runtime_env))
+        created = call(
+            conn,
+            output,
+            stub.Create,
+            agent_execution_pb2.CreateAgentExecutionRequest(agent=agent, message=message, runtime_env=runtime_env),
+        )
         if not follow:
             if output == "json":
                 emit_json(to_dict(created))
@@ -103,8 +114,10 @@ def list_(phase: str | None, page_size: int, page_token: str, address: str, outp
     if output == "json":
         emit_json(to_dict(page))
         return
-    rows = [[r.id, render.phase_name(r.phase), r.agent, render.clock(r.created_at), render.short(r.message)]
-            for r in page.executions]
+    rows = [
+        [r.id, render.phase_name(r.phase), r.agent, render.clock(r.created_at), render.short(r.message)]
+        for r in page.executions
+    ]
     click.echo(render.table(rows, ["ID", "PHASE", "AGENT", "CREATED", "MESSAGE"]) if rows else "No agent executions.")
     if page.next_page_token:
         click.echo(f"More: --page-token {page.next_page_token}")
@@ -121,8 +134,9 @@ def watch(execution_id: str, address: str, output: str) -> None:
         _follow(conn, stub, execution_id, output)
 
 
-def _follow(conn: Api, stub: agent_execution_pb2_grpc.AgentExecutionServiceStub, execution_id: str,
-            output: str) -> None:
+def _follow(
+    conn: Api, stub: agent_execution_pb2_grpc.AgentExecutionServiceStub, execution_id: str, output: str
+) -> None:
     last = None
     try:
         for update in stub.Watch(agent_execution_pb2.WatchAgentExecutionRequest(id=execution_id)):

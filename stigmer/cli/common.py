@@ -28,16 +28,27 @@ EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: Temporal is unavailable, try again later
 T = TypeVar("T")
 
 output_option = click.option(
-    "-o", "--output", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "-o",
+    "--output",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="text for people; json prints one JSON object (same fields as the API) for scripts.",
 )
 address_option = click.option(
-    "--address", envvar="STIGMER_SERVER_ADDRESS", default=DEFAULT_ADDRESS, show_default=True,
+    "--address",
+    envvar="STIGMER_SERVER_ADDRESS",
+    default=DEFAULT_ADDRESS,
+    show_default=True,
     help="The stigmer server to talk to [env: STIGMER_SERVER_ADDRESS]. If it requires a token or TLS, set "
-         "STIGMER_AUTH_TOKEN and STIGMER_TLS_CA in the environment (see `stigmer server --help`).",
+    "STIGMER_AUTH_TOKEN and STIGMER_TLS_CA in the environment (see `stigmer server --help`).",
 )
 timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
     help="Seconds to wait for the server's answer.",
 )
 
@@ -103,8 +114,10 @@ def fail(error: grpc.RpcError, *, address: str, output: str) -> NoReturn:
         click.echo(f"❌ Error: {message}", err=True)
         click.echo(f"Code: {code.name}", err=True)
         if ours and trailing.get(RETRY_AFTER_KEY):
-            click.echo(f"Retry in about {trailing[RETRY_AFTER_KEY]}s "
-                       f"(Temporal connection: {trailing.get(STATE_KEY, '?')}).", err=True)
+            click.echo(
+                f"Retry in about {trailing[RETRY_AFTER_KEY]}s (Temporal connection: {trailing.get(STATE_KEY, '?')}).",
+                err=True,
+            )
     sys.exit(exit_code)
 
 
@@ -125,8 +138,9 @@ def paging_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)(fn)
 
 
-phase_option = click.option("--phase", type=click.Choice(PHASES, case_sensitive=False),
-                            help="Only executions in this phase.")
+phase_option = click.option(
+    "--phase", type=click.Choice(PHASES, case_sensitive=False), help="Only executions in this phase."
+)
 
 
 def show(message: Message, output: str, text: Callable[[Any], str]) -> None:

@@ -13,10 +13,20 @@ from stigmer.cli.common import address_option, api, call
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="mermaid", show_default=True,
-              help="mermaid needs nothing extra; dot is Graphviz source; svg needs Graphviz's `dot` program.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Write to FILE instead of standard output (required for svg on a terminal).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="mermaid",
+    show_default=True,
+    help="mermaid needs nothing extra; dot is Graphviz source; svg needs Graphviz's `dot` program.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to FILE instead of standard output (required for svg on a terminal).",
+)
 @click.option("--live", is_flag=True, help="Ask the running server for its state and highlight it.")
 @address_option
 def diagram(fmt: Format, output: Path | None, live: bool, address: str) -> None:
@@ -49,7 +59,8 @@ def diagram(fmt: Format, output: Path | None, live: bool, address: str) -> None:
 
 def _live_state(address: str) -> State:
     with api(address, 5.0) as conn:
-        status = call(conn, "text", conn.stub(status_pb2_grpc.StatusServiceStub).GetStatus,
-                      status_pb2.GetStatusRequest())
+        status = call(
+            conn, "text", conn.stub(status_pb2_grpc.StatusServiceStub).GetStatus, status_pb2.GetStatusRequest()
+        )
     click.echo(f"Temporal connection: {status.state}", err=True)
     return State[status.state]

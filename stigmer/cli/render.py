@@ -155,11 +155,21 @@ def workflow(record: Any) -> str:
 
 def workflow_row(record: Any) -> list[str]:
     _, outline = document_outline(record.document)
-    return [record.id, record.name, "yes" if record.validation.valid else "NO", str(len(outline)),
-            clock(record.created_at)]
+    return [
+        record.id,
+        record.name,
+        "yes" if record.validation.valid else "NO",
+        str(len(outline)),
+        clock(record.created_at),
+    ]
 
 
 def workflow_execution_row(record: Any) -> list[str]:
     done = sum(1 for t in record.tasks if task_status_name(t) == "COMPLETED")
-    return [record.id, phase_name(record.phase), record.workflow_name, f"{done}/{len(record.tasks)}",
-            clock(record.created_at)]
+    return [
+        record.id,
+        phase_name(record.phase),
+        record.workflow_name,
+        f"{done}/{len(record.tasks)}",
+        clock(record.created_at),
+    ]

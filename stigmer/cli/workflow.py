@@ -30,7 +30,12 @@ from stigmer.config import DEFAULT_ADDRESS
 COMPLETION_TIMEOUT = 1.0
 
 file_option = click.option(
-    "-f", "--file", "document_file", required=True, type=click.File("rb"), metavar="FILE",
+    "-f",
+    "--file",
+    "document_file",
+    required=True,
+    type=click.File("rb"),
+    metavar="FILE",
     help="The workflow document (JSON); '-' reads it from stdin.",
 )
 
@@ -42,8 +47,9 @@ def read_document(document_file: IO[bytes]) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         name = getattr(document_file, "name", "-")
-        raise click.BadParameter(f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                                 param_hint="'-f' / '--file'") from None
+        raise click.BadParameter(
+            f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start})", param_hint="'-f' / '--file'"
+        ) from None
 
 
 def completion_address(ctx: click.Context) -> str:
@@ -111,8 +117,10 @@ def create(document_file: IO[bytes], address: str, output: str, timeout: float) 
         click.echo(f"✅ Created: {created.id} ({created.name})")
     else:
         count = render.plural(len(created.validation.errors), "validation error")
-        _print_invalid(created.validation,
-                       f"❌ Invalid: stored as {created.id} ({created.name}) but it cannot be executed; {count}:")
+        _print_invalid(
+            created.validation,
+            f"❌ Invalid: stored as {created.id} ({created.name}) but it cannot be executed; {count}:",
+        )
     sys.exit(0 if valid else EXIT_ERROR)
 
 
@@ -146,8 +154,12 @@ def validate(document_file: IO[bytes], address: str, output: str, timeout: float
 
 @workflow.command()
 @click.argument("id_or_name", metavar="NAME_OR_ID", shell_complete=complete_workflow)
-@click.option("--document", "document_only", is_flag=True,
-              help="Print only the stored document, byte for byte (e.g. to save it to a file).")
+@click.option(
+    "--document",
+    "document_only",
+    is_flag=True,
+    help="Print only the stored document, byte for byte (e.g. to save it to a file).",
+)
 @address_option
 @output_option
 @timeout_option
@@ -186,8 +198,9 @@ def list_(page_size: int, page_token: str, address: str, output: str, timeout: f
     """
     with api(address, timeout) as conn:
         stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
-        page = call(conn, output, stub.List,
-                    workflow_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token))
+        page = call(
+            conn, output, stub.List, workflow_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+        )
     if output == "json":
         emit_json(to_dict(page))
         return

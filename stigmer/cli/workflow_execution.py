@@ -33,7 +33,9 @@ from stigmer.cli.workflow import COMPLETION_TIMEOUT, complete_workflow, completi
 INPUT_EXAMPLE = '{"user": "Ada"}'
 
 watch_timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=None,
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
     help="Give up after this many seconds (exit 75); by default wait until the execution finishes.",
 )
 
@@ -48,11 +50,15 @@ def json_object(text: str, *, ctx: click.Context, param: click.Parameter) -> str
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise click.BadParameter(f"not valid JSON ({exc}); expected an object like '{INPUT_EXAMPLE}'",
-                                 ctx=ctx, param=param) from None
+        raise click.BadParameter(
+            f"not valid JSON ({exc}); expected an object like '{INPUT_EXAMPLE}'", ctx=ctx, param=param
+        ) from None
     if not isinstance(value, dict):
-        raise click.BadParameter(f"must be a JSON object like '{INPUT_EXAMPLE}', got {type(value).__name__} "
-                                 f"{render.short(text, 40)}", ctx=ctx, param=param)
+        raise click.BadParameter(
+            f"must be a JSON object like '{INPUT_EXAMPLE}', got {type(value).__name__} {render.short(text, 40)}",
+            ctx=ctx,
+            param=param,
+        )
     return text
 
 
@@ -75,12 +81,14 @@ def complete_execution(ctx: click.Context, param: click.Parameter, incomplete: s
     try:
         with api(completion_address(ctx), COMPLETION_TIMEOUT) as conn:
             stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
-            page = stub.List(workflow_execution_pb2.ListWorkflowExecutionsRequest(page_size=200),
-                             timeout=COMPLETION_TIMEOUT)
+            page = stub.List(
+                workflow_execution_pb2.ListWorkflowExecutionsRequest(page_size=200), timeout=COMPLETION_TIMEOUT
+            )
     except grpc.RpcError:
         return []
-    return [CompletionItem(e.id, help=render.phase_name(e.phase)) for e in page.executions
-            if e.id.startswith(incomplete)]
+    return [
+        CompletionItem(e.id, help=render.phase_name(e.phase)) for e in page.executions if e.id.startswith(incomplete)
+    ]
 
 
 @click.group("workflow-execution")
@@ -95,20 +103,44 @@ def workflow_execution() -> None:
 
 
 @workflow_execution.command()
-@click.option("--workflow", "workflow_ref", required=True, metavar="NAME_OR_ID", shell_complete=complete_workflow,
-              help="The stored workflow to run: its name or its id (wf-...).")
-@click.option("--input", "input_text", callback=_input_text, metavar="JSON",
-              help=f"The execution's input, a JSON object (e.g. '{INPUT_EXAMPLE}'); the document reads it "
-                   "as ${input.KEY}.")
-@click.option("--input-file", "input_from_file", type=click.File("rb"), callback=_input_file, metavar="FILE",
-              help="Read the input from FILE instead ('-' for stdin).")
-@click.option("--follow", is_flag=True,
-              help="Stream the phase and each task's status until it finishes; exit 1 unless COMPLETED.")
+@click.option(
+    "--workflow",
+    "workflow_ref",
+    required=True,
+    metavar="NAME_OR_ID",
+    shell_complete=complete_workflow,
+    help="The stored workflow to run: its name or its id (wf-...).",
+)
+@click.option(
+    "--input",
+    "input_text",
+    callback=_input_text,
+    metavar="JSON",
+    help=f"The execution's input, a JSON object (e.g. '{INPUT_EXAMPLE}'); the document reads it as ${{input.KEY}}.",
+)
+@click.option(
+    "--input-file",
+    "input_from_file",
+    type=click.File("rb"),
+    callback=_input_file,
+    metavar="FILE",
+    help="Read the input from FILE instead ('-' for stdin).",
+)
+@click.option(
+    "--follow", is_flag=True, help="Stream the phase and each task's status until it finishes; exit 1 unless COMPLETED."
+)
 @address_option
 @output_option
 @timeout_option
-def create(workflow_ref: str, input_text: str | None, input_from_file: str | None, follow: bool, address: str,
-           output: str, timeout: float) -> None:
+def create(
+    workflow_ref: str,
+    input_text: str | None,
+    input_from_file: str | None,
+    follow: bool,
+    address: str,
+    output: str,
+    timeout: float,
+) -> None:
     """Run a stored workflow; prints "✅ Created: wex-..." when Temporal accepted it.
 
     While Temporal is unreachable this fails fast (exit 75) and nothing is stored: try again
@@ -122,7 +154,8 @@ def create(workflow_ref: str, input_text: str | None, input_from_file: str | Non
     if input_text is not None and input_from_file is not None:
         raise click.UsageError("give the input once: --input JSON or --input-file FILE, not both")
     request = workflow_execution_pb2.CreateWorkflowExecutionRequest(
-        workflow=workflow_ref, input=input_text if input_text is not None else input_from_file or "")
+        workflow=workflow_ref, input=input_text if input_text is not None else input_from_file or ""
+    )
     with api(address, timeout) as conn:
         stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
         created = call(conn, output, stub.Create, request)
@@ -167,7 +200,8 @@ def list_(phase: str | None, page_size: int, page_token: str, address: str, outp
       stigmer workflow-execution list --phase FAILED -o json
     """
     request = workflow_execution_pb2.ListWorkflowExecutionsRequest(
-        phase=phase.upper() if phase else None, page_size=page_size, page_token=page_token)
+        phase=phase.upper() if phase else None, page_size=page_size, page_token=page_token
+    )
     with api(address, timeout) as conn:
         stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
         page = call(conn, output, stub.List, request)
@@ -175,8 +209,9 @@ def list_(phase: str | None, page_size: int, page_token: str, address: str, outp
         emit_json(to_dict(page))
         return
     rows = [render.workflow_execution_row(r) for r in page.executions]
-    click.echo(render.table(rows, ["ID", "PHASE", "WORKFLOW", "TASKS DONE", "CREATED"]) if rows
-               else "No workflow executions.")
+    click.echo(
+        render.table(rows, ["ID", "PHASE", "WORKFLOW", "TASKS DONE", "CREATED"]) if rows else "No workflow executions."
+    )
     if page.next_page_token:
         click.echo(f"More: --page-token {page.next_page_token}")
 
@@ -216,15 +251,23 @@ def _follow(conn: Api, execution_id: str, output: str, *, timeout: float | None)
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and last is not None:
             waited = f" after {timeout:g}s" if timeout else ""
-            _stop(f"gave up{waited}: {execution_id} is still {render.phase_name(last.phase)}",
-                  code="DEADLINE_EXCEEDED", exit_code=EXIT_TEMPFAIL, output=output)
+            _stop(
+                f"gave up{waited}: {execution_id} is still {render.phase_name(last.phase)}",
+                code="DEADLINE_EXCEEDED",
+                exit_code=EXIT_TEMPFAIL,
+                output=output,
+            )
         fail(error, address=conn.address, output=output)
     if last is None or render.phase_name(last.phase) not in render.TERMINAL:
         # Only a server going away mid-stream ends it early; the execution itself runs on.
         where = "before sending anything" if last is None else f"while {render.phase_name(last.phase)}"
-        _stop(f"the server at {conn.address} ended the stream {where}; "
-              f"check again with `stigmer workflow-execution watch {execution_id}`",
-              code="ABORTED", exit_code=EXIT_ERROR, output=output)
+        _stop(
+            f"the server at {conn.address} ended the stream {where}; "
+            f"check again with `stigmer workflow-execution watch {execution_id}`",
+            code="ABORTED",
+            exit_code=EXIT_ERROR,
+            output=output,
+        )
     if output == "text":
         click.echo(render.workflow_execution(last))
     sys.exit(0 if render.phase_name(last.phase) == "COMPLETED" else EXIT_ERROR)

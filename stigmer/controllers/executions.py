@@ -75,8 +75,9 @@ class ExecutionController(Generic[R, C]):
 
     async def _start(self, creator: C, record: R) -> R:
         """Start the record's workflow; on failure the record is removed before the error surfaces."""
-        await start_or_forget(creator, id=record.id, timeout=self._start_timeout, delete=self._delete,
-                              availability=self._availability)
+        await start_or_forget(
+            creator, id=record.id, timeout=self._start_timeout, delete=self._delete, availability=self._availability
+        )
         return self._read(record.id)
 
     def get(self, id: str) -> R:

@@ -158,8 +158,9 @@ class ListenerSecurity:
 
 def describe_protection(config: Config) -> str:
     """For the startup log: what guards the listener (never the token itself)."""
-    parts = [name for name, on in (("token", config.auth_token is not None), ("TLS", config.tls_cert is not None))
-             if on]
+    parts = [
+        name for name, on in (("token", config.auth_token is not None), ("TLS", config.tls_cert is not None)) if on
+    ]
     return " + ".join(parts) or "none"
 
 

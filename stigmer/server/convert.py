@@ -156,9 +156,9 @@ def transition_to_proto(event: TransitionEvent) -> status_pb2.Transition:
     )
 
 
-def server_status_to_proto(status: ConnectionStatus, *, version: str, now_wall: float | None = None) -> (
-    status_pb2.ServerStatus
-):
+def server_status_to_proto(
+    status: ConnectionStatus, *, version: str, now_wall: float | None = None
+) -> status_pb2.ServerStatus:
     """A connection status -> ServerStatus.
 
     The snapshot keeps the next retry on the monotonic clock (it must not jump with the wall

@@ -89,7 +89,7 @@ def build_server(
             # grpc sets SO_REUSEPORT by default, so a second server on the same port would bind
             # *successfully* and share the traffic. Refuse that: one address, one server.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     agent_execution_pb2_grpc.add_AgentExecutionServiceServicer_to_server(
         AgentExecutionServicer(services.agent_executions), server

@@ -33,8 +33,15 @@ class ExecutionTable(Generic[R]):
     def list_page(
         self, conn: sqlite3.Connection, *, phase: Phase | None, page_size: int, page_token: str
     ) -> tuple[list[R], str]:
-        return select_page(conn, table=self.table, prefix=self.prefix, phase=phase, page_size=page_size,
-                           page_token=page_token, convert=self.convert)
+        return select_page(
+            conn,
+            table=self.table,
+            prefix=self.prefix,
+            phase=phase,
+            page_size=page_size,
+            page_token=page_token,
+            convert=self.convert,
+        )
 
     def delete(self, conn: sqlite3.Connection, id: str) -> bool:
         return conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (id,)).rowcount > 0

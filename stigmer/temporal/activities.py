@@ -217,9 +217,7 @@ class WorkflowExecutionActivities:
 
     @activity.defn(name=names.COMPLETE_WORKFLOW_EXECUTION)
     async def complete(self, input: CompleteWorkflowExecutionInput) -> WorkflowExecutionResult:
-        record = await _store_call(
-            self._store.complete_workflow_execution, input.execution_id, output=input.output
-        )
+        record = await _store_call(self._store.complete_workflow_execution, input.execution_id, output=input.output)
         return _workflow_result(record)
 
     @activity.defn(name=names.FAIL_WORKFLOW_EXECUTION)

@@ -223,9 +223,13 @@ class TemporalConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._creators: tuple[AgentExecutionCreator | WorkflowExecutionCreator | WorkflowValidator, ...] = ()
         self._health_probe = TemporalProbe(settings.host_port, security=settings.security, namespace=settings.namespace)
-        self.comeback = ComebackProbe(settings.host_port, port_open=self._port_open, security=settings.security,
-                                      namespace=settings.namespace,
-                                      clock=clock.monotonic if clock is not None else time.monotonic)
+        self.comeback = ComebackProbe(
+            settings.host_port,
+            port_open=self._port_open,
+            security=settings.security,
+            namespace=settings.namespace,
+            clock=clock.monotonic if clock is not None else time.monotonic,
+        )
         self.lifecycle: ConnectionLifecycle[TemporalClients] = ConnectionLifecycle(
             self,
             backoff=settings.backoff,
@@ -248,8 +252,9 @@ class TemporalConnection:
             liveness_timeout=settings.liveness_timeout + 1.0,
         )
         self.comeback.on_verdict = self.supervisor.probe_has_news
-        self.transition_log = TransitionLog(host_port=settings.host_port, namespace=settings.namespace,
-                                            generation=lambda: self.lifecycle.generation)
+        self.transition_log = TransitionLog(
+            host_port=settings.host_port, namespace=settings.namespace, generation=lambda: self.lifecycle.generation
+        )
         self.lifecycle.events.subscribe(self.transition_log)
         self.lifecycle.events.subscribe(self._run_connected_hook)
 
@@ -261,9 +266,13 @@ class TemporalConnection:
             self._runtime = make_runtime()
         self._loop = asyncio.get_running_loop()
         self._workers_loop.start()
-        logger.info("Starting Temporal health monitor", interval=self.settings.health_interval,
-                    host_port=self.settings.host_port, namespace=self.settings.namespace,
-                    security=self.settings.security.describe())
+        logger.info(
+            "Starting Temporal health monitor",
+            interval=self.settings.health_interval,
+            host_port=self.settings.host_port,
+            namespace=self.settings.namespace,
+            security=self.settings.security.describe(),
+        )
         self.supervisor.start()
 
     async def close(self) -> None:
@@ -311,9 +320,7 @@ class TemporalConnection:
         retry_in = snapshot.next_retry_in
         return snapshot.state.name, 1.0 if retry_in is None else max(1.0, retry_in)
 
-    def report_unavailable(
-        self, error: BaseException | str, *, client: Client | TemporalClients | None = None
-    ) -> None:
+    def report_unavailable(self, error: BaseException | str, *, client: Client | TemporalClients | None = None) -> None:
         """A request saw Temporal unavailable: mark the connection unhealthy now, not at the next tick.
 
         ``client`` is the client the failing call used; a report about a connection that has
@@ -392,8 +399,13 @@ class TemporalConnection:
 
     async def _start_workers(self, clients: TemporalClients) -> None:
         # On the workers' loop: the workers, their run() tasks and the wait for them live there.
-        workers = self._build_workers(clients.workers, store=self._store, runner=self._runner,
-                                      queues=self.settings.queues, sandbox=self.settings.workflow_sandbox)
+        workers = self._build_workers(
+            clients.workers,
+            store=self._store,
+            runner=self._runner,
+            queues=self.settings.queues,
+            sandbox=self.settings.workflow_sandbox,
+        )
         tasks = [
             asyncio.create_task(worker.run(), name=f"stigmer-worker-{name.replace(' ', '-')}")
             for name, worker in zip(WORKER_NAMES, workers, strict=True)
@@ -421,8 +433,9 @@ class TemporalConnection:
         if not workers:
             return
         # In the background: a shutdown on a dead connection must not hold up reconnection.
-        retire = asyncio.create_task(self._workers_loop.run(self._retire(workers, tasks)),
-                                     name="stigmer-retire-workers")
+        retire = asyncio.create_task(
+            self._workers_loop.run(self._retire(workers, tasks)), name="stigmer-retire-workers"
+        )
         self._retiring.add(retire)
         retire.add_done_callback(self._retiring.discard)
 
@@ -499,12 +512,18 @@ class TemporalConnection:
                 # first; measured by the chaos soak). Cancelling run() instead skips the SDK's
                 # finalize_shutdown, and the core worker and its threads stay for good. This runs
                 # in the background: reconnection does not wait for it.
-                logger.info("Old workers still stopping after {:g}s; letting them finish",
-                            self.settings.worker_shutdown_timeout, count=len(pending))
+                logger.info(
+                    "Old workers still stopping after {:g}s; letting them finish",
+                    self.settings.worker_shutdown_timeout,
+                    count=len(pending),
+                )
                 _, pending = await asyncio.wait(pending, timeout=self.settings.worker_retire_limit)
             if pending:
-                logger.warning("Old workers did not stop in time; cancelling them",
-                               timeout=self.settings.worker_retire_limit, count=len(pending))
+                logger.warning(
+                    "Old workers did not stop in time; cancelling them",
+                    timeout=self.settings.worker_retire_limit,
+                    count=len(pending),
+                )
         finally:
             leftovers = [task for task in (*tasks, *shutdowns) if not task.done()]
             for task in leftovers:
@@ -550,5 +569,3 @@ def _consume(future: asyncio.Future[None]) -> None:
     """Retrieve a background future's outcome so asyncio does not warn it was never retrieved."""
     if not future.cancelled():
         future.exception()
-
-

@@ -205,17 +205,20 @@ class WorkflowValidator(_Bound):
         # Validations are not stored, so each gets a fresh id; its run timeout reaps it if the
         # caller gave up before a worker picked it up.
         request_id = uuid.uuid4().hex
-        result: ValidationResult = await self._call(_with_deadline(
-            self._client.execute_workflow(
-                names.WORKFLOW_VALIDATION_WORKFLOW,
-                ValidationInput(document=document),
-                id=names.workflow_validation_workflow_id(request_id),
-                task_queue=self._queues.workflow_validation,
-                run_timeout=VALIDATION_RUN_TIMEOUT,
-                result_type=ValidationResult,
-                rpc_timeout=timedelta(seconds=timeout),
+        result: ValidationResult = await self._call(
+            _with_deadline(
+                self._client.execute_workflow(
+                    names.WORKFLOW_VALIDATION_WORKFLOW,
+                    ValidationInput(document=document),
+                    id=names.workflow_validation_workflow_id(request_id),
+                    task_queue=self._queues.workflow_validation,
+                    run_timeout=VALIDATION_RUN_TIMEOUT,
+                    result_type=ValidationResult,
+                    rpc_timeout=timedelta(seconds=timeout),
+                ),
+                timeout=timeout,
+                what="validate workflow document",
             ),
-            timeout=timeout,
             what="validate workflow document",
-        ), what="validate workflow document")
+        )
         return result

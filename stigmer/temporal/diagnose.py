@@ -84,17 +84,28 @@ def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
     return TemporalUnreachable(describe(err))
 
 
-_NOT_GRPC = ("{host_port} does not speak gRPC (an HTTP/1 or other server answered): is the port right? "
-             "Temporal's frontend listens on 7233 by default")
+_NOT_GRPC = (
+    "{host_port} does not speak gRPC (an HTTP/1 or other server answered): is the port right? "
+    "Temporal's frontend listens on 7233 by default"
+)
 
 #: Lower-cased markers of the Rust client's (rustls, hyper, h2) error text -> what to fix.
 _MISCONFIGURED: tuple[tuple[str, str], ...] = (
-    ("invalidcontenttype", "{host_port} does not speak TLS (a plaintext port?): turn TLS off (TEMPORAL_TLS=false, "
-                           "no TEMPORAL_TLS_* or TEMPORAL_API_KEY) or use Temporal's TLS address"),
-    ("unknownissuer", "Temporal's certificate at {host_port} is not signed by a CA we trust: set TEMPORAL_TLS_CA "
-                      "to the CA that signed it"),
-    ("notvalidforname", "Temporal's certificate at {host_port} does not name the host we asked for: set "
-                        "TEMPORAL_TLS_SERVER_NAME to a name it carries"),
+    (
+        "invalidcontenttype",
+        "{host_port} does not speak TLS (a plaintext port?): turn TLS off (TEMPORAL_TLS=false, "
+        "no TEMPORAL_TLS_* or TEMPORAL_API_KEY) or use Temporal's TLS address",
+    ),
+    (
+        "unknownissuer",
+        "Temporal's certificate at {host_port} is not signed by a CA we trust: set TEMPORAL_TLS_CA "
+        "to the CA that signed it",
+    ),
+    (
+        "notvalidforname",
+        "Temporal's certificate at {host_port} does not name the host we asked for: set "
+        "TEMPORAL_TLS_SERVER_NAME to a name it carries",
+    ),
     ("frame_size_error", _NOT_GRPC),
     ("invalid http version", _NOT_GRPC),
 )

@@ -35,8 +35,11 @@ class TransitionLog:
         """INFO for the first three attempts of an outage, then one per ATTEMPT_LOG_INTERVAL; the
         rest go to DEBUG. By time, not by count: attempts come seconds apart on the backoff but
         a few per second while a restarted Temporal warms up (the comeback probe)."""
-        if event.attempt <= 3 or self._attempt_logged_at is None or (
-                event.at - self._attempt_logged_at >= ATTEMPT_LOG_INTERVAL):
+        if (
+            event.attempt <= 3
+            or self._attempt_logged_at is None
+            or (event.at - self._attempt_logged_at >= ATTEMPT_LOG_INTERVAL)
+        ):
             self._attempt_logged_at = event.at
             return True
         return False
@@ -64,12 +67,19 @@ class TransitionLog:
             log.info("✅ Workers restarted successfully")
             log.info("✅ Workflow creators reinjected successfully")
         elif event.trigger == "connect_failed" and event.attempt == 0:
-            log.warning("Failed initial Temporal connection - will retry automatically (error: {}; next try in {:g}s)",
-                        event.cause, event.backoff)
+            log.warning(
+                "Failed initial Temporal connection - will retry automatically (error: {}; next try in {:g}s)",
+                event.cause,
+                event.backoff,
+            )
         elif event.trigger in ("connect_failed", "reconnect_failed"):
             if self._attempt_loud:
-                log.warning("Temporal reconnection failed, will retry (attempt {}: {}; next try in {:g}s)",
-                            event.attempt, event.cause, event.backoff)
+                log.warning(
+                    "Temporal reconnection failed, will retry (attempt {}: {}; next try in {:g}s)",
+                    event.attempt,
+                    event.cause,
+                    event.backoff,
+                )
             else:
                 log.debug("Temporal reconnection failed, will retry (attempt {}: {})", event.attempt, event.cause)
         elif event.trigger == "health_failed":

@@ -47,15 +47,17 @@ FRONTEND_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
 #: Codes that only a gRPC server that received the call can give: Temporal (or a gateway in
 #: front of it that speaks gRPC) answered. Credentials refused still means "it is up": the real
 #: attempt that follows says what is wrong.
-_ANSWERED = frozenset({
-    grpc.StatusCode.OK,
-    grpc.StatusCode.UNIMPLEMENTED,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.FAILED_PRECONDITION,
-})
+_ANSWERED = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 _CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.keepalive_time_ms", 500),
@@ -275,8 +277,9 @@ class ComebackProbe:
         host, port = split_host_port(self._host_port)
         security = self._security or TemporalSecurity()
         try:
-            spoke = await replies_to_hello(host, port, tls=security.uses_tls, server_name=security.server_name,
-                                           timeout=timeout)
+            spoke = await replies_to_hello(
+                host, port, tls=security.uses_tls, server_name=security.server_name, timeout=timeout
+            )
         except Refused:
             return f"{REFUSED} {self._host_port} (is Temporal running?)"
         if not spoke:

@@ -153,8 +153,10 @@ def temporal_client_settings(
     key = _path_var(env, KEY_ENV)
     ca = _path_var(env, CA_ENV)
     if (cert is None) != (key is None):
-        raise ConfigError(f"{CERT_ENV} and {KEY_ENV} go together (the client certificate for mTLS and its "
-                          "private key): set both or neither")
+        raise ConfigError(
+            f"{CERT_ENV} and {KEY_ENV} go together (the client certificate for mTLS and its "
+            "private key): set both or neither"
+        )
     if cert is not None or ca is not None:
         tls: bool | None = True
     elif profile_tls is not None:

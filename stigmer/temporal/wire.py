@@ -20,8 +20,14 @@ class Refused(ConnectionRefusedError):
     """Nothing listens there (a bare port whose server is down)."""
 
 
-async def replies_to_hello(host: str, port: int, *, tls: bool, server_name: str | None = None,
-                           timeout: float = 1.0) -> bool:  # noqa: ASYNC109 -- a bound on the whole exchange
+async def replies_to_hello(
+    host: str,
+    port: int,
+    *,
+    tls: bool,
+    server_name: str | None = None,
+    timeout: float = 1.0,  # noqa: ASYNC109 -- a bound on the whole exchange
+) -> bool:
     """Does whatever accepts at ``host:port`` say anything back to a client's first flight?
 
     Plaintext: the HTTP/2 preface (a gRPC server answers with its SETTINGS at once); TLS: a
@@ -93,8 +99,9 @@ async def speaks_tls(host: str, port: int, *, timeout: float = 1.0) -> bool:  # 
     behind it and a TLS port spoken to in plaintext look the same from the dial alone.
     """
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=_unverified_context()),
-                                           timeout=timeout)
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=_unverified_context()), timeout=timeout
+        )
     except (OSError, TimeoutError, ssl.SSLError):
         return False
     writer.close()

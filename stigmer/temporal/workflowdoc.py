@@ -282,9 +282,7 @@ def _type_name(value: Any) -> str:
     return "object"
 
 
-def _check_unknown_fields(
-    obj: dict[str, Any], allowed: tuple[str, ...], path: str, errors: list[str]
-) -> None:
+def _check_unknown_fields(obj: dict[str, Any], allowed: tuple[str, ...], path: str, errors: list[str]) -> None:
     for key in obj:
         if key not in allowed:
             where = f"{path}.{key}" if path != "document" else key
@@ -363,9 +361,7 @@ def _check_set(task: dict[str, Any], path: str, ctx: _Context, errors: list[str]
     for key, value in values.items():
         key_path = f"{path}.values.{key}"
         if not key or len(key) > MAX_NAME_LENGTH or not _NAME.fullmatch(key):
-            errors.append(
-                f"{path}.values: key {key!r} must be 1-{MAX_NAME_LENGTH} letters, digits, '-' or '_'"
-            )
+            errors.append(f"{path}.values: key {key!r} must be 1-{MAX_NAME_LENGTH} letters, digits, '-' or '_'")
         elif key in RESERVED_KEYS:
             errors.append(f"{key_path}: {key!r} is reserved (it names the {key} scope)")
         _check_value_refs(value, key_path, ctx, errors, depth=0)

@@ -89,8 +89,8 @@ def worst_case(timeout: timedelta, retry: RetryPolicy) -> timedelta:
 
 
 # mark-started + run-agent + complete-or-fail, all at their worst: about 35 minutes.
-AGENT_EXECUTION_WORST_CASE = (
-    2 * worst_case(STORE_ACTIVITY_TIMEOUT, STORE_RETRY) + worst_case(AGENT_ACTIVITY_TIMEOUT, AGENT_RETRY)
+AGENT_EXECUTION_WORST_CASE = 2 * worst_case(STORE_ACTIVITY_TIMEOUT, STORE_RETRY) + worst_case(
+    AGENT_ACTIVITY_TIMEOUT, AGENT_RETRY
 )
 AGENT_EXECUTION_RUN_TIMEOUT = timedelta(hours=1)
 VALIDATION_RUN_TIMEOUT = timedelta(minutes=1)
@@ -148,9 +148,7 @@ class AgentExecutionWorkflow:
 
     @workflow.run
     async def run(self, input: AgentExecutionInput) -> AgentExecutionResult:
-        view = await _store_activity(
-            names.MARK_AGENT_EXECUTION_STARTED, input.execution_id, AgentExecutionView
-        )
+        view = await _store_activity(names.MARK_AGENT_EXECUTION_STARTED, input.execution_id, AgentExecutionView)
         if view.phase in _TERMINAL:  # a re-run after the result was recorded: report, change nothing
             return AgentExecutionResult(
                 execution_id=view.execution_id, phase=view.phase, replies=view.replies, error=view.error
@@ -280,9 +278,7 @@ class WorkflowExecutionWorkflow:
     async def _set_status(self, task: str, status: str, *, output: str = "", error: str = "") -> None:
         await self._store_activity(
             names.SET_TASK_STATUS,
-            SetTaskStatusInput(
-                execution_id=self._execution_id, task=task, status=status, output=output, error=error
-            ),
+            SetTaskStatusInput(execution_id=self._execution_id, task=task, status=status, output=output, error=error),
             type(None),
         )
 

@@ -53,7 +53,10 @@ class FaultKind(enum.Enum):
 
 
 RANDOM_KINDS = (
-    FaultKind.TEMPORAL_SIGKILL, FaultKind.TEMPORAL_SIGTERM, FaultKind.PROXY_BLACKHOLE, FaultKind.PROXY_REFUSE,
+    FaultKind.TEMPORAL_SIGKILL,
+    FaultKind.TEMPORAL_SIGTERM,
+    FaultKind.PROXY_BLACKHOLE,
+    FaultKind.PROXY_REFUSE,
 )
 
 
@@ -79,8 +82,9 @@ def make_schedule(*, seed: int, count: int) -> list[Fault]:
         # some faults are over before the health check sees them, only requests do. Gaps give
         # the load healthy time between outages; with gaps of 0.2-1 s (an outage every ~3 s) a
         # running agent lost all 3 of its attempts to faults now and then (see the report).
-        faults.append(Fault(index=index, kind=kind, hold=round(rng.uniform(0.3, 3.0), 2),
-                            gap=round(rng.uniform(0.8, 3.0), 2)))
+        faults.append(
+            Fault(index=index, kind=kind, hold=round(rng.uniform(0.3, 3.0), 2), gap=round(rng.uniform(0.8, 3.0), 2))
+        )
     return faults
 
 
@@ -139,8 +143,16 @@ class SoakResult:
 class Soak:
     """Plays one schedule against one rig; `run()` returns everything the report needs."""
 
-    def __init__(self, *, mode: str, seed: int, schedule: list[Fault], temporal: TemporalDevServer,
-                 proxy: TcpProxy, stigmer: StigmerServer) -> None:
+    def __init__(
+        self,
+        *,
+        mode: str,
+        seed: int,
+        schedule: list[Fault],
+        temporal: TemporalDevServer,
+        proxy: TcpProxy,
+        stigmer: StigmerServer,
+    ) -> None:
         self.mode, self.seed, self.schedule = mode, seed, schedule
         self.temporal, self.proxy, self.stigmer = temporal, proxy, stigmer
         self.ledger = Ledger()
@@ -160,15 +172,23 @@ class Soak:
             self._wait_connected()
             self._api.register_workflow(WORKFLOW_DOCUMENT.read_text())
             self._clients = [
-                LoadClient(name=f"{self.mode}-c{n}", address=self.stigmer.address, workflow=WORKFLOW_NAME,
-                           ledger=self.ledger, seed=self.seed * 100 + n)
+                LoadClient(
+                    name=f"{self.mode}-c{n}",
+                    address=self.stigmer.address,
+                    workflow=WORKFLOW_NAME,
+                    ledger=self.ledger,
+                    seed=self.seed * 100 + n,
+                )
                 for n in range(CLIENTS)
             ]
             for client in self._clients:
                 client.start()
             # The load is under way before the first fault.
-            wait_until(lambda: sum(a.code == "OK" for a in self.ledger.snapshot()) >= 2 * CLIENTS,
-                       timeout=30, what="a warm-up of successful creates")
+            wait_until(
+                lambda: sum(a.code == "OK" for a in self.ledger.snapshot()) >= 2 * CLIENTS,
+                timeout=30,
+                what="a warm-up of successful creates",
+            )
             # The leak check compares the process at the end with itself a few faults after the
             # stigmer SIGKILL (early in the schedule): warm by then (a fresh process's thread
             # pools grow to their high-water marks under load and stay there), and most
@@ -187,10 +207,16 @@ class Soak:
             for client in self._clients:
                 client.join(timeout=CALL_TIMEOUT_MARGIN)
         result = SoakResult(
-            mode=self.mode, seed=self.seed, faults=self.records, attempts=self.ledger.snapshot(),
-            checkpoints=self.checkpoints, stigmer_down=self.stigmer_down, final_status=self._api.get_status(),
+            mode=self.mode,
+            seed=self.seed,
+            faults=self.records,
+            attempts=self.ledger.snapshot(),
+            checkpoints=self.checkpoints,
+            stigmer_down=self.stigmer_down,
+            final_status=self._api.get_status(),
             agent_executions=self._api.all_agent_executions(),
-            workflow_executions=self._api.all_workflow_executions(), log=self.stigmer.log(),
+            workflow_executions=self._api.all_workflow_executions(),
+            log=self.stigmer.log(),
             wall=time.monotonic() - started,
             client_errors=[f"{c.client_name}: {c.error!r}" for c in self._clients if c.error is not None],
             wall_offset=time.time() - time.monotonic(),
@@ -307,21 +333,31 @@ class Soak:
                     stragglers[:] = unfinished  # the last ones seen: the report names them
                 return not unfinished
 
-            wait_until(settled_all, timeout=SETTLE_TIMEOUT, interval=0.2,
-                       what=f"every execution to be terminal ({name})")
+            wait_until(
+                settled_all, timeout=SETTLE_TIMEOUT, interval=0.2, what=f"every execution to be terminal ({name})"
+            )
             settled = time.monotonic() - began
             assert self.stigmer.proc is not None
             pid = self.stigmer.proc.pid
             stats = self._stats(pid)
             if baseline is not None:
                 try:
-                    stats = wait_until(lambda: _back_to(baseline.stats, self._stats(pid)),
-                                       timeout=RESOURCE_SETTLE_TIMEOUT, interval=0.5,
-                                       what="fds, threads and asyncio tasks to come back to the baseline")
+                    stats = wait_until(
+                        lambda: _back_to(baseline.stats, self._stats(pid)),
+                        timeout=RESOURCE_SETTLE_TIMEOUT,
+                        interval=0.5,
+                        what="fds, threads and asyncio tasks to come back to the baseline",
+                    )
                 except AssertionError:  # not a crash: the report judges it, with the figures
                     stats = self._stats(pid)
-            point = Checkpoint(name=name, pid=pid, stats=stats, settled_in=settled,
-                               resources_in=time.monotonic() - began - settled, stragglers=stragglers[:5])
+            point = Checkpoint(
+                name=name,
+                pid=pid,
+                stats=stats,
+                settled_in=settled,
+                resources_in=time.monotonic() - began - settled,
+                stragglers=stragglers[:5],
+            )
             self.checkpoints.append(point)
             return point
         finally:
@@ -336,4 +372,3 @@ def _with_tasks(stats: ProcStats, status: status_pb2.ServerStatus) -> ProcStats:
 
 def _back_to(base: ProcStats, now: ProcStats) -> ProcStats | bool:
     return False if resource_problems(base, now) else now
-

@@ -67,6 +67,8 @@ def resource_problems(base: ProcStats, now: ProcStats) -> list[str]:
     pooled = now.threads - sum(now.thread_names[n] for n in PER_WORKER_THREADS)
     pooled_base = base.threads - sum(base.thread_names[n] for n in PER_WORKER_THREADS)
     if pooled > pooled_base + POOL_SLACK:
-        problems.append(f"pool threads {pooled_base} -> {pooled} (more than +{POOL_SLACK}): "
-                        f"more {dict(now.thread_names - base.thread_names)}")
+        problems.append(
+            f"pool threads {pooled_base} -> {pooled} (more than +{POOL_SLACK}): "
+            f"more {dict(now.thread_names - base.thread_names)}"
+        )
     return problems

@@ -57,8 +57,11 @@ class Report:
     def table(self) -> str:
         width = max(len(r.check) for r in self.rows)
         vwidth = max(len(r.value) for r in self.rows)
-        lines = [f"chaos soak, Temporal {self.mode}", f"{'check':<{width}}  {'value':<{vwidth}}  result",
-                 f"{'-' * width}  {'-' * vwidth}  ------"]
+        lines = [
+            f"chaos soak, Temporal {self.mode}",
+            f"{'check':<{width}}  {'value':<{vwidth}}  result",
+            f"{'-' * width}  {'-' * vwidth}  ------",
+        ]
         for r in self.rows:
             verdict = "" if r.ok is None else ("ok" if r.ok else "FAIL")
             lines.append(f"{r.check:<{width}}  {r.value:<{vwidth}}  {verdict}".rstrip())
@@ -91,20 +94,29 @@ def _load_and_faults(report: Report, result: SoakResult) -> None:
     for kind in FaultKind:
         recoveries = [r.recovery for r in result.faults if r.fault.kind is kind]
         if recoveries:
-            report.row(f"  {kind.value}: recovery p50 / max",
-                       f"{kinds[kind]}x: {statistics.median(recoveries):.2f} s / {max(recoveries):.2f} s")
+            report.row(
+                f"  {kind.value}: recovery p50 / max",
+                f"{kinds[kind]}x: {statistics.median(recoveries):.2f} s / {max(recoveries):.2f} s",
+            )
     for r in result.faults:
         states = f"{len(r.transitions)} changes, {r.transitions.count('CONNECTED')}x CONNECTED"
-        report.timeline.append(f"{r.fault.index:>5}  {r.fault.kind.value:<16}  {r.fault.hold:4.2f}  {r.recovery:6.2f} s"
-                               f"  {r.probes:>5}  {states}")
+        report.timeline.append(
+            f"{r.fault.index:>5}  {r.fault.kind.value:<16}  {r.fault.hold:4.2f}  {r.recovery:6.2f} s"
+            f"  {r.probes:>5}  {states}"
+        )
     noticed = sum(bool(r.transitions) for r in result.faults)
     report.row("  faults the server noticed (left CONNECTED)", f"{noticed} of {len(result.faults)}")
     creates = collections.Counter(a.kind for a in result.attempts)
-    report.row("creates attempted", f"{len(result.attempts)} ("
-               + ", ".join(f"{creates[k]} {k.value}" for k in Kind) + ")")
+    report.row(
+        "creates attempted", f"{len(result.attempts)} (" + ", ".join(f"{creates[k]} {k.value}" for k in Kind) + ")"
+    )
     report.row("wall time", f"{result.wall:.1f} s")
-    report.row("load clients ended without error", "; ".join(result.client_errors) or "yes",
-               not result.client_errors, examples=result.client_errors)
+    report.row(
+        "load clients ended without error",
+        "; ".join(result.client_errors) or "yes",
+        not result.client_errors,
+        examples=result.client_errors,
+    )
 
 
 def _lost(record: object) -> bool:
@@ -138,15 +150,17 @@ def _outcomes(report: Report, result: SoakResult, *, persisted: bool) -> None:
             # on every reconnection); a broken promise all the same, named apart for the reader.
             exhausted.append(f"{a.tag} {a.kind.value} {a.id}: {record.error}")
         else:
-            unexpected.append(f"{a.tag} {a.kind.value} {a.id}: phase {common_pb2.ExecutionPhase.Name(record.phase)}"
-                              f" error {record.error!r}")
+            unexpected.append(
+                f"{a.tag} {a.kind.value} {a.id}: phase {common_pb2.ExecutionPhase.Name(record.phase)}"
+                f" error {record.error!r}"
+            )
     report.row("creates that returned an id", len(created))
-    report.row("  their record exists", f"{len(created) - len(missing)} of {len(created)}", not missing,
-               examples=missing)
+    report.row(
+        "  their record exists", f"{len(created) - len(missing)} of {len(created)}", not missing, examples=missing
+    )
     report.row("  ended as asked (COMPLETED, or FAILED with the agent's reason)", as_expected)
     report.row("  FAILED: in-memory Temporal lost the workflow", len(lost), not (persisted and lost), examples=lost)
-    report.row("  FAILED: every attempt of the agent cut by a fault", len(exhausted), not exhausted,
-               examples=exhausted)
+    report.row("  FAILED: every attempt of the agent cut by a fault", len(exhausted), not exhausted, examples=exhausted)
     report.row("  ended any other way", len(unexpected), not unexpected, examples=unexpected)
 
     stuck = [e.id for e in [*result.agent_executions, *result.workflow_executions] if e.phase in UNFINISHED]
@@ -157,17 +171,26 @@ def _outcomes(report: Report, result: SoakResult, *, persisted: bool) -> None:
         parent = workflows.get(e.parent_id)
         if parent is not None and parent.phase == common_pb2.COMPLETED and e.phase != common_pb2.COMPLETED:
             odd_steps.append(f"{e.id} ({e.parent_id}): {e.error}")
-    report.row("workflow steps (agent executions) that failed under a COMPLETED workflow", len(odd_steps),
-               not odd_steps, examples=odd_steps)
+    report.row(
+        "workflow steps (agent executions) that failed under a COMPLETED workflow",
+        len(odd_steps),
+        not odd_steps,
+        examples=odd_steps,
+    )
 
     replies = [e for e in result.agent_executions if e.phase == common_pb2.COMPLETED]
     doubled = [f"{e.id}: {[(m.role, m.text) for m in e.messages]}" for e in replies if not _one_reply(e)]
-    report.row("COMPLETED agent executions with exactly one agent reply",
-               f"{len(replies) - len(doubled)} of {len(replies)}", not doubled, examples=doubled)
+    report.row(
+        "COMPLETED agent executions with exactly one agent reply",
+        f"{len(replies) - len(doubled)} of {len(replies)}",
+        not doubled,
+        examples=doubled,
+    )
 
     refused = [a for a in result.attempts if a.server_unavailable]
-    leftovers = [f"{a.tag}: {_records_of(a, by_message, by_input)}" for a in refused
-                 if _records_of(a, by_message, by_input)]
+    leftovers = [
+        f"{a.tag}: {_records_of(a, by_message, by_input)}" for a in refused if _records_of(a, by_message, by_input)
+    ]
     report.row("creates answered UNAVAILABLE by the server", len(refused))
     report.row("  that left a record", len(leftovers), not leftovers, examples=leftovers)
 
@@ -175,8 +198,10 @@ def _outcomes(report: Report, result: SoakResult, *, persisted: bool) -> None:
     in_window = [a for a in cut if _during(a, result.stigmer_down)]
     outside = [f"{a.tag}: {a.details}" for a in cut if not _during(a, result.stigmer_down)]
     kept = [a for a in in_window if _records_of(a, by_message, by_input)]
-    report.row("creates cut off by the stigmer SIGKILL (server unreachable)",
-               f"{len(in_window)} ({len(kept)} had been recorded; they ended like the rest)")
+    report.row(
+        "creates cut off by the stigmer SIGKILL (server unreachable)",
+        f"{len(in_window)} ({len(kept)} had been recorded; they ended like the rest)",
+    )
     report.row("  server unreachable outside its restart", len(outside), not outside, examples=outside)
 
 
@@ -201,8 +226,11 @@ def _start_latency(report: Report, result: SoakResult) -> None:
         wait, execution_id = max(values)
         return f"{statistics.median(v for v, _ in values):.3f} s / {wait:.3f} s ({execution_id}, n={len(values)})"
 
-    slow = [f"{execution_id}: {wait:.2f} s" for wait, execution_id in sorted(calm, reverse=True)
-            if wait > WORKFLOW_TASK_TIMEOUT]
+    slow = [
+        f"{execution_id}: {wait:.2f} s"
+        for wait, execution_id in sorted(calm, reverse=True)
+        if wait > WORKFLOW_TASK_TIMEOUT
+    ]
     report.row("created -> started p50 / worst, no fault in between", worst(calm), not slow, examples=slow[:5])
     report.row("created -> started p50 / worst, across a fault", worst(stormy))
 
@@ -218,8 +246,12 @@ def _expected(a: Attempt, record: object) -> bool:
 
 def _one_reply(execution: object) -> bool:
     messages = list(getattr(execution, "messages"))  # noqa: B009
-    return (len(messages) == 2 and messages[0].role == "user" and messages[1].role == "agent"
-            and messages[1].text == f"[echo] {messages[0].text}")
+    return (
+        len(messages) == 2
+        and messages[0].role == "user"
+        and messages[1].role == "agent"
+        and messages[1].text == f"[echo] {messages[0].text}"
+    )
 
 
 def _records_of(a: Attempt, by_message: dict[str, list[str]], by_input: dict[str, list[str]]) -> list[str]:
@@ -235,17 +267,26 @@ def _codes(report: Report, result: SoakResult) -> None:
     report.row("answers by code", ", ".join(f"{code} {n}" for code, n in codes.most_common()))
     other = [f"{a.tag} {a.code}: {a.details}" for a in result.attempts if a.code not in ("OK", "UNAVAILABLE")]
     deadline = [a for a in result.attempts if a.code == "DEADLINE_EXCEEDED"]
-    report.row("codes other than UNAVAILABLE for faults (INTERNAL, UNKNOWN, ...)", len(other) - len(deadline),
-               len(other) == len(deadline), examples=[o for o in other if "DEADLINE_EXCEEDED" not in o])
-    report.row("client-side DEADLINE_EXCEEDED (20 s)", len(deadline), not deadline,
-               examples=[f"{a.tag} after {a.ended - a.started:.1f} s" for a in deadline])
+    report.row(
+        "codes other than UNAVAILABLE for faults (INTERNAL, UNKNOWN, ...)",
+        len(other) - len(deadline),
+        len(other) == len(deadline),
+        examples=[o for o in other if "DEADLINE_EXCEEDED" not in o],
+    )
+    report.row(
+        "client-side DEADLINE_EXCEEDED (20 s)",
+        len(deadline),
+        not deadline,
+        examples=[f"{a.tag} after {a.ended - a.started:.1f} s" for a in deadline],
+    )
 
 
 def _final_state(report: Report, result: SoakResult) -> None:
     status = result.final_status
     state, workers = getattr(status, "state"), getattr(status, "workers_running")  # noqa: B009
-    report.row("server ends CONNECTED with three workers", f"{state}, {workers} workers",
-               state == "CONNECTED" and workers == 3)
+    report.row(
+        "server ends CONNECTED with three workers", f"{state}, {workers} workers", state == "CONNECTED" and workers == 3
+    )
 
 
 def _resources(report: Report, result: SoakResult) -> None:
@@ -253,18 +294,23 @@ def _resources(report: Report, result: SoakResult) -> None:
     if base is not None and final is not None:
         _compare(report, base, final)
     for point in result.checkpoints:
-        report.row(f"{point.name}: load paused -> all terminal", f"{point.settled_in:.1f} s"
-                   + (f" (last: {', '.join(point.stragglers[:3])})" if point.stragglers else ""))
+        report.row(
+            f"{point.name}: load paused -> all terminal",
+            f"{point.settled_in:.1f} s" + (f" (last: {', '.join(point.stragglers[:3])})" if point.stragglers else ""),
+        )
 
 
 def _compare(report: Report, base: Checkpoint, end: Checkpoint) -> None:
     label = f"pid {end.pid}: {base.name} -> {end.name}"
     problems = resource_problems(base.stats, end.stats)
     per_worker = "/".join(str(end.stats.thread_names[n]) for n in PER_WORKER_THREADS)
-    report.row(f"fds, threads, tasks, {label}",
-               f"{base.stats.fds} -> {end.stats.fds} fds, {base.stats.threads} -> {end.stats.threads} threads"
-               f" (per-worker {per_worker}), {base.stats.tasks} -> {end.stats.tasks} asyncio tasks",
-               not problems, examples=problems)
+    report.row(
+        f"fds, threads, tasks, {label}",
+        f"{base.stats.fds} -> {end.stats.fds} fds, {base.stats.threads} -> {end.stats.threads} threads"
+        f" (per-worker {per_worker}), {base.stats.tasks} -> {end.stats.tasks} asyncio tasks",
+        not problems,
+        examples=problems,
+    )
     report.row(f"  waited for them to come back (bound {RESOURCE_SETTLE_TIMEOUT:g} s)", f"{end.resources_in:.1f} s")
     grew = dict(end.stats.thread_names - base.stats.thread_names)
     if grew:
@@ -287,6 +333,10 @@ def _log(report: Report, result: SoakResult) -> None:
             line, n = counts.most_common(1)[0]
             if n > worst:
                 worst, worst_line = n, line
-    report.row("server log: most repeats of one line between two faults", worst,
-               worst <= MAX_REPEATS_PER_OUTAGE, examples=[worst_line[:300]])
+    report.row(
+        "server log: most repeats of one line between two faults",
+        worst,
+        worst <= MAX_REPEATS_PER_OUTAGE,
+        examples=[worst_line[:300]],
+    )
     report.row("server log size", f"{len(log.splitlines())} lines")

@@ -53,8 +53,14 @@ def test_chaos_soak(persisted: bool, tmp_path: Path, temporal_factory, tcp_proxy
     stigmer = stigmer_server_factory(temporal=proxy.address, health_interval=1.0)
     mode = "persisted" if persisted else "memory"
     seed = SEED * 2 + (0 if persisted else 1)
-    soak = Soak(mode=mode, seed=seed, schedule=make_schedule(seed=seed, count=FAULTS_PER_MODE),
-                temporal=temporal, proxy=proxy, stigmer=stigmer)
+    soak = Soak(
+        mode=mode,
+        seed=seed,
+        schedule=make_schedule(seed=seed, count=FAULTS_PER_MODE),
+        temporal=temporal,
+        proxy=proxy,
+        stigmer=stigmer,
+    )
     result = soak.run()
     report = judge(result, persisted=persisted)
     table = report.table()

@@ -15,8 +15,7 @@ Msg = common_pb2.Message
 
 def stats(fds: int, **threads: int) -> ProcStats:
     names = collections.Counter({"workflow-proces": 3, "temporal-real-s": 3, "stigmer": 5, **threads})
-    return ProcStats(fds=fds, threads=sum(names.values()), fd_kinds=collections.Counter(socket=fds),
-                     thread_names=names)
+    return ProcStats(fds=fds, threads=sum(names.values()), fd_kinds=collections.Counter(socket=fds), thread_names=names)
 
 
 def attempt(tag: str, kind: Kind, code: str, id: str = "", state: str = "") -> Attempt:
@@ -29,25 +28,48 @@ def aex(id: str, message: str, phase: int, *replies: str, error: str = "") -> ag
 
 
 def result(*, attempts, agents, workflows=(), log="", end=None, state="CONNECTED") -> SoakResult:
-    fault = FaultRecord(fault=Fault(index=0, kind=FaultKind.PROXY_REFUSE, hold=1.0, gap=1.0),
-                        injected_at=1.0, repaired_at=2.0, recovered_at=2.5, transitions=["UNHEALTHY", "CONNECTED"])
-    points = [Checkpoint(name="baseline", pid=1, stats=stats(36), settled_in=1.0),
-              Checkpoint(name="final", pid=1, stats=end or stats(36), settled_in=1.0)]
-    return SoakResult(mode="t", seed=1, faults=[fault], attempts=list(attempts), checkpoints=points,
-                      stigmer_down=[], final_status=status_pb2.ServerStatus(state=state, workers_running=3),
-                      agent_executions=list(agents), workflow_executions=list(workflows), log=log, wall=1.0,
-                      client_errors=[])
+    fault = FaultRecord(
+        fault=Fault(index=0, kind=FaultKind.PROXY_REFUSE, hold=1.0, gap=1.0),
+        injected_at=1.0,
+        repaired_at=2.0,
+        recovered_at=2.5,
+        transitions=["UNHEALTHY", "CONNECTED"],
+    )
+    points = [
+        Checkpoint(name="baseline", pid=1, stats=stats(36), settled_in=1.0),
+        Checkpoint(name="final", pid=1, stats=end or stats(36), settled_in=1.0),
+    ]
+    return SoakResult(
+        mode="t",
+        seed=1,
+        faults=[fault],
+        attempts=list(attempts),
+        checkpoints=points,
+        stigmer_down=[],
+        final_status=status_pb2.ServerStatus(state=state, workers_running=3),
+        agent_executions=list(agents),
+        workflow_executions=list(workflows),
+        log=log,
+        wall=1.0,
+        client_errors=[],
+    )
 
 
 def test_a_clean_run_passes():
     ok = attempt("t-1", Kind.AGENT, "OK", id="aex-1")
     refused = attempt("t-2", Kind.AGENT, "UNAVAILABLE", state="UNHEALTHY")
-    wex = workflow_execution_pb2.WorkflowExecution(id="wex-1", input='{"user": "t-3"}', phase=common_pb2.COMPLETED,
-                                                   output='{"greeting":"Hello, t-3!"}')
-    report = judge(result(attempts=[ok, refused, attempt("t-3", Kind.WORKFLOW, "OK", id="wex-1")],
-                          agents=[aex("aex-1", "chaos t-1", common_pb2.COMPLETED, "[echo] chaos t-1")],
-                          workflows=[wex], log="12:00 [INFO] ✅ Temporal reconnected successfully\n"),
-                   persisted=True)
+    wex = workflow_execution_pb2.WorkflowExecution(
+        id="wex-1", input='{"user": "t-3"}', phase=common_pb2.COMPLETED, output='{"greeting":"Hello, t-3!"}'
+    )
+    report = judge(
+        result(
+            attempts=[ok, refused, attempt("t-3", Kind.WORKFLOW, "OK", id="wex-1")],
+            agents=[aex("aex-1", "chaos t-1", common_pb2.COMPLETED, "[echo] chaos t-1")],
+            workflows=[wex],
+            log="12:00 [INFO] ✅ Temporal reconnected successfully\n",
+        ),
+        persisted=True,
+    )
     assert report.passed, report.table()
 
 
@@ -66,14 +88,25 @@ def test_every_broken_promise_fails_its_row():
         aex("aex-1", "chaos t-1", common_pb2.IN_PROGRESS),
         aex("aex-2", "chaos t-2", common_pb2.COMPLETED, "[echo] chaos t-2"),
         aex("aex-5", "chaos t-5", common_pb2.COMPLETED, "[echo] chaos t-5", "[echo] chaos t-5"),
-        aex("aex-6", "chaos t-6", common_pb2.FAILED,
-            error="Temporal lost this execution's workflow (was Temporal restarted without persistence?)"),
+        aex(
+            "aex-6",
+            "chaos t-6",
+            common_pb2.FAILED,
+            error="Temporal lost this execution's workflow (was Temporal restarted without persistence?)",
+        ),
         aex("aex-8", "chaos t-8", common_pb2.FAILED, error="timed out (heartbeat timeout)"),
     ]
-    log = "".join(["Traceback (most recent call last):\n", "12:00 [ERROR] boom\n",
-                   *["12:00 [WARN] Temporal reconnection failed, will retry (attempt 1)\n"] * 9])
-    report = judge(result(attempts=attempts, agents=agents, log=log, state="UNHEALTHY",
-                          end=stats(40, **{"workflow-proces": 6})), persisted=True)
+    log = "".join(
+        [
+            "Traceback (most recent call last):\n",
+            "12:00 [ERROR] boom\n",
+            *["12:00 [WARN] Temporal reconnection failed, will retry (attempt 1)\n"] * 9,
+        ]
+    )
+    report = judge(
+        result(attempts=attempts, agents=agents, log=log, state="UNHEALTHY", end=stats(40, **{"workflow-proces": 6})),
+        persisted=True,
+    )
     failed = set(report.violations)
     assert {
         "stuck in PENDING/IN_PROGRESS (all records, steps too)",

@@ -33,8 +33,11 @@ BROKEN = {
 def server(temporal, stigmer_server_factory, monkeypatch: pytest.MonkeyPatch) -> StigmerServer:
     """A server on the session's Temporal, with task queues of its own (the dev server is shared)."""
     suffix = uuid.uuid4().hex[:10]
-    for env in (names.AGENT_EXECUTION_QUEUE_ENV, names.WORKFLOW_EXECUTION_QUEUE_ENV,
-                names.WORKFLOW_VALIDATION_QUEUE_ENV):
+    for env in (
+        names.AGENT_EXECUTION_QUEUE_ENV,
+        names.WORKFLOW_EXECUTION_QUEUE_ENV,
+        names.WORKFLOW_VALIDATION_QUEUE_ENV,
+    ):
         monkeypatch.setenv(env, f"{env.lower()}-{suffix}")
     srv: StigmerServer = stigmer_server_factory(temporal=temporal.address)
     ready = srv.cli("server", "wait", "--timeout", "30", timeout=40)
@@ -89,12 +92,22 @@ def test_hello_workflow_from_the_command_line(server: StigmerServer, tmp_path: P
     listing = server.cli("workflow", "list")
     assert listing.code == 0 and "hello-workflow" in listing.out and "broken-workflow" in listing.out, listing.text
 
-    run = server.cli("workflow-execution", "create", "--workflow", "hello-workflow", "--input", '{"user": "Ada"}',
-                     "--follow")
+    run = server.cli(
+        "workflow-execution", "create", "--workflow", "hello-workflow", "--input", '{"user": "Ada"}', "--follow"
+    )
     assert run.code == 0, run.text + server.log()[-3000:]
     execution_id = created_id(run, "wex")
-    in_order(run.out, "✅ Created: wex-", "⚙️  IN_PROGRESS", "compose (set): RUNNING", "compose (set): COMPLETED",
-             "pause (wait): COMPLETED", "ask (agent): COMPLETED", "✅ COMPLETED", f"{execution_id}  ✅ COMPLETED")
+    in_order(
+        run.out,
+        "✅ Created: wex-",
+        "⚙️  IN_PROGRESS",
+        "compose (set): RUNNING",
+        "compose (set): COMPLETED",
+        "pause (wait): COMPLETED",
+        "ask (agent): COMPLETED",
+        "✅ COMPLETED",
+        f"{execution_id}  ✅ COMPLETED",
+    )
 
     record = json.loads(server.cli("workflow-execution", "get", execution_id, "-o", "json").out)
     assert record["phase"] == "COMPLETED" and record["workflow_id"] == workflow_id, record
@@ -106,20 +119,29 @@ def test_hello_workflow_from_the_command_line(server: StigmerServer, tmp_path: P
     # No input: ${input.user} cannot resolve, so the first task fails and the rest are skipped.
     empty = tmp_path / "input.json"
     empty.write_text("{}")
-    failing = server.cli("workflow-execution", "create", "--workflow", workflow_id, "--input-file", str(empty),
-                         "--follow")
+    failing = server.cli(
+        "workflow-execution", "create", "--workflow", workflow_id, "--input-file", str(empty), "--follow"
+    )
     assert failing.code == 1, failing.text
     failed_id = created_id(failing, "wex")
-    in_order(failing.out, "❌ compose (set): FAILED", "⏭️  pause (wait): SKIPPED", "⏭️  ask (agent): SKIPPED",
-             "❌ FAILED", "error:  task 'compose' failed")
+    in_order(
+        failing.out,
+        "❌ compose (set): FAILED",
+        "⏭️  pause (wait): SKIPPED",
+        "⏭️  ask (agent): SKIPPED",
+        "❌ FAILED",
+        "error:  task 'compose' failed",
+    )
 
     completed = json.loads(server.cli("workflow-execution", "list", "--phase", "COMPLETED", "-o", "json").out)
     assert [e["id"] for e in completed["executions"]] == [execution_id]
     table = server.cli("workflow-execution", "list")
     assert table.code == 0, table.text
     rows = {line.split()[0]: line.split()[1:4] for line in table.out.splitlines()[1:]}
-    assert rows == {execution_id: ["COMPLETED", "hello-workflow", "3/3"],
-                    failed_id: ["FAILED", "hello-workflow", "0/3"]}
+    assert rows == {
+        execution_id: ["COMPLETED", "hello-workflow", "3/3"],
+        failed_id: ["FAILED", "hello-workflow", "0/3"],
+    }
 
 
 def test_bash_completion_script_from_the_console_script() -> None:

@@ -21,8 +21,11 @@ def test_a_server_that_never_reaches_temporal_stops_with_69(
     server = stigmer_server_factory(temporal=f"127.0.0.1:{free_port()}", extra=["--exit-after-outage", "2s"])
     began = time.monotonic()
     assert server.proc is not None
-    wait_until(lambda: server.proc is not None and server.proc.poll() is not None, timeout=15,
-               what="the server to stop after 2 s without Temporal")
+    wait_until(
+        lambda: server.proc is not None and server.proc.poll() is not None,
+        timeout=15,
+        what="the server to stop after 2 s without Temporal",
+    )
     assert server.proc.returncode == 69
     assert time.monotonic() - began < 10
     log = server.log()
@@ -48,8 +51,9 @@ def test_bad_durations_are_refused_at_start() -> None:
 
     from tests.support.stigmer_process import stigmer_binary
 
-    result = subprocess.run([stigmer_binary(), "server", "start", "--exit-after-outage", "soon"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [stigmer_binary(), "server", "start", "--exit-after-outage", "soon"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert "expected a duration like 90s, 5m or 1h" in result.stderr
 

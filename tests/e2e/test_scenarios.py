@@ -40,8 +40,11 @@ def test_delayed_start_server_first_temporal_later(temporal_factory, stigmer_ser
     status = server.cli("server", "status")
     assert status.code == 3 and "DISCONNECTED" in status.out, status.text
     started = time.monotonic()
-    wait_until(lambda: time.monotonic() - started >= 5 and "Temporal reconnection failed, will retry" in server.log(),
-               timeout=15, what="5 s of retries")
+    wait_until(
+        lambda: time.monotonic() - started >= 5 and "Temporal reconnection failed, will retry" in server.log(),
+        timeout=15,
+        what="5 s of retries",
+    )
     temporal_factory(port=port)
     wait_for_log(server, "✅ Temporal reconnected successfully", timeout=10)
     for line in ("✅ Workers restarted successfully", "✅ Workflow creators reinjected successfully"):
@@ -137,8 +140,12 @@ def test_sigterm_shuts_down_gracefully_and_a_second_signal_exits_at_once(tempora
     assert proc.wait(timeout=15) == 0
     took = time.monotonic() - stopped
     log = server.log()
-    for line in ("Received SIGTERM - shutting down gracefully", "Shutting down Stigmer Server",
-                 "Temporal connection stopped", "Stigmer Server stopped"):
+    for line in (
+        "Received SIGTERM - shutting down gracefully",
+        "Shutting down Stigmer Server",
+        "Temporal connection stopped",
+        "Stigmer Server stopped",
+    ):
         assert line in log, line
     assert "Traceback" not in log
     assert took < 10
@@ -147,11 +154,15 @@ def test_sigterm_shuts_down_gracefully_and_a_second_signal_exits_at_once(tempora
     # Again, now with a second signal while the first shutdown waits for an in-flight Watch.
     server2 = stigmer_server_factory(temporal=temporal.address)
     assert server2.cli("server", "wait", "--timeout", "20").code == 0
-    slow = server2.cli("agent-execution", "create", "--agent", "echo", "--message", "slow",
-                       "-e", "STIGMER_AGENT_DELAY_SECONDS=30")
+    slow = server2.cli(
+        "agent-execution", "create", "--agent", "echo", "--message", "slow", "-e", "STIGMER_AGENT_DELAY_SECONDS=30"
+    )
     execution = assert_created(slow)
-    watcher = subprocess.Popen([stigmer_binary(), "agent-execution", "watch", execution, "--address", server2.address],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watcher = subprocess.Popen(
+        [stigmer_binary(), "agent-execution", "watch", execution, "--address", server2.address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         proc2 = server2.proc
         assert proc2 is not None

@@ -25,9 +25,22 @@ TOKEN = "e2e-Token-9f8a7b6c5d4e3f2a1b0c"
 WRONG = "e2e-Wrong-0000000000000000000"
 API_KEY = "tmprl-e2e-api-key-4242424242424242"
 #: Variables a developer's shell may carry that would change what these tests see.
-SCRUBBED = ("STIGMER_AUTH_TOKEN", "STIGMER_TLS_CA", "STIGMER_TLS", "STIGMER_TLS_SERVER_NAME", "STIGMER_SERVER_ADDRESS",
-            "STIGMER_TLS_CERT", "STIGMER_TLS_KEY", "TEMPORAL_API_KEY", "TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY",
-            "TEMPORAL_TLS_CA", "TEMPORAL_ADDRESS", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE")
+SCRUBBED = (
+    "STIGMER_AUTH_TOKEN",
+    "STIGMER_TLS_CA",
+    "STIGMER_TLS",
+    "STIGMER_TLS_SERVER_NAME",
+    "STIGMER_SERVER_ADDRESS",
+    "STIGMER_TLS_CERT",
+    "STIGMER_TLS_KEY",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_TLS_CERT",
+    "TEMPORAL_TLS_KEY",
+    "TEMPORAL_TLS_CA",
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_PROFILE",
+    "TEMPORAL_CONFIG_FILE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +55,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([stigmer_binary(), *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1", **(env or {})})
+    return subprocess.run(
+        [stigmer_binary(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
 
 
 def nowhere() -> str:
@@ -56,8 +75,16 @@ def nowhere() -> str:
 @pytest.mark.parametrize("address", ["0.0.0.0", "[::]"])
 def test_a_non_loopback_address_without_protection_refuses_to_start(tmp_path: Path, address: str) -> None:
     port = free_port()
-    result = cli("server", "start", "--address", f"{address}:{port}", "--data-dir", str(tmp_path),
-                 "--temporal-host-port", nowhere())
+    result = cli(
+        "server",
+        "start",
+        "--address",
+        f"{address}:{port}",
+        "--data-dir",
+        str(tmp_path),
+        "--temporal-host-port",
+        nowhere(),
+    )
     assert result.returncode == 78, result.stderr
     assert f"refusing to listen on {address}:{port}" in result.stderr
     for named in ("STIGMER_AUTH_TOKEN", "--auth-token", "--tls-cert/--tls-key", "--insecure"):
@@ -67,14 +94,33 @@ def test_a_non_loopback_address_without_protection_refuses_to_start(tmp_path: Pa
 
 def test_the_refusal_also_covers_the_environment_variable(tmp_path: Path) -> None:
     port = free_port()
-    result = cli("server", "start", "--data-dir", str(tmp_path), "--temporal-host-port", nowhere(),
-                 env={"STIGMER_SERVER_ADDRESS": f"0.0.0.0:{port}"})
+    result = cli(
+        "server",
+        "start",
+        "--data-dir",
+        str(tmp_path),
+        "--temporal-host-port",
+        nowhere(),
+        env={"STIGMER_SERVER_ADDRESS": f"0.0.0.0:{port}"},
+    )
     assert result.returncode == 78 and f"refusing to listen on 0.0.0.0:{port}" in result.stderr, result.stderr
 
 
 def test_unusable_tls_files_stop_the_server_naming_the_flags(tmp_path: Path, certs: Certs) -> None:
-    result = cli("server", "start", "--address", nowhere(), "--data-dir", str(tmp_path), "--temporal-host-port",
-                 nowhere(), "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.client_key))
+    result = cli(
+        "server",
+        "start",
+        "--address",
+        nowhere(),
+        "--data-dir",
+        str(tmp_path),
+        "--temporal-host-port",
+        nowhere(),
+        "--tls-cert",
+        str(certs.server_cert),
+        "--tls-key",
+        str(certs.client_key),
+    )
     assert result.returncode == 78, result.stdout + result.stderr
     assert "[ERROR] --tls-cert" in result.stderr and "not a usable PEM certificate" in result.stderr, result.stderr
     assert not (tmp_path / "stigmer.db").exists()  # checked before anything was opened
@@ -92,8 +138,9 @@ def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
         with monkeypatch.context() as scoped:  # the server process inherits os.environ at spawn
             for name, value in env.items():
                 scoped.setenv(name, value)
-            server = StigmerServer(data_dir=tmp_path / f"server-{len(servers)}", temporal=temporal or nowhere(),
-                                   extra=extra)
+            server = StigmerServer(
+                data_dir=tmp_path / f"server-{len(servers)}", temporal=temporal or nowhere(), extra=extra
+            )
             servers.append(server)
             return server.start()
 
@@ -112,8 +159,12 @@ def test_with_a_token_every_rpc_but_health_needs_it_and_it_never_shows(
     server = start_server(env={"STIGMER_AUTH_TOKEN": TOKEN}, extra=["--log-level", "DEBUG"])
     outputs: list[str] = []
     for env in ({}, {"STIGMER_AUTH_TOKEN": WRONG}):
-        for args in (("server", "status"), ("agent-execution", "list"), ("agent-execution", "get", "aex-nope"),
-                     ("agent-execution", "watch", "aex-nope")):
+        for args in (
+            ("server", "status"),
+            ("agent-execution", "list"),
+            ("agent-execution", "get", "aex-nope"),
+            ("agent-execution", "watch", "aex-nope"),
+        ):
             result = at(server, *args, env=env)
             outputs.append(result.stdout + result.stderr)
             assert result.returncode == 1 and "Code: UNAUTHENTICATED" in result.stderr, (args, env, result.stderr)
@@ -140,10 +191,11 @@ def test_with_a_token_every_rpc_but_health_needs_it_and_it_never_shows(
 # ------------------------------------------------------------------------------ TLS
 
 
-def test_tls_with_a_token_and_the_cli_trusting_our_ca(start_server: Callable[..., StigmerServer],
-                                                       certs: Certs) -> None:
-    server = start_server(env={"STIGMER_AUTH_TOKEN": TOKEN},
-                          extra=["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)])
+def test_tls_with_a_token_and_the_cli_trusting_our_ca(start_server: Callable[..., StigmerServer], certs: Certs) -> None:
+    server = start_server(
+        env={"STIGMER_AUTH_TOKEN": TOKEN},
+        extra=["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)],
+    )
     trusted = {"STIGMER_AUTH_TOKEN": TOKEN, "STIGMER_TLS_CA": str(certs.ca)}
     ok = at(server, "server", "status", env=trusted)
     assert ok.returncode == 3 and "DISCONNECTED" in ok.stdout, ok.stderr
@@ -183,8 +235,12 @@ def test_temporal_over_mtls_with_an_api_key(temporal_factory, tls_proxy, start_s
     temporal = temporal_factory()
     proxy = tls_proxy(temporal.address)
     server = start_server(
-        env={"TEMPORAL_TLS_CERT": str(certs.client_cert), "TEMPORAL_TLS_KEY": str(certs.client_key),
-             "TEMPORAL_TLS_CA": str(certs.ca), "TEMPORAL_API_KEY": API_KEY},
+        env={
+            "TEMPORAL_TLS_CERT": str(certs.client_cert),
+            "TEMPORAL_TLS_KEY": str(certs.client_key),
+            "TEMPORAL_TLS_CA": str(certs.ca),
+            "TEMPORAL_API_KEY": API_KEY,
+        },
         temporal=proxy.address,
     )
     wait_for_log(server, "✅ Initial Temporal connection successful", timeout=20)

@@ -61,9 +61,7 @@ def big_text(limit: int, *, char: str = "x") -> st.SearchStrategy[str]:
 
 def ulid_like(*, valid: bool) -> st.SearchStrategy[str]:
     if valid:
-        return st.tuples(st.sampled_from("01234567"), st.text(ULID_ALPHABET, min_size=25, max_size=25)).map(
-            "".join
-        )
+        return st.tuples(st.sampled_from("01234567"), st.text(ULID_ALPHABET, min_size=25, max_size=25)).map("".join)
     return st.text(string.ascii_letters + string.digits + "-_!", min_size=20, max_size=30)
 
 
@@ -98,9 +96,11 @@ page_sizes = weighted((4, st.integers(0, 1001)), (1, st.just(2**32 - 1)))
 # ------------------------------------------------------------------------------------ agent executions
 
 ENV_KEY_CHARS = string.ascii_letters + string.digits + "_"
-tame_env_key = st.tuples(st.sampled_from(string.ascii_letters + "_"), st.text(ENV_KEY_CHARS, max_size=20)).map(
-    "".join
-).filter(lambda k: not k.startswith("STIGMER_AGENT_"))  # those keys steer the echo agent
+tame_env_key = (
+    st.tuples(st.sampled_from(string.ascii_letters + "_"), st.text(ENV_KEY_CHARS, max_size=20))
+    .map("".join)
+    .filter(lambda k: not k.startswith("STIGMER_AGENT_"))
+)  # those keys steer the echo agent
 wild_env_key = st.one_of(wild_text, st.tuples(st.sampled_from(string.digits), tame_env_key).map("".join))
 tame_env = st.dictionaries(tame_env_key, tame_text, max_size=5)
 wild_env = st.dictionaries(st.one_of(tame_env_key, wild_env_key), wild_text, max_size=8)

@@ -62,8 +62,12 @@ REGRESSION_DOCUMENTS = (
     '{"name": "infinite", "tasks": [{"name": "a", "kind": "set", "values": {"k": 1e999}}]}',
     '{"name": "rockets", "description": "' + "🚀" * 200_000 + '", "tasks": []}',
 )
-REGRESSION_INPUTS = ('{"user": "\\ud800"}', '{"user": 1e999}', '{"user": ' + BIG_INT + "}",
-                     json.dumps({"user": "€" * 349_000}, ensure_ascii=False))  # < 1 MiB, 2 MB as Temporal sends it
+REGRESSION_INPUTS = (
+    '{"user": "\\ud800"}',
+    '{"user": 1e999}',
+    '{"user": ' + BIG_INT + "}",
+    json.dumps({"user": "€" * 349_000}, ensure_ascii=False),
+)  # < 1 MiB, 2 MB as Temporal sends it
 # Within 1 MiB of UTF-8, but 2 to 6 MiB once Temporal's JSON escapes them: stuck forever, or INTERNAL.
 REGRESSION_MESSAGES = ("€" * (s.MIB // 3), "\x01" * (s.MIB - 10))
 

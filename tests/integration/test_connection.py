@@ -28,8 +28,9 @@ async def test_delayed_start_connects_within_two_seconds_of_temporal_answering(t
     settings = fast_settings(address)
     async with connection_rig(settings, tmp_path / "data") as rig:
         # Temporal is not there: the server keeps serving and retries on its backoff.
-        await eventually(lambda: rig.connection.lifecycle.snapshot().attempt >= 2, timeout=10,
-                         what="two failed attempts")
+        await eventually(
+            lambda: rig.connection.lifecycle.snapshot().attempt >= 2, timeout=10, what="two failed attempts"
+        )
         assert rig.state == "DISCONNECTED" and rig.creators.none_set
         server = temporal_factory(port=port, wait=False)
         await server.wait_ready_async()
@@ -42,8 +43,10 @@ async def test_delayed_start_connects_within_two_seconds_of_temporal_answering(t
         await eventually(ready, timeout=2.0, what="CONNECTED with three workers polling")
         elapsed = time.monotonic() - answered
         connected_at = next(e.at for e in rig.connection.lifecycle.events if e.dest is State.CONNECTED)
-        print(f"connect_ok {connected_at - answered:+.2f}s after the namespace answered; events: "
-              + ", ".join(f"{e.trigger}@{e.at - answered:+.2f}" for e in rig.connection.lifecycle.events))
+        print(
+            f"connect_ok {connected_at - answered:+.2f}s after the namespace answered; events: "
+            + ", ".join(f"{e.trigger}@{e.at - answered:+.2f}" for e in rig.connection.lifecycle.events)
+        )
         assert rig.creators.all_set
         await rig.run_agent_execution()
     print(f"delayed start: CONNECTED + 3 workers polling {elapsed:.2f}s after the namespace answered")
@@ -59,8 +62,9 @@ async def test_restart_is_detected_and_recovered(temporal_factory, tmp_path, sig
         killed = time.monotonic()
         await asyncio.to_thread(server.kill, sig)
         # One health interval plus the check's timeout, with slack for a loaded machine.
-        await eventually(lambda: not rig.connection.is_connected(), timeout=settings.health_interval + 3,
-                         what="leaves CONNECTED")
+        await eventually(
+            lambda: not rig.connection.is_connected(), timeout=settings.health_interval + 3, what="leaves CONNECTED"
+        )
         detected = time.monotonic() - killed
         assert rig.creators.none_set
         assert rig.connection.status().workers_running == 0
@@ -89,8 +93,11 @@ async def test_a_failed_request_marks_the_connection_unhealthy_at_once(temporal_
             await creator.start(execution.id, timeout=3.0)
         assert time.monotonic() - started < 4.0
         rig.connection.report_unavailable(TemporalUnavailable("start failed"), client=rig.connection.lifecycle.client)
-        await eventually(lambda: rig.state == "UNHEALTHY" or rig.state == "RECONNECTING", timeout=2,
-                         what="UNHEALTHY right after the failed request")
+        await eventually(
+            lambda: rig.state == "UNHEALTHY" or rig.state == "RECONNECTING",
+            timeout=2,
+            what="UNHEALTHY right after the failed request",
+        )
         events = list(rig.connection.lifecycle.events)
         assert any(e.trigger == "health_failed" and e.cause.startswith("request failed") for e in events)
 
@@ -104,13 +111,18 @@ async def test_black_hole_is_detected_and_recovered_without_hanging(temporal_fac
         await rig.run_agent_execution("before")
         holed = time.monotonic()
         await asyncio.to_thread(proxy.blackhole)
-        await eventually(lambda: not rig.connection.is_connected(),
-                         timeout=settings.health_interval + settings.health_timeout + 3, what="leaves CONNECTED")
+        await eventually(
+            lambda: not rig.connection.is_connected(),
+            timeout=settings.health_interval + settings.health_timeout + 3,
+            what="leaves CONNECTED",
+        )
         detected = time.monotonic() - holed
         # Let at least one reconnect attempt run into the hole: it must end at its timeout.
         await eventually(
             lambda: any(e.trigger == "reconnect_failed" for e in rig.connection.lifecycle.events),
-            timeout=10, what="a reconnect attempt failing in the black hole")
+            timeout=10,
+            what="a reconnect attempt failing in the black hole",
+        )
         await asyncio.to_thread(proxy.forward)
         forwarded = time.monotonic()
         await eventually(rig.connection.is_connected, timeout=15, what="CONNECTED again")
@@ -162,8 +174,9 @@ def _state_of(rig) -> State:
 
 
 @pytest.mark.parametrize("target", ["DISCONNECTED", "CONNECTING", "CONNECTED", "UNHEALTHY", "RECONNECTING"])
-async def test_close_in_every_state_is_bounded_and_leaves_nothing(temporal_factory, tcp_proxy_factory, tmp_path,
-                                                                  target):
+async def test_close_in_every_state_is_bounded_and_leaves_nothing(
+    temporal_factory, tcp_proxy_factory, tmp_path, target
+):
     server = temporal_factory()
     proxy = tcp_proxy_factory(server.address)
     if target in ("DISCONNECTED", "CONNECTING"):

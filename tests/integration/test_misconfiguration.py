@@ -60,30 +60,45 @@ async def misconfigured(settings: ConnectionSettings, tmp_path: Path, says: str)
 
 
 async def test_a_namespace_that_does_not_exist(temporal: TemporalDevServer, tmp_path: Path) -> None:
-    await misconfigured(ConnectionSettings(host_port=temporal.address, namespace="prod-nope"), tmp_path,
-                        f"namespace 'prod-nope' does not exist on {temporal.address}: create it with")
+    await misconfigured(
+        ConnectionSettings(host_port=temporal.address, namespace="prod-nope"),
+        tmp_path,
+        f"namespace 'prod-nope' does not exist on {temporal.address}: create it with",
+    )
 
 
 async def test_tls_to_a_plaintext_port(temporal: TemporalDevServer, tmp_path: Path) -> None:
-    await misconfigured(ConnectionSettings(host_port=temporal.address, security=TemporalSecurity(tls=True)),
-                        tmp_path, f"{temporal.address} does not speak TLS (a plaintext port?)")
+    await misconfigured(
+        ConnectionSettings(host_port=temporal.address, security=TemporalSecurity(tls=True)),
+        tmp_path,
+        f"{temporal.address} does not speak TLS (a plaintext port?)",
+    )
 
 
 async def test_plaintext_to_a_tls_port(tls_proxy: TlsProxy, tmp_path: Path) -> None:
-    await misconfigured(ConnectionSettings(host_port=tls_proxy.address), tmp_path,
-                        f"{tls_proxy.address} speaks TLS but we connect in plaintext: set TEMPORAL_TLS=true")
+    await misconfigured(
+        ConnectionSettings(host_port=tls_proxy.address),
+        tmp_path,
+        f"{tls_proxy.address} speaks TLS but we connect in plaintext: set TEMPORAL_TLS=true",
+    )
 
 
 async def test_a_certificate_from_a_ca_we_do_not_trust(tls_proxy: TlsProxy, certs: Certs, tmp_path: Path) -> None:
     security = TemporalSecurity(tls=True, server_ca=certs.other_ca)
-    await misconfigured(ConnectionSettings(host_port=tls_proxy.address, security=security), tmp_path,
-                        "is not signed by a CA we trust: set TEMPORAL_TLS_CA")
+    await misconfigured(
+        ConnectionSettings(host_port=tls_proxy.address, security=security),
+        tmp_path,
+        "is not signed by a CA we trust: set TEMPORAL_TLS_CA",
+    )
 
 
 async def test_a_certificate_for_another_name(tls_proxy: TlsProxy, certs: Certs, tmp_path: Path) -> None:
     security = TemporalSecurity(tls=True, server_ca=certs.ca, server_name="temporal.example")
-    await misconfigured(ConnectionSettings(host_port=tls_proxy.address, security=security), tmp_path,
-                        "does not name the host we asked for: set TEMPORAL_TLS_SERVER_NAME")
+    await misconfigured(
+        ConnectionSettings(host_port=tls_proxy.address, security=security),
+        tmp_path,
+        "does not name the host we asked for: set TEMPORAL_TLS_SERVER_NAME",
+    )
 
 
 async def test_a_port_that_does_not_speak_grpc(temporal: TemporalDevServer, tmp_path: Path) -> None:
@@ -93,8 +108,9 @@ async def test_a_port_that_does_not_speak_grpc(temporal: TemporalDevServer, tmp_
 
 @pytest.fixture
 def key_gateway(temporal: TemporalDevServer, certs: Certs) -> Iterator[ApiKeyGateway]:
-    gateway = ApiKeyGateway(target=temporal.address, cert=certs.server_cert, key=certs.server_key,
-                            api_key="the-right-key").start()
+    gateway = ApiKeyGateway(
+        target=temporal.address, cert=certs.server_cert, key=certs.server_key, api_key="the-right-key"
+    ).start()
     yield gateway
     gateway.close()
 
@@ -105,8 +121,11 @@ def keyed(gateway: ApiKeyGateway, certs: Certs, key: str) -> ConnectionSettings:
 
 
 async def test_an_api_key_the_server_refuses(key_gateway: ApiKeyGateway, certs: Certs, tmp_path: Path) -> None:
-    await misconfigured(keyed(key_gateway, certs, "a-wrong-key"), tmp_path,
-                        f"Temporal at {key_gateway.address} refused our credentials (UNAUTHENTICATED")
+    await misconfigured(
+        keyed(key_gateway, certs, "a-wrong-key"),
+        tmp_path,
+        f"Temporal at {key_gateway.address} refused our credentials (UNAUTHENTICATED",
+    )
     assert key_gateway.refused >= 1
 
 

@@ -71,12 +71,14 @@ async def test_an_accepting_but_silent_address_is_not_an_answer(tcp_proxy_factor
 
 
 @pytest.mark.parametrize("server_name", [None, "localhost"], ids=["by-address", "by-server-name"])
-async def test_it_asks_through_tls_as_the_client_does(temporal: TemporalDevServer, tmp_path: Path,
-                                                      server_name: str | None) -> None:
+async def test_it_asks_through_tls_as_the_client_does(
+    temporal: TemporalDevServer, tmp_path: Path, server_name: str | None
+) -> None:
     certs = make_certs(tmp_path / "certs")
     proxy = TlsProxy(target=temporal.address, cert=certs.server_cert, key=certs.server_key).start()
-    trusted = TemporalProbe(proxy.address, security=TemporalSecurity(tls=True, server_ca=certs.ca,
-                                                                     server_name=server_name))
+    trusted = TemporalProbe(
+        proxy.address, security=TemporalSecurity(tls=True, server_ca=certs.ca, server_name=server_name)
+    )
     untrusted = TemporalProbe(proxy.address, security=TemporalSecurity(tls=True, server_ca=certs.other_ca))
     try:
         assert await trusted.answers(3.0) is None

@@ -35,7 +35,10 @@ def run_once(target: str, proxy: TcpProxy, data_dir: Path) -> tuple[int, float, 
         proxy.forward()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.stop_and_exit", proxy.address, target, str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         if target in ("UNHEALTHY", "RECONNECTING"):

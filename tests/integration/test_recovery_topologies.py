@@ -39,7 +39,9 @@ async def test_idle_recovery_needs_no_port_edge(
     temporal = temporal_factory(persistent=True)
     proxies = [tcp_proxy_factory(temporal.address), tcp_proxy_factory(temporal.address, upstream_down="hold")]
     targets = {
-        "direct": temporal.address, "proxy that closes": proxies[0].address, "proxy that holds": proxies[1].address
+        "direct": temporal.address,
+        "proxy that closes": proxies[0].address,
+        "proxy that holds": proxies[1].address,
     }
     async with contextlib.AsyncExitStack() as stack:
         rigs: dict[str, Rig] = {}

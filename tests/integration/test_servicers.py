@@ -137,15 +137,22 @@ async def serving(settings: ConnectionSettings, data_dir: Path, *, start_timeout
             workflow_validation=lambda validator: workflows.set_validator(validator),
         ),
     )
-    agent_executions = AgentExecutionController(store=store, availability=connection, start_timeout=start_timeout,
-                                                watch_recheck_interval=1.0)
+    agent_executions = AgentExecutionController(
+        store=store, availability=connection, start_timeout=start_timeout, watch_recheck_interval=1.0
+    )
     workflows = WorkflowController(store=store, availability=connection, validate_timeout=start_timeout)
-    workflow_executions = WorkflowExecutionController(store=store, availability=connection,
-                                                      start_timeout=start_timeout, watch_recheck_interval=1.0)
+    workflow_executions = WorkflowExecutionController(
+        store=store, availability=connection, start_timeout=start_timeout, watch_recheck_interval=1.0
+    )
     health = ServerHealth(connection.lifecycle)
     bound = build_server(
-        Services(agent_executions=agent_executions, workflows=workflows, workflow_executions=workflow_executions,
-                 status=connection, health=health),
+        Services(
+            agent_executions=agent_executions,
+            workflows=workflows,
+            workflow_executions=workflow_executions,
+            status=connection,
+            health=health,
+        ),
         address="127.0.0.1:0",
     )
     channel: grpc.aio.Channel | None = None
@@ -211,8 +218,9 @@ async def test_agent_execution_runs_to_completed_visible_through_get_watch_and_l
         assert seen[-1] == "COMPLETED" and seen.count("COMPLETED") == 1
         assert seen == sorted(seen, key=["PENDING", "IN_PROGRESS", "COMPLETED"].index)
 
-        got = await stack.agent_executions.Get(agent_execution_pb2.GetAgentExecutionRequest(id=created.id),
-                                               timeout=CALL)
+        got = await stack.agent_executions.Get(
+            agent_execution_pb2.GetAgentExecutionRequest(id=created.id), timeout=CALL
+        )
         assert got == stream[-1]
         assert got.phase == common_pb2.COMPLETED and got.error == ""
         assert [(m.role, m.text) for m in got.messages] == [("user", "hello"), ("agent", "[echo] hello")]
@@ -240,8 +248,9 @@ async def test_workflow_create_validate_and_execute_to_completed(temporal, tmp_p
     name = f"greet-{uuid.uuid4().hex[:8]}"
     async with serving(fast_settings(temporal.address), tmp_path / "data") as stack:
         await stack.connected()
-        checked = await stack.workflows.Validate(workflow_pb2.ValidateWorkflowRequest(document=document(name)),
-                                                 timeout=CALL)
+        checked = await stack.workflows.Validate(
+            workflow_pb2.ValidateWorkflowRequest(document=document(name)), timeout=CALL
+        )
         assert checked.valid and list(checked.errors) == []
         broken = await stack.workflows.Validate(
             workflow_pb2.ValidateWorkflowRequest(document=json.dumps({"name": "x", "tasks": [{"kind": "nope"}]})),
@@ -249,8 +258,7 @@ async def test_workflow_create_validate_and_execute_to_completed(temporal, tmp_p
         )
         assert not broken.valid and broken.errors  # an invalid document is an answer, not an error
 
-        stored = await stack.workflows.Create(workflow_pb2.CreateWorkflowRequest(document=document(name)),
-                                              timeout=CALL)
+        stored = await stack.workflows.Create(workflow_pb2.CreateWorkflowRequest(document=document(name)), timeout=CALL)
         assert stored.id.startswith("wf-") and stored.name == name and stored.validation.valid
         assert stored.document == document(name)
         by_name = await stack.workflows.Get(workflow_pb2.GetWorkflowRequest(id_or_name=name), timeout=CALL)
@@ -270,8 +278,11 @@ async def test_workflow_create_validate_and_execute_to_completed(temporal, tmp_p
             timeout=CALL,
         )
         assert not invalid.validation.valid and invalid.validation.errors
-        refused = await rpc_error(stack.workflow_executions.Create(
-            workflow_execution_pb2.CreateWorkflowExecutionRequest(workflow=invalid.name), timeout=CALL))
+        refused = await rpc_error(
+            stack.workflow_executions.Create(
+                workflow_execution_pb2.CreateWorkflowExecutionRequest(workflow=invalid.name), timeout=CALL
+            )
+        )
         assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION and invalid.name in refused.details()
 
         created = await stack.workflow_executions.Create(
@@ -280,17 +291,22 @@ async def test_workflow_create_validate_and_execute_to_completed(temporal, tmp_p
         )
         assert created.id.startswith("wex-") and created.workflow_id == stored.id and created.workflow_name == name
         assert [(t.name, t.kind) for t in created.tasks] == [("greet", "set"), ("ask", "agent")]
-        stream = await watch_all(stack.workflow_executions.Watch(
-            workflow_execution_pb2.WatchWorkflowExecutionRequest(id=created.id), timeout=WATCH))
+        stream = await watch_all(
+            stack.workflow_executions.Watch(
+                workflow_execution_pb2.WatchWorkflowExecutionRequest(id=created.id), timeout=WATCH
+            )
+        )
         assert phases(stream)[-1] == "COMPLETED", stream[-1].error
         got = await stack.workflow_executions.Get(
-            workflow_execution_pb2.GetWorkflowExecutionRequest(id=created.id), timeout=CALL)
+            workflow_execution_pb2.GetWorkflowExecutionRequest(id=created.id), timeout=CALL
+        )
         assert got == stream[-1]
         assert [t.status for t in got.tasks] == [workflow_execution_pb2.TaskState.COMPLETED] * 2
         assert "hi Zoë, how are you?" in got.tasks[1].output
         assert got.output and got.HasField("completed_at")
-        listed_runs = await stack.workflow_executions.List(workflow_execution_pb2.ListWorkflowExecutionsRequest(),
-                                                           timeout=CALL)
+        listed_runs = await stack.workflow_executions.List(
+            workflow_execution_pb2.ListWorkflowExecutionsRequest(), timeout=CALL
+        )
         assert [e.id for e in listed_runs.executions] == [created.id]
 
 
@@ -299,15 +315,18 @@ async def test_text_round_trips_byte_for_byte(temporal, tmp_path) -> None:
     async with serving(fast_settings(temporal.address), tmp_path / "data") as stack:
         await stack.connected()
         created = await stack.agent_executions.Create(
-            agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message=TRICKY,
-                                                            runtime_env={"TRICKY": env_value}),
+            agent_execution_pb2.CreateAgentExecutionRequest(
+                agent="echo", message=TRICKY, runtime_env={"TRICKY": env_value}
+            ),
             timeout=CALL,
         )
         assert created.message == TRICKY and created.messages[0].text == TRICKY
-        stream = await watch_all(stack.agent_executions.Watch(
-            agent_execution_pb2.WatchAgentExecutionRequest(id=created.id), timeout=WATCH))
-        got = await stack.agent_executions.Get(agent_execution_pb2.GetAgentExecutionRequest(id=created.id),
-                                               timeout=CALL)
+        stream = await watch_all(
+            stack.agent_executions.Watch(agent_execution_pb2.WatchAgentExecutionRequest(id=created.id), timeout=WATCH)
+        )
+        got = await stack.agent_executions.Get(
+            agent_execution_pb2.GetAgentExecutionRequest(id=created.id), timeout=CALL
+        )
         assert got.phase == common_pb2.COMPLETED, got.error
         assert got.message.encode() == TRICKY.encode()
         assert got.runtime_env["TRICKY"].encode() == env_value.encode()
@@ -328,9 +347,11 @@ async def test_text_round_trips_byte_for_byte(temporal, tmp_path) -> None:
         await stack.workflows.Create(workflow_pb2.CreateWorkflowRequest(document=document(name)), timeout=CALL)
         raw_input = '{ "user" : "Zoë \\"x\\" \'; DROP TABLE x;--",  "n": 1.50, "e": "\\ud83d\\ude80" }'
         run = await stack.workflow_executions.Create(
-            workflow_execution_pb2.CreateWorkflowExecutionRequest(workflow=name, input=raw_input), timeout=CALL)
-        again = await stack.workflow_executions.Get(workflow_execution_pb2.GetWorkflowExecutionRequest(id=run.id),
-                                                    timeout=CALL)
+            workflow_execution_pb2.CreateWorkflowExecutionRequest(workflow=name, input=raw_input), timeout=CALL
+        )
+        again = await stack.workflow_executions.Get(
+            workflow_execution_pb2.GetWorkflowExecutionRequest(id=run.id), timeout=CALL
+        )
         assert again.input.encode() == raw_input.encode()
 
 
@@ -363,51 +384,100 @@ async def test_bad_input_is_invalid_argument_naming_the_field(temporal, tmp_path
         # "é" is two bytes in UTF-8: 1 MiB + 1 bytes, but only 524,289 characters.
         over_in_bytes = "é" * (MIB // 2) + "a"
         cases: list[tuple[str, Callable[[], Any], str]] = [
-            ("empty agent", lambda: a.Create(aex.CreateAgentExecutionRequest(agent="", message="m"), timeout=CALL),
-             "agent"),
-            ("empty message", lambda: a.Create(aex.CreateAgentExecutionRequest(agent="echo"), timeout=CALL),
-             "message"),
-            ("blank message",
-             lambda: a.Create(aex.CreateAgentExecutionRequest(agent="echo", message=" \n\t"), timeout=CALL), "message"),
-            ("message 1 MiB + 1 byte", lambda: a.Create(
-                aex.CreateAgentExecutionRequest(agent="echo", message="x" * (MIB + 1)), timeout=CALL), "message"),
-            ("message over 1 MiB in bytes, not in characters", lambda: a.Create(
-                aex.CreateAgentExecutionRequest(agent="echo", message=over_in_bytes), timeout=CALL), "message"),
-            ("message of 3 MiB still reaches the controller", lambda: a.Create(
-                aex.CreateAgentExecutionRequest(agent="echo", message="x" * (3 * MIB)), timeout=CALL), "message"),
-            ("bad runtime env name", lambda: a.Create(
-                aex.CreateAgentExecutionRequest(agent="echo", message="m", runtime_env={"1BAD": "v"}), timeout=CALL),
-             "runtime_env[1BAD]"),
+            (
+                "empty agent",
+                lambda: a.Create(aex.CreateAgentExecutionRequest(agent="", message="m"), timeout=CALL),
+                "agent",
+            ),
+            ("empty message", lambda: a.Create(aex.CreateAgentExecutionRequest(agent="echo"), timeout=CALL), "message"),
+            (
+                "blank message",
+                lambda: a.Create(aex.CreateAgentExecutionRequest(agent="echo", message=" \n\t"), timeout=CALL),
+                "message",
+            ),
+            (
+                "message 1 MiB + 1 byte",
+                lambda: a.Create(aex.CreateAgentExecutionRequest(agent="echo", message="x" * (MIB + 1)), timeout=CALL),
+                "message",
+            ),
+            (
+                "message over 1 MiB in bytes, not in characters",
+                lambda: a.Create(aex.CreateAgentExecutionRequest(agent="echo", message=over_in_bytes), timeout=CALL),
+                "message",
+            ),
+            (
+                "message of 3 MiB still reaches the controller",
+                lambda: a.Create(aex.CreateAgentExecutionRequest(agent="echo", message="x" * (3 * MIB)), timeout=CALL),
+                "message",
+            ),
+            (
+                "bad runtime env name",
+                lambda: a.Create(
+                    aex.CreateAgentExecutionRequest(agent="echo", message="m", runtime_env={"1BAD": "v"}), timeout=CALL
+                ),
+                "runtime_env[1BAD]",
+            ),
             ("unknown phase (aex)", lambda: a.List(aex.ListAgentExecutionsRequest(phase=42), timeout=CALL), "phase"),
-            ("unknown phase (wex)", lambda: x.List(wex.ListWorkflowExecutionsRequest(phase=6), timeout=CALL),
-             "phase"),
-            ("bad page token", lambda: a.List(aex.ListAgentExecutionsRequest(page_token="garbage!"), timeout=CALL),
-             "page_token"),
-            ("bad page token (wf)", lambda: w.List(wf.ListWorkflowsRequest(page_token="garbage!"), timeout=CALL),
-             "page_token"),
+            ("unknown phase (wex)", lambda: x.List(wex.ListWorkflowExecutionsRequest(phase=6), timeout=CALL), "phase"),
+            (
+                "bad page token",
+                lambda: a.List(aex.ListAgentExecutionsRequest(page_token="garbage!"), timeout=CALL),
+                "page_token",
+            ),
+            (
+                "bad page token (wf)",
+                lambda: w.List(wf.ListWorkflowsRequest(page_token="garbage!"), timeout=CALL),
+                "page_token",
+            ),
             ("empty id", lambda: a.Get(aex.GetAgentExecutionRequest(id=""), timeout=CALL), "id"),
             ("malformed id", lambda: a.Get(aex.GetAgentExecutionRequest(id="aex-123"), timeout=CALL), "id"),
-            ("id with the wrong prefix", lambda: a.Get(aex.GetAgentExecutionRequest(id=new_id("wex")), timeout=CALL),
-             "id"),
+            (
+                "id with the wrong prefix",
+                lambda: a.Get(aex.GetAgentExecutionRequest(id=new_id("wex")), timeout=CALL),
+                "id",
+            ),
             ("SQL as an id", lambda: a.Get(aex.GetAgentExecutionRequest(id="' OR 1=1 --"), timeout=CALL), "id"),
             ("malformed id (watch)", lambda: a.Watch(aex.WatchAgentExecutionRequest(id="nope"), timeout=CALL), "id"),
             ("malformed id (wex)", lambda: x.Get(wex.GetWorkflowExecutionRequest(id="wex-!"), timeout=CALL), "id"),
-            ("malformed id (wex watch)",
-             lambda: x.Watch(wex.WatchWorkflowExecutionRequest(id=new_id("aex")), timeout=CALL), "id"),
+            (
+                "malformed id (wex watch)",
+                lambda: x.Watch(wex.WatchWorkflowExecutionRequest(id=new_id("aex")), timeout=CALL),
+                "id",
+            ),
             ("empty document", lambda: w.Create(wf.CreateWorkflowRequest(document=""), timeout=CALL), "document"),
-            ("document not JSON",
-             lambda: w.Create(wf.CreateWorkflowRequest(document="{not json"), timeout=CALL), "document"),
-            ("document not an object", lambda: w.Create(wf.CreateWorkflowRequest(document="[1]"), timeout=CALL),
-             "document"),
-            ("document without a name",
-             lambda: w.Create(wf.CreateWorkflowRequest(document='{"tasks": []}'), timeout=CALL), "document"),
-            ("document over 1 MiB", lambda: w.Create(
-                wf.CreateWorkflowRequest(document=document("big", description="x" * MIB)), timeout=CALL), "document"),
+            (
+                "document not JSON",
+                lambda: w.Create(wf.CreateWorkflowRequest(document="{not json"), timeout=CALL),
+                "document",
+            ),
+            (
+                "document not an object",
+                lambda: w.Create(wf.CreateWorkflowRequest(document="[1]"), timeout=CALL),
+                "document",
+            ),
+            (
+                "document without a name",
+                lambda: w.Create(wf.CreateWorkflowRequest(document='{"tasks": []}'), timeout=CALL),
+                "document",
+            ),
+            (
+                "document over 1 MiB",
+                lambda: w.Create(
+                    wf.CreateWorkflowRequest(document=document("big", description="x" * MIB)), timeout=CALL
+                ),
+                "document",
+            ),
             ("empty workflow name", lambda: w.Get(wf.GetWorkflowRequest(id_or_name=""), timeout=CALL), "id_or_name"),
-            ("empty workflow reference", lambda: x.Create(wex.CreateWorkflowExecutionRequest(workflow=""),
-                                                          timeout=CALL), "workflow"),
-            ("input not JSON", lambda: x.Create(
-                wex.CreateWorkflowExecutionRequest(workflow=name, input="{nope"), timeout=CALL), "input"),
+            (
+                "empty workflow reference",
+                lambda: x.Create(wex.CreateWorkflowExecutionRequest(workflow=""), timeout=CALL),
+                "workflow",
+            ),
+            (
+                "input not JSON",
+                lambda: x.Create(wex.CreateWorkflowExecutionRequest(workflow=name, input="{nope"), timeout=CALL),
+                "input",
+            ),
         ]
         failures = []
         for label, call, field_name in cases:
@@ -439,8 +509,10 @@ async def test_unknown_ids_are_not_found(temporal, tmp_path) -> None:
             (x.Watch(wex.WatchWorkflowExecutionRequest(id=missing_wex), timeout=CALL), missing_wex),
             (w.Get(wf.GetWorkflowRequest(id_or_name=missing_wf), timeout=CALL), missing_wf),
             (w.Get(wf.GetWorkflowRequest(id_or_name="no-such-workflow"), timeout=CALL), "no-such-workflow"),
-            (x.Create(wex.CreateWorkflowExecutionRequest(workflow="no-such-workflow"), timeout=CALL),
-             "no-such-workflow"),
+            (
+                x.Create(wex.CreateWorkflowExecutionRequest(workflow="no-such-workflow"), timeout=CALL),
+                "no-such-workflow",
+            ),
         ]
         for call, needle in cases:
             error = await rpc_error(call)
@@ -450,11 +522,14 @@ async def test_unknown_ids_are_not_found(temporal, tmp_path) -> None:
 
 async def test_requests_over_the_receive_limit_are_refused_by_the_transport(tmp_path) -> None:
     async with serving(down_settings(), tmp_path / "data") as stack:
-        error = await rpc_error(stack.agent_executions.Create(
-            agent_execution_pb2.CreateAgentExecutionRequest(agent="echo",
-                                                            message="x" * (MAX_RECEIVE_MESSAGE_BYTES + 1)),
-            timeout=CALL,
-        ))
+        error = await rpc_error(
+            stack.agent_executions.Create(
+                agent_execution_pb2.CreateAgentExecutionRequest(
+                    agent="echo", message="x" * (MAX_RECEIVE_MESSAGE_BYTES + 1)
+                ),
+                timeout=CALL,
+            )
+        )
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # The server is unharmed.
         assert await stack.health_of("") == SERVING
@@ -466,19 +541,24 @@ async def test_requests_over_the_receive_limit_are_refused_by_the_transport(tmp_
 async def test_creates_fail_fast_with_unavailable_and_leave_no_record(tmp_path) -> None:
     settings = down_settings()
     async with serving(settings, tmp_path / "data") as stack:
-        await eventually(lambda: stack.connection.lifecycle.snapshot().attempt >= 1, timeout=10,
-                         what="a failed connection attempt")
+        await eventually(
+            lambda: stack.connection.lifecycle.snapshot().attempt >= 1, timeout=10, what="a failed connection attempt"
+        )
         # A stored, valid workflow, so that only Temporal stands between the request and a run.
         stack.store.create_workflow(name="stored", document=document("stored"), valid=True)
         creates = {
             "agent execution": stack.agent_executions.Create(
-                agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message="hello"), timeout=CALL),
+                agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message="hello"), timeout=CALL
+            ),
             "workflow": stack.workflows.Create(
-                workflow_pb2.CreateWorkflowRequest(document=document("new-one")), timeout=CALL),
+                workflow_pb2.CreateWorkflowRequest(document=document("new-one")), timeout=CALL
+            ),
             "workflow execution": stack.workflow_executions.Create(
-                workflow_execution_pb2.CreateWorkflowExecutionRequest(workflow="stored"), timeout=CALL),
+                workflow_execution_pb2.CreateWorkflowExecutionRequest(workflow="stored"), timeout=CALL
+            ),
             "validate": stack.workflows.Validate(
-                workflow_pb2.ValidateWorkflowRequest(document=document("new-one")), timeout=CALL),
+                workflow_pb2.ValidateWorkflowRequest(document=document("new-one")), timeout=CALL
+            ),
         }
         for what, call in creates.items():
             started = time.monotonic()
@@ -495,8 +575,9 @@ async def test_creates_fail_fast_with_unavailable_and_leave_no_record(tmp_path) 
 
         # Reads keep working from the store, and show that nothing was recorded.
         runs = await stack.agent_executions.List(agent_execution_pb2.ListAgentExecutionsRequest(), timeout=CALL)
-        wf_runs = await stack.workflow_executions.List(workflow_execution_pb2.ListWorkflowExecutionsRequest(),
-                                                       timeout=CALL)
+        wf_runs = await stack.workflow_executions.List(
+            workflow_execution_pb2.ListWorkflowExecutionsRequest(), timeout=CALL
+        )
         stored = await stack.workflows.List(workflow_pb2.ListWorkflowsRequest(), timeout=CALL)
         assert list(runs.executions) == [] and list(wf_runs.executions) == []
         assert [w.name for w in stored.workflows] == ["stored"]
@@ -512,20 +593,25 @@ async def test_a_start_that_fails_midway_removes_the_record(temporal_factory: Te
     server: TemporalDevServer = temporal_factory()
     # The ticker and the health probe would notice the kill; with them off the creator is still injected and the
     # start itself fails, which is the path that must delete the just-stored record.
-    settings = replace(fast_settings(server.address), health_interval=600.0, probe=False, liveness=False,
-                       fast_path=False)
+    settings = replace(
+        fast_settings(server.address), health_interval=600.0, probe=False, liveness=False, fast_path=False
+    )
     async with serving(settings, tmp_path / "data", start_timeout=1.5) as stack:
         await stack.connected()
         written: list[str] = []
         stack.store.add_listener(lambda kind, id: written.append(id))
         await asyncio.to_thread(server.kill)
-        error = await rpc_error(stack.agent_executions.Create(
-            agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message="lost?"), timeout=CALL))
+        error = await rpc_error(
+            stack.agent_executions.Create(
+                agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message="lost?"), timeout=CALL
+            )
+        )
         assert error.code() == grpc.StatusCode.UNAVAILABLE and error.details() == UNAVAILABLE_MESSAGE
         # The record was stored (the creator was still there), then removed when the start failed.
         assert written and written[0].startswith("aex-"), written
-        gone = await rpc_error(stack.agent_executions.Get(
-            agent_execution_pb2.GetAgentExecutionRequest(id=written[0]), timeout=CALL))
+        gone = await rpc_error(
+            stack.agent_executions.Get(agent_execution_pb2.GetAgentExecutionRequest(id=written[0]), timeout=CALL)
+        )
         assert gone.code() == grpc.StatusCode.NOT_FOUND
         runs = await stack.agent_executions.List(agent_execution_pb2.ListAgentExecutionsRequest(), timeout=CALL)
         assert list(runs.executions) == []
@@ -534,7 +620,8 @@ async def test_a_start_that_fails_midway_removes_the_record(temporal_factory: Te
 
 
 async def test_creates_during_a_short_outage_fail_fast_and_succeed_right_after(
-        temporal_factory: TemporalFactory, tmp_path) -> None:
+    temporal_factory: TemporalFactory, tmp_path
+) -> None:
     # What the recovery benchmark measures, with its production defaults except the health tick
     # (slowed down) and the health probe (off), so that only the creates themselves can tell the
     # connection. The SDK's default
@@ -547,7 +634,8 @@ async def test_creates_during_a_short_outage_fail_fast_and_succeed_right_after(
 
         async def create(message: str) -> agent_execution_pb2.AgentExecution:
             return await stack.agent_executions.Create(
-                agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message=message), timeout=CALL)
+                agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message=message), timeout=CALL
+            )
 
         await create("warm-up")
         await asyncio.to_thread(server.kill)
@@ -579,12 +667,15 @@ async def test_creates_during_a_short_outage_fail_fast_and_succeed_right_after(
 
         async def completed() -> bool:
             got = await stack.agent_executions.Get(
-                agent_execution_pb2.GetAgentExecutionRequest(id=created[0].id), timeout=CALL)
+                agent_execution_pb2.GetAgentExecutionRequest(id=created[0].id), timeout=CALL
+            )
             return got.phase == common_pb2.COMPLETED
 
         await eventually(completed, timeout=15, what="the execution to complete")
-    print(f"short outage: UNAVAILABLE after {failed_after:.2f}s; first create {recovered_after:.2f}s after "
-          "Temporal answered")
+    print(
+        f"short outage: UNAVAILABLE after {failed_after:.2f}s; first create {recovered_after:.2f}s after "
+        "Temporal answered"
+    )
 
 
 # ---------------------------------------------------------------------------------------- health
@@ -638,8 +729,11 @@ async def test_cancelled_watch_releases_its_store_subscription(temporal, tmp_pat
 
         stack.store.add_listener = counting  # type: ignore[method-assign]
         slow = await stack.agent_executions.Create(
-            agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message="slow",
-                                                            runtime_env={DELAY_ENV: "30"}), timeout=CALL)
+            agent_execution_pb2.CreateAgentExecutionRequest(
+                agent="echo", message="slow", runtime_env={DELAY_ENV: "30"}
+            ),
+            timeout=CALL,
+        )
         call = stack.agent_executions.Watch(agent_execution_pb2.WatchAgentExecutionRequest(id=slow.id), timeout=WATCH)
         first = await asyncio.wait_for(call.read(), timeout=CALL)
         assert first.id == slow.id
@@ -657,8 +751,13 @@ async def test_an_address_in_use_is_a_clear_error(tmp_path) -> None:
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         async with serving(down_settings(), tmp_path / "data") as stack:
-            services = Services(agent_executions=None, workflows=None, workflow_executions=None,  # type: ignore[arg-type]
-                                status=stack.connection, health=stack.health)
+            services = Services(
+                agent_executions=None,
+                workflows=None,
+                workflow_executions=None,  # type: ignore[arg-type]
+                status=stack.connection,
+                health=stack.health,
+            )
             for busy in (address, stack.bound.address):  # a plain listener, and another gRPC server
                 with pytest.raises(ListenError) as info:
                     build_server(services, address=busy)

@@ -33,8 +33,9 @@ async def test_a_tls_temporal_replies_to_a_client_hello(temporal: TemporalDevSer
 
 
 @pytest.mark.parametrize("upstream_down", ["close", "hold"])
-async def test_a_balancer_with_nothing_behind_it_does_not(tcp_proxy_factory: TcpProxyFactory,
-                                                          upstream_down: str) -> None:
+async def test_a_balancer_with_nothing_behind_it_does_not(
+    tcp_proxy_factory: TcpProxyFactory, upstream_down: str
+) -> None:
     proxy = tcp_proxy_factory(f"127.0.0.1:{free_port()}", upstream_down=upstream_down)
     for tls in (False, True):
         began = time.monotonic()

@@ -34,8 +34,9 @@ async def run_to_the_end(client, store: Store, queues: TaskQueues, document: dic
 async def test_values_doubling_past_the_payload_limit_fail_the_task(client, store: Store, queues: TaskQueues):
     tasks = [{"name": "seed", "kind": "set", "values": {"v0": "x" * 1000}}]
     # Each task doubles the value: 1 KB * 2**12 = 4 MB, past Temporal's 2 MiB payload limit.
-    tasks += [{"name": f"double{i}", "kind": "set", "values": {f"v{i}": f"${{v{i - 1}}}${{v{i - 1}}}"}}
-              for i in range(1, 13)]
+    tasks += [
+        {"name": f"double{i}", "kind": "set", "values": {f"v{i}": f"${{v{i - 1}}}${{v{i - 1}}}"}} for i in range(1, 13)
+    ]
     record = await run_to_the_end(client, store, queues, {"name": "grows", "tasks": tasks})
     assert record.phase is Phase.FAILED
     failed = [t for t in record.tasks if t.status is TaskStatus.FAILED]
@@ -45,8 +46,10 @@ async def test_values_doubling_past_the_payload_limit_fail_the_task(client, stor
 
 
 async def test_an_agent_message_rendered_past_the_limit_fails_the_task(client, store: Store, queues: TaskQueues):
-    tasks = [{"name": "seed", "kind": "set", "values": {"a": "y" * 400_000}},
-             {"name": "ask", "kind": "agent", "agent": "echo", "message": "${a}${a}${a}"}]
+    tasks = [
+        {"name": "seed", "kind": "set", "values": {"a": "y" * 400_000}},
+        {"name": "ask", "kind": "agent", "agent": "echo", "message": "${a}${a}${a}"},
+    ]
     record = await run_to_the_end(client, store, queues, {"name": "long-ask", "tasks": tasks})
     assert record.phase is Phase.FAILED
     assert [(t.name, t.status) for t in record.tasks] == [("seed", TaskStatus.COMPLETED), ("ask", TaskStatus.FAILED)]

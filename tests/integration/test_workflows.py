@@ -78,9 +78,7 @@ class CountingRunner:
         self._transient_failures = transient_failures
         self._echo = EchoAgentRunner(heartbeat_interval=0.1)
 
-    async def run(
-        self, *, agent: str, message: str, runtime_env: Mapping[str, str], heartbeat: Heartbeat
-    ) -> list[str]:
+    async def run(self, *, agent: str, message: str, runtime_env: Mapping[str, str], heartbeat: Heartbeat) -> list[str]:
         self.calls += 1
         if self.calls <= self._transient_failures:
             raise ConnectionError(f"model endpoint hiccup #{self.calls}")
@@ -113,9 +111,7 @@ async def running_workers(
             raise errors[0]
 
 
-async def agent_result(
-    client: Client, execution_id: str, *, wait: float = CALL_TIMEOUT
-) -> AgentExecutionResult:
+async def agent_result(client: Client, execution_id: str, *, wait: float = CALL_TIMEOUT) -> AgentExecutionResult:
     handle = client.get_workflow_handle(
         names.agent_execution_workflow_id(execution_id), result_type=AgentExecutionResult
     )
@@ -285,9 +281,7 @@ async def test_unresolved_input_reference_fails_the_task(client: Client, store: 
     assert record.tasks[0].status is TaskStatus.FAILED
 
 
-async def test_bad_input_fails_the_execution_before_any_task(
-    client: Client, store: Store, queues: TaskQueues
-) -> None:
+async def test_bad_input_fails_the_execution_before_any_task(client: Client, store: Store, queues: TaskQueues) -> None:
     wex = create_wex(store, DOCUMENT, input="[1, 2]")
     async with running_workers(client, store=store, queues=queues):
         await WorkflowExecutionCreator(client, queues=queues).start(wex.id, timeout=CALL_TIMEOUT)
@@ -438,8 +432,6 @@ async def test_workers_stop_mid_agent_and_fresh_workers_finish_it(
 
 
 class NoDelayRunner:
-    async def run(
-        self, *, agent: str, message: str, runtime_env: Mapping[str, str], heartbeat: Heartbeat
-    ) -> list[str]:
+    async def run(self, *, agent: str, message: str, runtime_env: Mapping[str, str], heartbeat: Heartbeat) -> list[str]:
         env = {k: v for k, v in runtime_env.items() if k != DELAY_ENV}
         return await EchoAgentRunner().run(agent=agent, message=message, runtime_env=env, heartbeat=heartbeat)

@@ -48,8 +48,11 @@ class ApiKeyGateway:
         remaining = context.time_remaining()
         forward = self._upstream.unary_unary(method)
         try:
-            reply: bytes = forward(request, timeout=min(remaining, 120.0) if remaining else 30.0,
-                                   metadata=[(k, v) for k, v in metadata if k not in _HOP_BY_HOP])
+            reply: bytes = forward(
+                request,
+                timeout=min(remaining, 120.0) if remaining else 30.0,
+                metadata=[(k, v) for k, v in metadata if k not in _HOP_BY_HOP],
+            )
         except grpc.RpcError as err:
             context.abort(err.code(), err.details() or "")  # type: ignore[attr-defined]
         return reply

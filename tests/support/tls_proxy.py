@@ -45,8 +45,9 @@ class TlsProxy:
         return self
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self._context,
-                                                  ssl_handshake_timeout=5)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, ssl=self._context, ssl_handshake_timeout=5
+        )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.handshakes += 1
@@ -54,7 +55,8 @@ class TlsProxy:
             self.client_certs += 1
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(self._target_host, self._target_port), timeout=5)
+                asyncio.open_connection(self._target_host, self._target_port), timeout=5
+            )
         except (OSError, TimeoutError):
             writer.close()
             return

@@ -99,7 +99,9 @@ def test_token_from_env_never_shows_in_the_config() -> None:
 def test_flags_win_over_env_for_the_listener_settings(tmp_path: Path) -> None:
     config = Config.from_env(
         {"STIGMER_AUTH_TOKEN": "from-env-0123456789abcdef", "STIGMER_TLS_CERT": "~/c.pem", "STIGMER_TLS_KEY": "k.pem"},
-        auth_token=TOKEN, tls_cert=str(tmp_path / "flag.pem"), insecure=False,
+        auth_token=TOKEN,
+        tls_cert=str(tmp_path / "flag.pem"),
+        insecure=False,
     )
     assert config.auth_token == Secret(TOKEN)
     assert config.tls_cert == tmp_path / "flag.pem" and config.tls_key == Path("k.pem")
@@ -135,14 +137,22 @@ class Servicer:
             yield part
 
 
-async def serve(interceptors: list[Any], credentials: grpc.ServerCredentials | None = None
-                ) -> tuple[grpc.aio.Server, str, Servicer]:
+async def serve(
+    interceptors: list[Any], credentials: grpc.ServerCredentials | None = None
+) -> tuple[grpc.aio.Server, str, Servicer]:
     servicer = Servicer()
     server = grpc.aio.server(interceptors=interceptors)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Echo", {
-        "Say": grpc.unary_unary_rpc_method_handler(servicer.say),
-        "Stream": grpc.unary_stream_rpc_method_handler(servicer.stream),
-    })])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Echo",
+                {
+                    "Say": grpc.unary_unary_rpc_method_handler(servicer.say),
+                    "Stream": grpc.unary_stream_rpc_method_handler(servicer.stream),
+                },
+            )
+        ]
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     address = "127.0.0.1:0"
     port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
@@ -240,8 +250,7 @@ async def test_the_compare_is_constant_time(guarded: tuple[str, Servicer], monke
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG",
-                      format="{level} {message} {extra}")
+    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG", format="{level} {message} {extra}")
     try:
         yield lines
     finally:
@@ -294,8 +303,9 @@ def test_server_credentials_name_the_flags_when_unusable(certs: Certs, tmp_path:
 def test_listener_security_from_config(certs: Certs) -> None:
     plain = ListenerSecurity.from_config(Config())
     assert plain.interceptors == [] and plain.credentials is None
-    both = ListenerSecurity.from_config(Config(auth_token=Secret(TOKEN), tls_cert=certs.server_cert,
-                                               tls_key=certs.server_key))
+    both = ListenerSecurity.from_config(
+        Config(auth_token=Secret(TOKEN), tls_cert=certs.server_cert, tls_key=certs.server_key)
+    )
     assert isinstance(both.interceptors[0], BearerTokenAuth) and both.credentials is not None
 
 
@@ -321,8 +331,9 @@ def blocking_call(security: ClientSecurity, address: str) -> bytes:
 async def test_the_client_speaks_tls_and_sends_the_token(tls_server: str, certs: Certs) -> None:
     security = ClientSecurity.from_env({"STIGMER_AUTH_TOKEN": TOKEN, "STIGMER_TLS_CA": str(certs.ca)})
     assert await asyncio.to_thread(blocking_call, security, tls_server) == b"hello x"
-    by_name = ClientSecurity.from_env({"STIGMER_AUTH_TOKEN": TOKEN, "STIGMER_TLS_CA": str(certs.ca),
-                                       "STIGMER_TLS_SERVER_NAME": "localhost"})
+    by_name = ClientSecurity.from_env(
+        {"STIGMER_AUTH_TOKEN": TOKEN, "STIGMER_TLS_CA": str(certs.ca), "STIGMER_TLS_SERVER_NAME": "localhost"}
+    )
     assert await asyncio.to_thread(blocking_call, by_name, tls_server) == b"hello x"
 
 
@@ -355,7 +366,8 @@ def test_client_security_from_env(tmp_path: Path) -> None:
 
 
 def test_tls_hints() -> None:
-    assert "STIGMER_TLS_CA" in (tls_hint("Tls handshake failed (TSI_PROTOCOL_FAILURE): CERTIFICATE_VERIFY_FAILED",
-                                         tls=True) or "")
+    assert "STIGMER_TLS_CA" in (
+        tls_hint("Tls handshake failed (TSI_PROTOCOL_FAILURE): CERTIFICATE_VERIFY_FAILED", tls=True) or ""
+    )
     assert "if it speaks TLS" in (tls_hint("ipv4:127.0.0.1:1: Socket closed", tls=False) or "")
     assert tls_hint("Connection refused", tls=False) is None

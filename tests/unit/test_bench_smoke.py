@@ -121,8 +121,11 @@ def test_happy_path_alternates_contenders_in_abba_chunks() -> None:
 def test_sporadic_table_judges_each_gap_against_the_plain_sdk() -> None:
     fast = {gap: [0.05, 0.06] for gap in sporadic.GAPS}
     fast[4.0] = [0.05, 10.3]  # a lost workflow task
-    results = {sporadic.FAST: fast, sporadic.LEGACY: {gap: [0.05, None] for gap in sporadic.GAPS},
-               sporadic.PLAIN: {gap: [0.04, 0.05] for gap in sporadic.GAPS}}
+    results = {
+        sporadic.FAST: fast,
+        sporadic.LEGACY: {gap: [0.05, None] for gap in sporadic.GAPS},
+        sporadic.PLAIN: {gap: [0.04, 0.05] for gap in sporadic.GAPS},
+    }
     firsts = {name: {sporadic.COLD: 0.4, sporadic.AFTER: 1.5} for name in results}
     (table,) = sporadic.tables(results, firsts)
     verdicts = {(row[0], row[1]): row[-1] for row in table.rows}

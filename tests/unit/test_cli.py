@@ -82,8 +82,14 @@ def test_completion_script_for_other_shells(shell: str) -> None:
 def complete(words: str, env: dict[str, str] | None = None) -> list[str]:
     """What bash completion offers for the last word of ``words`` (as the generated script asks)."""
     parts = words.split(" ")
-    result = run(env={"_STIGMER_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(parts) - 1),
-                      **(env or {})})
+    result = run(
+        env={
+            "_STIGMER_COMPLETE": "bash_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(parts) - 1),
+            **(env or {}),
+        }
+    )
     assert result.exit_code == 0, result.output
     return [line.split(",", 1)[1] for line in result.output.splitlines() if line]
 
@@ -142,8 +148,9 @@ def test_unreachable_server_with_json_output() -> None:
     ],
 )
 def test_bad_input_json_is_a_usage_error_naming_the_option(value: str, says: str) -> None:
-    result = run("workflow-execution", "create", "--workflow", "w", "--input", value,
-                 "--address", f"127.0.0.1:{free_port()}")
+    result = run(
+        "workflow-execution", "create", "--workflow", "w", "--input", value, "--address", f"127.0.0.1:{free_port()}"
+    )
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--input'" in result.stderr and says in result.stderr, result.stderr
 
@@ -188,10 +195,13 @@ def test_unknown_phase_is_a_usage_error() -> None:
 def execution(phase: str, *statuses: str, outputs: dict[str, str] | None = None) -> Any:
     task = workflow_execution_pb2.TaskState
     return workflow_execution_pb2.WorkflowExecution(
-        id="wex-01J00000000000000000000000", workflow_name="hello-workflow",
+        id="wex-01J00000000000000000000000",
+        workflow_name="hello-workflow",
         phase=common_pb2.ExecutionPhase.Value(phase),
-        tasks=[task(name=name, kind=kind, status=task.TaskStatus.Value(status), output=(outputs or {}).get(name, ""))
-               for (name, kind), status in zip(TASKS, statuses, strict=True)],
+        tasks=[
+            task(name=name, kind=kind, status=task.TaskStatus.Value(status), output=(outputs or {}).get(name, ""))
+            for (name, kind), status in zip(TASKS, statuses, strict=True)
+        ],
     )
 
 
@@ -222,8 +232,12 @@ def test_follow_prints_the_phase_and_each_task_change_in_order() -> None:
 
 def test_follow_joining_late_shows_what_already_happened() -> None:
     lines = render.execution_changes(None, execution("FAILED", "COMPLETED", "FAILED", "SKIPPED"))
-    assert lines == ["  ✅ compose (set): COMPLETED", "  ❌ pause (wait): FAILED", "  ⏭️  ask (agent): SKIPPED",
-                     "❌ FAILED"]
+    assert lines == [
+        "  ✅ compose (set): COMPLETED",
+        "  ❌ pause (wait): FAILED",
+        "  ⏭️  ask (agent): SKIPPED",
+        "❌ FAILED",
+    ]
 
 
 @pytest.mark.parametrize("document", ["", "not json", "[]", '{"tasks": "x"}', '{"tasks": [1, {"name": 2}]}'])
@@ -243,9 +257,14 @@ class InProcessServer:
     """
 
     def __init__(self, data_dir: Path) -> None:
-        self.config = Config(temporal_host_port=f"127.0.0.1:{free_port()}", address=f"127.0.0.1:{free_port()}",
-                             data_dir=data_dir, health_interval=60.0, grace=0.5,
-                             queues=TaskQueues.with_suffix(data_dir.name))
+        self.config = Config(
+            temporal_host_port=f"127.0.0.1:{free_port()}",
+            address=f"127.0.0.1:{free_port()}",
+            data_dir=data_dir,
+            health_interval=60.0,
+            grace=0.5,
+            queues=TaskQueues.with_suffix(data_dir.name),
+        )
         self.app = StigmerServer(self.config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -270,8 +289,11 @@ class InProcessServer:
 
     def start(self) -> InProcessServer:
         self._thread.start()
-        wait_until(lambda: self.app.running is not None or self.exit_code is not None, timeout=20,
-                   what=f"the in-process server on {self.address}")
+        wait_until(
+            lambda: self.app.running is not None or self.exit_code is not None,
+            timeout=20,
+            what=f"the in-process server on {self.address}",
+        )
         assert self.exit_code is None, f"server exited with {self.exit_code}"
         return self
 
@@ -302,8 +324,10 @@ def seeded(server: InProcessServer) -> dict[str, Any]:
     document = EXAMPLE.read_text()
     good = store.create_workflow(name="hello-workflow", document=document, valid=True)
     bad = store.create_workflow(
-        name="broken", document='{"name": "broken", "tasks": [{"name": "w", "kind": "wait", "seconds": "1"}]}',
-        valid=False, validation_errors=["tasks[0].seconds: must be a number, got string"],
+        name="broken",
+        document='{"name": "broken", "tasks": [{"name": "w", "kind": "wait", "seconds": "1"}]}',
+        valid=False,
+        validation_errors=["tasks[0].seconds: must be a number, got string"],
     )
     done = run_execution(store, good, fail_at=None)
     failed = run_execution(store, good, fail_at="pause")
@@ -318,7 +342,7 @@ def run_execution(store: Store, workflow: Workflow, *, fail_at: str | None) -> W
         store.set_task_status(record.id, name, TaskStatus.RUNNING)
         if name == fail_at:
             store.set_task_status(record.id, name, TaskStatus.FAILED, error="timer broke")
-            for later, _ in TASKS[[n for n, _ in TASKS].index(name) + 1:]:
+            for later, _ in TASKS[[n for n, _ in TASKS].index(name) + 1 :]:
                 store.set_task_status(record.id, later, TaskStatus.SKIPPED)
             return store.fail_workflow_execution(record.id, error=f"task {name!r} failed: timer broke")
         store.set_task_status(record.id, name, TaskStatus.COMPLETED, output='{"greeting": "Hello, Ada!"}')
@@ -390,11 +414,15 @@ def test_execution_get_list_and_watch(server: InProcessServer, seeded: dict[str,
     assert "  - pause (wait): COMPLETED" in shown.stdout
     as_json = json.loads(at(server, "workflow-execution", "get", failed.id, "-o", "json").stdout)
     assert as_json["phase"] == "FAILED" and [t["status"] for t in as_json["tasks"]] == [
-        "COMPLETED", "FAILED", "SKIPPED"]
+        "COMPLETED",
+        "FAILED",
+        "SKIPPED",
+    ]
     only_failed = at(server, "workflow-execution", "list", "--phase", "failed")
     assert only_failed.exit_code == 0
     assert [row.split()[:4] for row in only_failed.stdout.splitlines()[1:]] == [
-        [failed.id, "FAILED", "hello-workflow", "1/3"]]
+        [failed.id, "FAILED", "hello-workflow", "1/3"]
+    ]
     everything = json.loads(at(server, "workflow-execution", "list", "-o", "json").stdout)
     assert {e["id"] for e in everything["executions"]} >= {done.id, failed.id, seeded["pending"].id}
 
@@ -417,8 +445,10 @@ def test_watch_gives_up_at_its_timeout_exit_75(server: InProcessServer, seeded: 
     result = at(server, "workflow-execution", "watch", pending.id, "--timeout", "0.3")
     assert result.exit_code == 75, result.output
     assert result.stdout.splitlines() == ["⏳ PENDING"]
-    assert result.stderr.splitlines() == [f"❌ Error: gave up after 0.3s: {pending.id} is still PENDING",
-                                          "Code: DEADLINE_EXCEEDED"]
+    assert result.stderr.splitlines() == [
+        f"❌ Error: gave up after 0.3s: {pending.id} is still PENDING",
+        "Code: DEADLINE_EXCEEDED",
+    ]
     assert server.store.get_workflow_execution(pending.id).phase is Phase.PENDING
 
 

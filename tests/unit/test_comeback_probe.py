@@ -44,8 +44,15 @@ async def rig() -> AsyncIterator[tuple[World, ComebackProbe]]:
             return await finished
         return world.answer
 
-    probe = ComebackProbe("127.0.0.1:7233", port_open=port_open, clock=lambda: world.now, ask=ask,
-                          rpc_interval=0.5, rpc_slow_interval=0.7, slow_after=60.0)
+    probe = ComebackProbe(
+        "127.0.0.1:7233",
+        port_open=port_open,
+        clock=lambda: world.now,
+        ask=ask,
+        rpc_interval=0.5,
+        rpc_slow_interval=0.7,
+        slow_after=60.0,
+    )
     yield world, probe
     for finished in world.hanging:
         if not finished.done():
@@ -53,8 +60,9 @@ async def rig() -> AsyncIterator[tuple[World, ComebackProbe]]:
     await probe.close()
 
 
-async def run_for(world: World, probe: ComebackProbe, seconds: float, *, tick: float = 0.05,
-                  since: float = 0.0) -> list[bool | None]:
+async def run_for(
+    world: World, probe: ComebackProbe, seconds: float, *, tick: float = 0.05, since: float = 0.0
+) -> list[bool | None]:
     seen = []
     for _ in range(round(seconds / tick)):
         world.now = round(world.now + tick, 6)

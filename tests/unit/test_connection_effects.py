@@ -79,7 +79,11 @@ async def rig(tmp_path):
     store = Store.open(tmp_path)
     connection = TemporalConnection(
         ConnectionSettings(host_port="127.0.0.1:1", health_interval=600, probe=False, liveness=False),
-        store=store, runner=EchoAgentRunner(), targets=targets, connect=connect, workers_factory=workers_factory,
+        store=store,
+        runner=EchoAgentRunner(),
+        targets=targets,
+        connect=connect,
+        workers_factory=workers_factory,
     )
     await connection.start()
     yield connection, built, injected
@@ -93,8 +97,9 @@ async def test_a_worker_fatal_error_marks_the_connection_unhealthy_at_once(rig):
     assert all(injected.values()) and len(injected) == 3
     dying = built[0][1]
     dying.on_its_loop(dying.crash.set_result, None)  # the workflow execution worker dies
-    await eventually(lambda: len(built) == 2 and connection.is_connected(), timeout=5,
-                     what="reconnected with fresh workers")
+    await eventually(
+        lambda: len(built) == 2 and connection.is_connected(), timeout=5, what="reconnected with fresh workers"
+    )
     causes = [e.cause for e in connection.lifecycle.events if e.trigger == "health_failed"]
     assert causes == ["workflow execution worker stopped: RuntimeError: poller died: permission denied"]
     assert all(not w.is_running for w in built[0])
@@ -104,8 +109,9 @@ async def test_workers_stopped_on_purpose_do_not_report_failures(rig):
     connection, built, _ = rig
     await eventually(connection.is_connected, timeout=5, what="CONNECTED")
     await connection.lifecycle.report_failure("test")
-    await eventually(lambda: connection.lifecycle.state is State.CONNECTED and len(built) == 2, timeout=5,
-                     what="reconnected")
+    await eventually(
+        lambda: connection.lifecycle.state is State.CONNECTED and len(built) == 2, timeout=5, what="reconnected"
+    )
     assert [e.trigger for e in connection.lifecycle.events].count("health_failed") == 1
 
 
@@ -123,8 +129,9 @@ async def test_workers_and_api_get_their_own_clients_with_their_own_retry_polici
 
     connection, _, injected = rig
     given: list[Any] = []
-    monkeypatch.setattr(connection, "_build_workers", lambda client, **kw: given.append(client) or [
-        FakeWorker() for _ in range(3)])
+    monkeypatch.setattr(
+        connection, "_build_workers", lambda client, **kw: given.append(client) or [FakeWorker() for _ in range(3)]
+    )
     await eventually(connection.is_connected, timeout=5, what="CONNECTED")
     await connection.lifecycle.report_failure("test")  # reconnect: the patched factory records its client
     await eventually(lambda: connection.is_connected() and given, timeout=5, what="reconnected")
@@ -142,14 +149,21 @@ async def test_a_report_about_a_replaced_api_client_is_ignored(rig):
     old = connection.lifecycle.client
     assert old is not None
     await connection.lifecycle.report_failure("test")
-    await eventually(lambda: connection.is_connected() and connection.lifecycle.client is not old, timeout=5,
-                     what="reconnected")
+    await eventually(
+        lambda: connection.is_connected() and connection.lifecycle.client is not old, timeout=5, what="reconnected"
+    )
     connection.report_unavailable("late news", client=old.api)  # a create that used the old client
     await eventually(lambda: not connection._reports, timeout=5, what="reports to settle")
     assert connection.lifecycle.state is State.CONNECTED
     connection.report_unavailable("current news", client=connection.lifecycle.client.api)
-    await eventually(lambda: [e.cause for e in connection.lifecycle.events if e.trigger == "health_failed"][-1:]
-                     == ["request failed: current news"], timeout=5, what="the current client's report to count")
+    await eventually(
+        lambda: (
+            [e.cause for e in connection.lifecycle.events if e.trigger == "health_failed"][-1:]
+            == ["request failed: current news"]
+        ),
+        timeout=5,
+        what="the current client's report to count",
+    )
 
 
 async def test_legacy_mode_shares_one_client_with_the_sdk_default_retries(tmp_path):
@@ -165,7 +179,9 @@ async def test_legacy_mode_shares_one_client_with_the_sdk_default_retries(tmp_pa
     store = Store.open(tmp_path)
     try:
         connection = TemporalConnection(
-            ConnectionSettings.legacy(host_port="127.0.0.1:1"), store=store, runner=EchoAgentRunner(),
+            ConnectionSettings.legacy(host_port="127.0.0.1:1"),
+            store=store,
+            runner=EchoAgentRunner(),
             targets=CreatorTargets(agent_execution=print, workflow_execution=print, workflow_validation=print),
             connect=connect,
         )
@@ -178,8 +194,13 @@ async def test_legacy_mode_shares_one_client_with_the_sdk_default_retries(tmp_pa
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (RuntimeError('Failed client connect: ConnectError("tcp connect error", Os { kind: ConnectionRefused, '
-                      'message: "Connection refused" })'), "connection refused by h:1 (is Temporal running?)"),
+        (
+            RuntimeError(
+                'Failed client connect: ConnectError("tcp connect error", Os { kind: ConnectionRefused, '
+                'message: "Connection refused" })'
+            ),
+            "connection refused by h:1 (is Temporal running?)",
+        ),
         (TimeoutError(), "no answer from h:1 in time"),
         (RuntimeError("weird"), "RuntimeError: weird"),
     ],
@@ -235,20 +256,29 @@ async def test_old_workers_slow_to_stop_are_left_to_finish_not_cancelled(tmp_pat
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
     store = Store.open(tmp_path)
-    targets = CreatorTargets(agent_execution=lambda c: None, workflow_execution=lambda c: None,
-                             workflow_validation=lambda c: None)
+    targets = CreatorTargets(
+        agent_execution=lambda c: None, workflow_execution=lambda c: None, workflow_validation=lambda c: None
+    )
     connection = TemporalConnection(
-        ConnectionSettings(host_port="127.0.0.1:1", health_interval=600, probe=False, liveness=False,
-                           worker_shutdown_timeout=0.01),
-        store=store, runner=EchoAgentRunner(), targets=targets, connect=connect, workers_factory=workers_factory,
+        ConnectionSettings(
+            host_port="127.0.0.1:1", health_interval=600, probe=False, liveness=False, worker_shutdown_timeout=0.01
+        ),
+        store=store,
+        runner=EchoAgentRunner(),
+        targets=targets,
+        connect=connect,
+        workers_factory=workers_factory,
     )
     try:
         await connection.start()
         await eventually(connection.is_connected, timeout=5, what="CONNECTED")
         await connection.lifecycle.report_failure("test")
         await eventually(lambda: len(built) == 2 and connection.is_connected(), timeout=5, what="reconnected")
-        await eventually(lambda: any("Old workers still stopping" in line for line in lines), timeout=5,
-                         what="the retirement to outlast worker_shutdown_timeout")
+        await eventually(
+            lambda: any("Old workers still stopping" in line for line in lines),
+            timeout=5,
+            what="the retirement to outlast worker_shutdown_timeout",
+        )
         old = built[0]
         for worker in old:
             worker.on_its_loop(worker.flushed.set)
@@ -273,8 +303,11 @@ def test_attempt_lines_go_out_for_the_first_three_then_once_per_interval(tmp_pat
 
     store = Store.open(tmp_path)
     connection = TemporalConnection(
-        ConnectionSettings(host_port="127.0.0.1:1"), store=store, runner=EchoAgentRunner(),
-        targets=CreatorTargets(agent_execution=print, workflow_execution=print, workflow_validation=print))
+        ConnectionSettings(host_port="127.0.0.1:1"),
+        store=store,
+        runner=EchoAgentRunner(),
+        targets=CreatorTargets(agent_execution=print, workflow_execution=print, workflow_validation=print),
+    )
     lines: list[tuple[str, str]] = []
     sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="DEBUG")
     try:
@@ -282,17 +315,30 @@ def test_attempt_lines_go_out_for_the_first_three_then_once_per_interval(tmp_pat
         # then one more ATTEMPT_LOG_INTERVAL after the third.
         for attempt in [*range(1, 101), 101]:
             at = attempt * 0.1 if attempt <= 100 else 0.3 + module.ATTEMPT_LOG_INTERVAL
-            for trigger, source, dest in (("reconnect", State.UNHEALTHY, State.RECONNECTING),
-                                          ("reconnect_failed", State.RECONNECTING, State.UNHEALTHY)):
-                connection.transition_log(TransitionEvent(
-                    seq=attempt, source=source, dest=dest, trigger=trigger, cause="refused", attempt=attempt,
-                    at=at, wall=at))
+            for trigger, source, dest in (
+                ("reconnect", State.UNHEALTHY, State.RECONNECTING),
+                ("reconnect_failed", State.RECONNECTING, State.UNHEALTHY),
+            ):
+                connection.transition_log(
+                    TransitionEvent(
+                        seq=attempt,
+                        source=source,
+                        dest=dest,
+                        trigger=trigger,
+                        cause="refused",
+                        attempt=attempt,
+                        at=at,
+                        wall=at,
+                    )
+                )
     finally:
         logger.remove(sink)
         store.close()
     loud = [message for level, message in lines if level in ("INFO", "WARNING")]
     # 10 s of attempts: the first three only; then the one a whole interval later.
     assert [(m.split(" (")[0], re.search(r"attempt (\d+)", m)[1]) for m in loud] == [
-        (text, str(n)) for n in (1, 2, 3, 101)
-        for text in ("Attempting Temporal reconnection", "Temporal reconnection failed, will retry")]
+        (text, str(n))
+        for n in (1, 2, 3, 101)
+        for text in ("Attempting Temporal reconnection", "Temporal reconnection failed, will retry")
+    ]
     assert sum(level == "DEBUG" for level, _ in lines) == 2 * 97

@@ -547,8 +547,11 @@ async def test_workflow_execution_refusals(store: Store, writes: list[object]) -
         ({"workflow": "greet", "input": '{"user": "\\udc00"}'}, InvalidArgument, "input"),
         ({"workflow": "greet", "input": '{"n": 1e999}'}, InvalidArgument, "input"),
         # Under 1 MiB of UTF-8, but 2 MB once Temporal's JSON escapes it: it could never run.
-        ({"workflow": "greet", "input": json.dumps({"u": "€" * 349_000}, ensure_ascii=False)}, InvalidArgument,
-         "input"),
+        (
+            {"workflow": "greet", "input": json.dumps({"u": "€" * 349_000}, ensure_ascii=False)},
+            InvalidArgument,
+            "input",
+        ),
         ({"workflow": "nope"}, NotFound, None),
         ({"workflow": "bad"}, FailedPrecondition, None),
     ]:

@@ -153,8 +153,15 @@ def test_failed_agent_execution_carries_its_error() -> None:
 
 def test_workflow_carries_document_and_validation() -> None:
     document = '{ "name":"greet",\n  "tasks": [] , "description": "Zoë" }'
-    record = Workflow(id="wf-01J9Z3K4T8Q6W2C5N7R1V0XBYD", name="greet", document=document, valid=False,
-                      validation_errors=("tasks: empty", "x"), created_at=T0, version=1)
+    record = Workflow(
+        id="wf-01J9Z3K4T8Q6W2C5N7R1V0XBYD",
+        name="greet",
+        document=document,
+        valid=False,
+        validation_errors=("tasks: empty", "x"),
+        created_at=T0,
+        version=1,
+    )
     out = convert.workflow_to_proto(record)
     assert out.document == document
     assert not out.validation.valid and list(out.validation.errors) == ["tasks: empty", "x"]
@@ -190,14 +197,30 @@ def test_every_task_status_has_the_proto_status_of_the_same_name(status: TaskSta
 
 
 def event(seq: int, source: State, dest: State, trigger: str, *, wall: float, attempt: int = 0) -> TransitionEvent:
-    return TransitionEvent(seq=seq, source=source, dest=dest, trigger=trigger, cause=f"cause {seq}",
-                           attempt=attempt, at=100.0 + seq, wall=wall)
+    return TransitionEvent(
+        seq=seq,
+        source=source,
+        dest=dest,
+        trigger=trigger,
+        cause=f"cause {seq}",
+        attempt=attempt,
+        at=100.0 + seq,
+        wall=wall,
+    )
 
 
 def snapshot(state: State, **overrides: object) -> Snapshot:
     fields: dict[str, object] = dict(
-        state=state, since=50.0, since_wall=T0, attempt=0, next_retry_at=None, next_retry_in=None,
-        last_error="", generation=1, reconnect_count=0, recent=(),
+        state=state,
+        since=50.0,
+        since_wall=T0,
+        attempt=0,
+        next_retry_at=None,
+        next_retry_in=None,
+        last_error="",
+        generation=1,
+        reconnect_count=0,
+        recent=(),
     )
     fields.update(overrides)
     return Snapshot(**fields)  # type: ignore[arg-type]
@@ -208,8 +231,12 @@ def test_connected_status() -> None:
         event(1, State.DISCONNECTED, State.CONNECTING, "start", wall=T0 - 1),
         event(2, State.CONNECTING, State.CONNECTED, "connect_ok", wall=T0),
     )
-    status = ConnectionStatus(snapshot=snapshot(State.CONNECTED, recent=recent), workers_running=3,
-                              host_port="127.0.0.1:7233", namespace="default")
+    status = ConnectionStatus(
+        snapshot=snapshot(State.CONNECTED, recent=recent),
+        workers_running=3,
+        host_port="127.0.0.1:7233",
+        namespace="default",
+    )
     out = convert.server_status_to_proto(status, version="9.9.9", now_wall=T0 + 5)
     assert out.state == "CONNECTED" and out.workers_running == 3 and out.attempt == 0
     assert out.temporal_address == "127.0.0.1:7233" and out.namespace == "default" and out.server_version == "9.9.9"
@@ -224,8 +251,9 @@ def test_connected_status() -> None:
 
 
 def test_unhealthy_status_reports_the_next_retry_in_wall_time() -> None:
-    snap = snapshot(State.UNHEALTHY, attempt=3, next_retry_at=200.0, next_retry_in=4.5, last_error="refused",
-                    reconnect_count=2)
+    snap = snapshot(
+        State.UNHEALTHY, attempt=3, next_retry_at=200.0, next_retry_in=4.5, last_error="refused", reconnect_count=2
+    )
     status = ConnectionStatus(snapshot=snap, workers_running=0, host_port="h:1", namespace="ns")
     out = convert.server_status_to_proto(status, version="1", now_wall=T0)
     assert out.state == "UNHEALTHY" and out.attempt == 3 and out.last_error == "refused"

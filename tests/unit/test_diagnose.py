@@ -13,19 +13,29 @@ from stigmer.temporal.diagnose import NamespaceMissing, TemporalMisconfigured, d
 from stigmer.temporal.wire import speaks_http1
 
 H = "h:7233"
-TLS_TO_PLAINTEXT = ("Failed client connect: Server connection error: tonic::transport::Error(Transport, "
-                    "ConnectError(Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }))")
-UNKNOWN_CA = ("Failed client connect: Server connection error: tonic::transport::Error(Transport, ConnectError("
-              "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }))")
-WRONG_NAME = ('Failed client connect: Server connection error: tonic::transport::Error(Transport, ConnectError(Custom '
-              '{ kind: InvalidData, error: InvalidCertificate(NotValidForNameContext { expected: DnsName("x"), '
-              'presented: ["DnsName(\\"localhost\\")"] }) }))')
-HTTP_PORT = ('Failed client connect: `get_system_info` call error after connection: Status { code: Internal, message: '
-             '"h2 protocol error: http2 error", source: Some(tonic::transport::Error(Transport, hyper::Error(Http2, '
-             'Error { kind: GoAway(b"", FRAME_SIZE_ERROR, Library) }))) }')
-RESET = ('Failed client connect: `get_system_info` call error after connection: Status { code: Unknown, message: '
-         '"transport error", source: Some(tonic::transport::Error(Transport, hyper::Error(Io, '
-         'Kind(ConnectionReset)))) }')
+TLS_TO_PLAINTEXT = (
+    "Failed client connect: Server connection error: tonic::transport::Error(Transport, "
+    "ConnectError(Custom { kind: InvalidData, error: InvalidMessage(InvalidContentType) }))"
+)
+UNKNOWN_CA = (
+    "Failed client connect: Server connection error: tonic::transport::Error(Transport, ConnectError("
+    "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }))"
+)
+WRONG_NAME = (
+    "Failed client connect: Server connection error: tonic::transport::Error(Transport, ConnectError(Custom "
+    '{ kind: InvalidData, error: InvalidCertificate(NotValidForNameContext { expected: DnsName("x"), '
+    'presented: ["DnsName(\\"localhost\\")"] }) }))'
+)
+HTTP_PORT = (
+    "Failed client connect: `get_system_info` call error after connection: Status { code: Internal, message: "
+    '"h2 protocol error: http2 error", source: Some(tonic::transport::Error(Transport, hyper::Error(Http2, '
+    'Error { kind: GoAway(b"", FRAME_SIZE_ERROR, Library) }))) }'
+)
+RESET = (
+    "Failed client connect: `get_system_info` call error after connection: Status { code: Unknown, message: "
+    '"transport error", source: Some(tonic::transport::Error(Transport, hyper::Error(Io, '
+    "Kind(ConnectionReset)))) }"
+)
 
 
 @pytest.mark.parametrize(
@@ -62,8 +72,10 @@ def test_outages_stay_outages(error: BaseException, says: str) -> None:
 def test_a_missing_namespace_is_a_misconfiguration_naming_the_fix() -> None:
     err = NamespaceMissing("prod", "temporal.prod:7233")
     assert isinstance(err, Misconfiguration)
-    assert str(err) == ("namespace 'prod' does not exist on temporal.prod:7233: create it with "
-                        "`temporal operator namespace create -n prod` or set TEMPORAL_NAMESPACE")
+    assert str(err) == (
+        "namespace 'prod' does not exist on temporal.prod:7233: create it with "
+        "`temporal operator namespace create -n prod` or set TEMPORAL_NAMESPACE"
+    )
 
 
 async def _serving(reply: bytes | None) -> tuple[asyncio.Server, int]:
@@ -82,11 +94,15 @@ async def _serving(reply: bytes | None) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-@pytest.mark.parametrize(("reply", "http1"), [
-    (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", True),
-    (None, False),  # a load balancer with nothing behind it: accepts, then resets
-    (b"\x00\x00\x12\x04\x00\x00\x00\x00\x00", False),  # an HTTP/2 server's SETTINGS frame
-], ids=["http1-server", "resets", "http2-server"])
+@pytest.mark.parametrize(
+    ("reply", "http1"),
+    [
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", True),
+        (None, False),  # a load balancer with nothing behind it: accepts, then resets
+        (b"\x00\x00\x12\x04\x00\x00\x00\x00\x00", False),  # an HTTP/2 server's SETTINGS frame
+    ],
+    ids=["http1-server", "resets", "http2-server"],
+)
 async def test_speaks_http1_tells_an_http1_server_from_a_closing_balancer(reply: bytes | None, http1: bool) -> None:
     server, port = await _serving(reply)
     async with server:
@@ -96,10 +112,13 @@ async def test_speaks_http1_tells_an_http1_server_from_a_closing_balancer(reply:
 
 def test_a_key_refused_by_client_connect_itself_reads_as_credentials() -> None:
     # Seen through tests/support/key_gateway.py: the dial's get_system_info, as RuntimeError text.
-    error = RuntimeError('Failed client connect: `get_system_info` call error after connection: Status { code: '
-                         'Unauthenticated, message: "invalid API key", metadata: MetadataMap { headers: '
-                         '{"content-type": "application/grpc"} }, source: None }')
+    error = RuntimeError(
+        "Failed client connect: `get_system_info` call error after connection: Status { code: "
+        'Unauthenticated, message: "invalid API key", metadata: MetadataMap { headers: '
+        '{"content-type": "application/grpc"} }, source: None }'
+    )
     found = diagnose(error, H)
     assert isinstance(found, Misconfiguration)
-    assert str(found).startswith(f"Temporal at {H} refused our credentials (UNAUTHENTICATED: invalid API key): "
-                                 "check TEMPORAL_API_KEY")
+    assert str(found).startswith(
+        f"Temporal at {H} refused our credentials (UNAUTHENTICATED: invalid API key): check TEMPORAL_API_KEY"
+    )

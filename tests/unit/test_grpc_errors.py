@@ -113,8 +113,9 @@ async def test_success_passes_through(stub) -> None:
     assert (reply.agent, reply.message) == ("ok", "héllo")
 
 
-@pytest.mark.parametrize(("agent", "state", "retry_after"), [("unavailable", "UNHEALTHY", "3"),
-                                                               ("unavailable_soon", "RECONNECTING", "1")])
+@pytest.mark.parametrize(
+    ("agent", "state", "retry_after"), [("unavailable", "UNHEALTHY", "3"), ("unavailable_soon", "RECONNECTING", "1")]
+)
 async def test_unavailable_carries_the_exact_message_and_trailing_metadata(stub, agent, state, retry_after) -> None:
     error = await call_create(stub, agent)
     assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -133,9 +134,14 @@ async def test_a_bug_is_internal_without_details_and_logged_once_with_its_traceb
     assert "Raising.Create" in logged[0] and "KeyError" in logged[0] and SECRET in logged[0]
 
 
-@pytest.mark.parametrize(("kind", "code"), [("invalid", grpc.StatusCode.INVALID_ARGUMENT),
-                                            ("unavailable", grpc.StatusCode.UNAVAILABLE),
-                                            ("bug", grpc.StatusCode.INTERNAL)])
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("invalid", grpc.StatusCode.INVALID_ARGUMENT),
+        ("unavailable", grpc.StatusCode.UNAVAILABLE),
+        ("bug", grpc.StatusCode.INTERNAL),
+    ],
+)
 @pytest.mark.parametrize("after", [0, 2])
 async def test_streams_map_errors_raised_before_and_after_items(stub, kind, code, after) -> None:
     call = stub.Watch(pb.WatchAgentExecutionRequest(id=f"{kind}@{after}"), timeout=TIMEOUT)
@@ -208,8 +214,10 @@ async def test_a_refused_request_is_freed_at_once() -> None:
     assert codes == [code.INVALID_ARGUMENT, code.NOT_FOUND, code.UNAVAILABLE, code.NOT_FOUND]
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0.0, 1), (0.2, 1), (1.0, 1), (1.01, 2), (29.5, 30),
-                                                 (float("inf"), 1), (float("nan"), 1), (-3.0, 1)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.0, 1), (0.2, 1), (1.0, 1), (1.01, 2), (29.5, 30), (float("inf"), 1), (float("nan"), 1), (-3.0, 1)],
+)
 def test_retry_after_is_whole_seconds_at_least_one(value: float, expected: int) -> None:
     assert retry_after_seconds(value) == expected
 
@@ -245,5 +253,18 @@ async def test_closing_a_stream_closes_the_inner_generators_at_once() -> None:
 
 
 def _record(id: str) -> AgentExecution:
-    return AgentExecution(id=id, agent="a", message="m", runtime_env={}, phase=Phase.PENDING, messages=(), error="",
-                          created_at=0.0, started_at=None, completed_at=None, workflow_id="", parent_id="", version=1)
+    return AgentExecution(
+        id=id,
+        agent="a",
+        message="m",
+        runtime_env={},
+        phase=Phase.PENDING,
+        messages=(),
+        error="",
+        created_at=0.0,
+        started_at=None,
+        completed_at=None,
+        workflow_id="",
+        parent_id="",
+        version=1,
+    )

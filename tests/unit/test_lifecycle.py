@@ -74,8 +74,9 @@ def test_table_matches_the_design():
     }
 
 
-@pytest.mark.parametrize(("source", "trigger"), sorted(ALLOWED, key=lambda k: (k[0].name, k[1])),
-                         ids=lambda v: getattr(v, "name", v))
+@pytest.mark.parametrize(
+    ("source", "trigger"), sorted(ALLOWED, key=lambda k: (k[0].name, k[1])), ids=lambda v: getattr(v, "name", v)
+)
 async def test_every_declared_edge(source: State, trigger: str):
     lifecycle, effects, _ = await drive_to(source)
     seen = lifecycle.events.last_seq
@@ -111,7 +112,9 @@ async def test_attempt_connects_and_runs_effects_in_order():
     assert lifecycle.state is State.CONNECTED
     assert effects.calls == ["dial", "verify", "start_workers", "inject_creators"]
     assert [(e.trigger, e.dest) for e in lifecycle.events] == [
-        ("start", State.CONNECTING), ("connect_ok", State.CONNECTED)]
+        ("start", State.CONNECTING),
+        ("connect_ok", State.CONNECTED),
+    ]
     assert lifecycle.client is not None and lifecycle.generation == 1
     assert violations == []
 
@@ -277,9 +280,12 @@ async def test_event_record_is_dense_ordered_and_complete():
     events = list(lifecycle.events)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [(e.trigger, e.attempt, e.backoff) for e in events] == [
-        ("start", 0, 0.0), ("connect_failed", 0, 1.0),
-        ("start", 1, 1.0), ("connect_failed", 1, 2.0),
-        ("start", 2, 2.0), ("connect_ok", 2, 0.0),
+        ("start", 0, 0.0),
+        ("connect_failed", 0, 1.0),
+        ("start", 1, 1.0),
+        ("connect_failed", 1, 2.0),
+        ("start", 2, 2.0),
+        ("connect_ok", 2, 0.0),
         ("health_failed", 0, 1.0),
         ("stop", 1, 0.0),
     ]

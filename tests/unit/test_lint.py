@@ -1,4 +1,4 @@
-"""The tree stays ruff-clean and the state machine stays mypy --strict clean (CI runs these)."""
+"""The tree stays ruff-clean (lint and format) and the state machine stays mypy --strict clean (CI runs these)."""
 
 import subprocess
 import sys
@@ -13,6 +13,11 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_clean():
     result = run("ruff", "check", ".", "--output-format", "concise")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_clean():
+    result = run("ruff", "format", "--check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

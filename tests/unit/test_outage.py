@@ -17,8 +17,9 @@ from tests.unit.fake_effects import FakeEffects
 Lifecycle = ConnectionLifecycle[object]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90.0), ("90s", 90.0), ("1.5m", 90.0), ("2h", 7200.0),
-                                               ("500ms", 0.5), (" 5 m ", 300.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90.0), ("90s", 90.0), ("1.5m", 90.0), ("2h", 7200.0), ("500ms", 0.5), (" 5 m ", 300.0)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

@@ -106,9 +106,7 @@ def fresh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_no_missing_or_stale_stub_files(fresh_dir: Path) -> None:
     committed, fresh = generated_names(API_DIR), generated_names(fresh_dir)
     missing, stale = sorted(fresh - committed), sorted(committed - fresh)
-    assert not missing and not stale, (
-        f"stigmer/api is out of date: missing {missing}, stale (no .proto) {stale}. {FIX}"
-    )
+    assert not missing and not stale, f"stigmer/api is out of date: missing {missing}, stale (no .proto) {stale}. {FIX}"
 
 
 def test_committed_stubs_match_protos(fresh_dir: Path) -> None:
@@ -159,12 +157,8 @@ def test_normalize_masks_only_version_stamps() -> None:
     pb2 = (API_DIR / "agent_execution_pb2.py").read_text(encoding="utf-8")
     grpc_stub = (API_DIR / "agent_execution_pb2_grpc.py").read_text(encoding="utf-8")
     restamped_pb2 = re.sub(r"(?m)^# Protobuf Python Version: \S+$", "# Protobuf Python Version: 99.1.2", pb2)
-    restamped_pb2 = re.sub(
-        r"(Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,", r"\1\n    99,\n    1,\n    2,", restamped_pb2
-    )
-    restamped_grpc = re.sub(
-        r"(?m)^GRPC_GENERATED_VERSION = '[^']*'$", "GRPC_GENERATED_VERSION = '9.9.9'", grpc_stub
-    )
+    restamped_pb2 = re.sub(r"(Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,", r"\1\n    99,\n    1,\n    2,", restamped_pb2)
+    restamped_grpc = re.sub(r"(?m)^GRPC_GENERATED_VERSION = '[^']*'$", "GRPC_GENERATED_VERSION = '9.9.9'", grpc_stub)
     # The stamps really are there (else this test proves nothing) and are the only thing masked.
     assert restamped_pb2 != pb2 and restamped_grpc != grpc_stub
     assert normalize(restamped_pb2) == normalize(pb2)
@@ -208,8 +202,7 @@ def test_services_exist(module: str) -> None:
     assert pb2.DESCRIPTOR.package == "stigmer.v1"
     assert pb2.DESCRIPTOR.name == f"stigmer/api/{module}.proto"
     services = {
-        name: {m.name: m.server_streaming for m in svc.methods}
-        for name, svc in pb2.DESCRIPTOR.services_by_name.items()
+        name: {m.name: m.server_streaming for m in svc.methods} for name, svc in pb2.DESCRIPTOR.services_by_name.items()
     }
     assert services == EXPECTED_SERVICES[module]
     for name, methods in services.items():

@@ -24,8 +24,18 @@ class FakeLifecycle:
 
     def move(self, dest: State, trigger: str) -> None:
         source, self.state = self.state, dest
-        self.events.append(TransitionEvent(seq=self.events.next_seq(), source=source, dest=dest, trigger=trigger,
-                                           cause="", attempt=0, at=time.monotonic(), wall=time.time()))
+        self.events.append(
+            TransitionEvent(
+                seq=self.events.next_seq(),
+                source=source,
+                dest=dest,
+                trigger=trigger,
+                cause="",
+                attempt=0,
+                at=time.monotonic(),
+                wall=time.time(),
+            )
+        )
 
 
 def status(health: ServerHealth, service: str) -> int:

@@ -37,8 +37,7 @@ class Rig:
 async def rig() -> AsyncIterator[Rig]:
     clock = ManualClock(start=0.0)
     effects = FakeEffects()
-    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(
-        effects, clock=clock, backoff=BackoffPolicy())
+    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock, backoff=BackoffPolicy())
     health = {"fail": 0, "hang": 0, "calls": 0}
 
     async def check(client: FakeClient) -> None:
@@ -362,8 +361,15 @@ async def test_probing_is_fast_early_in_an_outage_then_slows_down():
         probes.append(clock.monotonic())
         return False  # Temporal stays down
 
-    supervisor = Supervisor(lifecycle, check=check, clock=clock, probe=probe, probe_interval=0.5,
-                            probe_slow_interval=2.0, probe_fast_for=5.0)
+    supervisor = Supervisor(
+        lifecycle,
+        check=check,
+        clock=clock,
+        probe=probe,
+        probe_interval=0.5,
+        probe_slow_interval=2.0,
+        probe_fast_for=5.0,
+    )
     effects.fail("dial", times=1000)
     supervisor.start()
     rig = Rig(clock, effects, lifecycle, supervisor, {})
@@ -411,8 +417,15 @@ async def watched() -> AsyncIterator[tuple[Rig, dict[str, object]]]:
             await asyncio.Event().wait()
         return answer["reason"]  # type: ignore[return-value]
 
-    supervisor = Supervisor(lifecycle, check=check, clock=clock, health_interval=15, liveness=liveness,
-                            liveness_interval=1.0, liveness_timeout=6.0)
+    supervisor = Supervisor(
+        lifecycle,
+        check=check,
+        clock=clock,
+        health_interval=15,
+        liveness=liveness,
+        liveness_interval=1.0,
+        liveness_timeout=6.0,
+    )
     yield Rig(clock, effects, lifecycle, supervisor, {}), answer
     await supervisor.close()
 

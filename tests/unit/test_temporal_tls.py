@@ -36,20 +36,27 @@ def no_profile(env: Mapping[str, str]) -> Any:
 
 
 def test_nothing_set_means_plaintext_and_no_profile() -> None:
-    settings = temporal_client_settings({"TEMPORAL_HOST_PORT": "x:1", "TEMPORAL_NAMESPACE": "n"},
-                                        profile_loader=no_profile)
+    settings = temporal_client_settings(
+        {"TEMPORAL_HOST_PORT": "x:1", "TEMPORAL_NAMESPACE": "n"}, profile_loader=no_profile
+    )
     assert settings.security == TemporalSecurity()
     assert settings.security.connect_kwargs() == {} and settings.security.describe() == "plaintext"
 
 
 def test_mtls_from_our_variables_reads_the_files_at_every_dial(pems: dict[str, Path]) -> None:
-    env = {"TEMPORAL_TLS_CERT": str(pems["cert"]), "TEMPORAL_TLS_KEY": str(pems["key"]),
-           "TEMPORAL_TLS_CA": str(pems["ca"])}
+    env = {
+        "TEMPORAL_TLS_CERT": str(pems["cert"]),
+        "TEMPORAL_TLS_KEY": str(pems["key"]),
+        "TEMPORAL_TLS_CA": str(pems["ca"]),
+    }
     security = temporal_client_settings(env, profile_loader=no_profile).security
     assert security.describe() == "mTLS"
     first = security.connect_kwargs()["tls"]
-    assert first == TLSConfig(server_root_ca_cert=b"-----CA v1-----\n", client_cert=b"-----CERT v1-----\n",
-                              client_private_key=b"-----KEY v1-----\n")
+    assert first == TLSConfig(
+        server_root_ca_cert=b"-----CA v1-----\n",
+        client_cert=b"-----CERT v1-----\n",
+        client_private_key=b"-----KEY v1-----\n",
+    )
     pems["cert"].write_bytes(b"-----CERT v2-----\n")  # renewed on disk: the next dial uses it
     assert security.connect_kwargs()["tls"].client_cert == b"-----CERT v2-----\n"
 
@@ -128,8 +135,13 @@ def test_a_profile_supplies_address_namespace_tls_and_key(tmp_path: Path, pems: 
 def test_our_variables_and_flags_win_over_the_profile(tmp_path: Path, pems: dict[str, Path]) -> None:
     other_ca = tmp_path / "other-ca.pem"
     other_ca.write_bytes(b"other")
-    env = {"TEMPORAL_CONFIG_FILE": str(write_profile(tmp_path, pems["ca"])), "TEMPORAL_PROFILE": "cloud",
-           "TEMPORAL_HOST_PORT": "mine:7233", "TEMPORAL_TLS_CA": str(other_ca), "TEMPORAL_API_KEY": "mine-key"}
+    env = {
+        "TEMPORAL_CONFIG_FILE": str(write_profile(tmp_path, pems["ca"])),
+        "TEMPORAL_PROFILE": "cloud",
+        "TEMPORAL_HOST_PORT": "mine:7233",
+        "TEMPORAL_TLS_CA": str(other_ca),
+        "TEMPORAL_API_KEY": "mine-key",
+    }
     config = Config.from_env(env, namespace="flag-ns")
     assert config.temporal_host_port == "mine:7233" and config.namespace == "flag-ns"
     assert config.temporal_security is not None
@@ -151,12 +163,16 @@ def test_the_profile_file_is_opt_in(tmp_path: Path, pems: dict[str, Path], monke
 
 
 def test_temporals_own_variables_work_without_a_file(pems: dict[str, Path]) -> None:
-    env = {"TEMPORAL_TLS_CLIENT_CERT_PATH": str(pems["cert"]), "TEMPORAL_TLS_CLIENT_KEY_PATH": str(pems["key"]),
-           "TEMPORAL_TLS_SERVER_NAME": "temporal.internal"}
+    env = {
+        "TEMPORAL_TLS_CLIENT_CERT_PATH": str(pems["cert"]),
+        "TEMPORAL_TLS_CLIENT_KEY_PATH": str(pems["key"]),
+        "TEMPORAL_TLS_SERVER_NAME": "temporal.internal",
+    }
     security = temporal_client_settings(env, profile_loader=load_profile).security
     assert security.describe() == "mTLS"
     assert security.connect_kwargs()["tls"] == TLSConfig(
-        domain="temporal.internal", client_cert=b"-----CERT v1-----\n", client_private_key=b"-----KEY v1-----\n")
+        domain="temporal.internal", client_cert=b"-----CERT v1-----\n", client_private_key=b"-----KEY v1-----\n"
+    )
     disabled = temporal_client_settings({"TEMPORAL_TLS": "false", "TEMPORAL_API_KEY": API_KEY})
     assert disabled.security.connect_kwargs() == {"tls": False, "api_key": API_KEY}
 
@@ -174,8 +190,13 @@ async def test_dial_passes_tls_and_api_key_to_client_connect(tmp_path: Path, pem
     from stigmer.store import Store
     from stigmer.temporal.agents import EchoAgentRunner
 
-    env = {"TEMPORAL_TLS_CERT": str(pems["cert"]), "TEMPORAL_TLS_KEY": str(pems["key"]),
-           "TEMPORAL_TLS_CA": str(pems["ca"]), "TEMPORAL_API_KEY": API_KEY, "TEMPORAL_ADDRESS": "cloud.example:7233"}
+    env = {
+        "TEMPORAL_TLS_CERT": str(pems["cert"]),
+        "TEMPORAL_TLS_KEY": str(pems["key"]),
+        "TEMPORAL_TLS_CA": str(pems["ca"]),
+        "TEMPORAL_API_KEY": API_KEY,
+        "TEMPORAL_ADDRESS": "cloud.example:7233",
+    }
     settings = Config.from_env(env).connection_settings()
     captured: list[tuple[str, dict[str, Any]]] = []
 
@@ -185,9 +206,13 @@ async def test_dial_passes_tls_and_api_key_to_client_connect(tmp_path: Path, pem
 
     store = Store.open(tmp_path / "data")
     try:
-        connection = TemporalConnection(settings, store=store, runner=EchoAgentRunner(), connect=connect,
-                                        targets=CreatorTargets(agent_execution=print, workflow_execution=print,
-                                                               workflow_validation=print))
+        connection = TemporalConnection(
+            settings,
+            store=store,
+            runner=EchoAgentRunner(),
+            connect=connect,
+            targets=CreatorTargets(agent_execution=print, workflow_execution=print, workflow_validation=print),
+        )
         await connection.dial()
     finally:
         store.close()
@@ -197,8 +222,11 @@ async def test_dial_passes_tls_and_api_key_to_client_connect(tmp_path: Path, pem
     for target, kwargs in captured:
         assert target == "cloud.example:7233"
         assert kwargs["api_key"] == API_KEY
-        assert kwargs["tls"] == TLSConfig(server_root_ca_cert=b"-----CA v1-----\n",
-                                          client_cert=b"-----CERT v1-----\n", client_private_key=b"-----KEY v1-----\n")
+        assert kwargs["tls"] == TLSConfig(
+            server_root_ca_cert=b"-----CA v1-----\n",
+            client_cert=b"-----CERT v1-----\n",
+            client_private_key=b"-----KEY v1-----\n",
+        )
         assert "keep_alive_config" in kwargs and kwargs["namespace"] == "default"
 
 
