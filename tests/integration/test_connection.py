@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import signal
 import time
@@ -163,10 +164,40 @@ async def test_long_outage_recovers_with_fresh_workers(temporal_factory, tmp_pat
         await eventually(rig.connection.is_connected, timeout=5, what="CONNECTED after the long outage")
         recovered = time.monotonic() - answered
         assert all(task.done() for task in old_tasks), "old workers still running"
-        assert not rig.connection._retiring
+        assert rig.connection.retiring == 0
         assert not {id(w) for w in old_workers} & {id(w) for w in rig.connection._workers}
         await rig.run_agent_execution("after a long outage")
     print(f"long outage: CONNECTED {recovered:.2f}s after Temporal answered (backoff was 30 s)")
+
+
+async def test_a_retired_generation_leaves_no_client_behind(temporal_factory, tmp_path):
+    """Old clients (and their connections) go once their workers have stopped, not at whatever
+    later garbage collection: a temporalio Client sits in a reference cycle, and a quiet server
+    rarely collects (the chaos soak found one's connection open 25 s on). The collector is off
+    here so that only the connection's own release can free them."""
+    server = temporal_factory()
+    async with connection_rig(fast_settings(server.address), tmp_path / "data") as rig:
+        await eventually(rig.connection.is_connected, timeout=10, what="CONNECTED")
+        await rig.run_agent_execution("before")
+        gc.collect()
+        gc.disable()
+        try:
+            for round_ in range(2):
+                await asyncio.to_thread(server.kill)
+                await eventually(lambda: not rig.connection.is_connected(), timeout=10, what="the outage noticed")
+                server.start()
+                await server.wait_ready_async()
+                await eventually(rig.connection.is_connected, timeout=10, what=f"CONNECTED again ({round_})")
+                await eventually(lambda: rig.connection.retiring == 0, timeout=20, what="old workers retired")
+
+                def clients_alive() -> int:
+                    return sum(isinstance(o, Client) for o in gc.get_objects())
+
+                # The current generation has two (the workers' and the API's).
+                await eventually(lambda: clients_alive() == 2, timeout=5, what="the old clients released")
+        finally:
+            gc.enable()
+        await rig.run_agent_execution("after")
 
 
 def _state_of(rig) -> State:
@@ -201,7 +232,7 @@ async def test_close_in_every_state_is_bounded_and_leaves_nothing(
     assert rig.connection.lifecycle.state is State.STOPPED
     assert took < 10, f"close took {took:.1f}s"
     assert all(task.done() for task in rig.connection._worker_tasks)
-    assert not rig.connection._retiring
+    assert rig.connection.retiring == 0
     assert rig.creators.none_set
     leftover = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}
     assert not leftover, leftover
