@@ -14,22 +14,17 @@ from dataclasses import dataclass, replace
 from loguru import logger
 
 from stigmer import __version__
-from stigmer.config import Config, ConfigError, split_host_port
+from stigmer.config import Config, split_host_port
 from stigmer.controllers import AgentExecutionController, Reconciler, WorkflowController, WorkflowExecutionController
+from stigmer.errors import ConfigError, DatabaseError, ExitCode
 from stigmer.managed_temporal import ManagedTemporal, TemporalBinaryMissing
 from stigmer.outage import OutageLimit
 from stigmer.server import BoundServer, ListenError, ServerHealth, Services, build_server
 from stigmer.server.auth import ListenerSecurity, describe_protection, startup_warnings
-from stigmer.store import Store, StoreError
+from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner, EchoAgentRunner
 from stigmer.temporal.connection import CreatorTargets, TemporalConnection
 from stigmer.temporal.tls import TemporalSecurity
-
-#: Exit codes (sysexits.h): what a supervisor or script can act on.
-EXIT_OK = 0
-EXIT_SOFTWARE = 70
-EXIT_CONFIG = 78  # the data dir or its database is unusable
-EXIT_UNAVAILABLE = 69  # the listener could not be opened, or --exit-after-outage ran out
 
 
 @dataclass
@@ -72,12 +67,12 @@ class StigmerServer:
             self._listener = ListenerSecurity.from_config(config)
         except ConfigError as err:
             logger.error("{}", err)
-            return EXIT_CONFIG
+            return ExitCode.CONFIG
         try:
             store = Store.open(config.data_dir)
-        except StoreError as err:
+        except DatabaseError as err:
             logger.error("Cannot open the data store: {}", err)
-            return EXIT_CONFIG
+            return ExitCode.CONFIG
         managed: ManagedTemporal | None = None
         try:
             if self._managed_requested:
@@ -88,7 +83,7 @@ class StigmerServer:
                         managed = None
                 except TemporalBinaryMissing as err:
                     logger.error("Cannot start a managed Temporal: {}", err)
-                    return EXIT_CONFIG
+                    return ExitCode.CONFIG
             return await self._serve(config, store, managed, stop)
         finally:
             if managed is not None:
@@ -142,7 +137,7 @@ class StigmerServer:
             )
         except ListenError as err:
             logger.error("{}", err)
-            return EXIT_UNAVAILABLE
+            return ExitCode.UNAVAILABLE
         await bound.server.start()
         await health.start()
         self.running = Running(store=store, connection=connection, bound=bound, health=health, managed=managed)
@@ -160,7 +155,7 @@ class StigmerServer:
                     "Temporal has been unavailable for {:g}s (--exit-after-outage): stopping the server "
                     "so that its supervisor can restart it (exit {})",
                     limit.limit,
-                    EXIT_UNAVAILABLE,
+                    ExitCode.UNAVAILABLE,
                 )
         finally:
             if watch is not None:
@@ -170,4 +165,4 @@ class StigmerServer:
             await bound.server.stop(grace=config.grace)
             await connection.close()
             await health.close()
-        return EXIT_UNAVAILABLE if limit is not None and limit.tripped else EXIT_OK
+        return ExitCode.UNAVAILABLE if limit is not None and limit.tripped else ExitCode.OK

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stigmer.errors import ConfigError
 from stigmer.security import AUTH_TOKEN_ENV, Secret, is_loopback, token_problem
 from stigmer.temporal.names import TaskQueues
 
@@ -32,10 +33,6 @@ ENV = {
 }
 #: Temporal's own name for the address (its CLI and SDKs); TEMPORAL_HOST_PORT wins when both are set.
 TEMPORAL_ADDRESS_ALIAS = "TEMPORAL_ADDRESS"
-
-
-class ConfigError(ValueError):
-    """A setting is malformed; the message names the flag or variable and the value."""
 
 
 def split_host_port(value: str, *, name: str) -> tuple[str, int]:

@@ -19,9 +19,10 @@ from pathlib import Path
 from loguru import logger
 
 from statemachine import BackoffPolicy
+from stigmer.errors import ConfigError
 
 
-class TemporalBinaryMissing(RuntimeError):
+class TemporalBinaryMissing(ConfigError):
     pass
 
 

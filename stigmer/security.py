@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 
+from stigmer.errors import ConfigError
+
 AUTH_TOKEN_ENV = "STIGMER_AUTH_TOKEN"
 TLS_CA_ENV = "STIGMER_TLS_CA"
 TLS_ENV = "STIGMER_TLS"
@@ -85,7 +87,7 @@ def is_loopback(host: str) -> bool:
         return False  # any other name may resolve to a reachable interface
 
 
-class ClientSecurityError(ValueError):
+class ClientSecurityError(ConfigError):
     """The client's security settings cannot be used; the message names the variable."""
 
 

@@ -24,6 +24,7 @@ from stigmer.cli.common import (
     timeout_option,
     to_dict,
 )
+from stigmer.errors import ExitCode
 
 
 def _env_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -149,7 +150,7 @@ def _follow(
     except grpc.RpcError as error:
         fail(error, address=conn.address, output=output)
     if last is None:
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     if output == "text":
         click.echo(render.agent_execution(last))
-    sys.exit(0 if render.phase_name(last.phase) == "COMPLETED" else 1)
+    sys.exit(ExitCode.OK if render.phase_name(last.phase) == "COMPLETED" else ExitCode.ERROR)

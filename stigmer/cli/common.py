@@ -17,13 +17,8 @@ from google.protobuf.message import Message
 
 from stigmer.config import DEFAULT_ADDRESS
 from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY, UNAVAILABLE_MESSAGE
+from stigmer.errors import ExitCode
 from stigmer.security import ClientSecurity, ClientSecurityError, tls_hint
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_CONNECTED = 3
-EXIT_UNREACHABLE = 69  # EX_UNAVAILABLE: the stigmer server itself cannot be reached
-EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: Temporal is unavailable, try again later
 
 T = TypeVar("T")
 
@@ -98,12 +93,12 @@ def fail(error: grpc.RpcError, *, address: str, output: str) -> NoReturn:
             or "Start it with `stigmer server start` (add --managed-temporal to run a local Temporal too), "
             "or point STIGMER_SERVER_ADDRESS / --address at a running one."
         )
-        exit_code = EXIT_UNREACHABLE
+        exit_code = ExitCode.UNAVAILABLE
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        message, exit_code = f"the stigmer server at {address} did not answer in time ({details})", EXIT_TEMPFAIL
+        message, exit_code = f"the stigmer server at {address} did not answer in time ({details})", ExitCode.TEMPFAIL
     else:
         message = details
-        exit_code = EXIT_TEMPFAIL if code == grpc.StatusCode.UNAVAILABLE else EXIT_ERROR
+        exit_code = ExitCode.TEMPFAIL if code == grpc.StatusCode.UNAVAILABLE else ExitCode.ERROR
     if output == "json":
         payload: dict[str, Any] = {"error": {"code": code.name, "message": message}}
         if ours:

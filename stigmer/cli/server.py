@@ -15,24 +15,12 @@ import grpc
 from loguru import logger
 
 from stigmer.api import status_pb2, status_pb2_grpc
-from stigmer.cli.common import (
-    EXIT_NOT_CONNECTED,
-    address_option,
-    api,
-    call,
-    emit_json,
-    fail,
-    is_tty,
-    output_option,
-    to_dict,
-)
-from stigmer.config import Config, ConfigError
+from stigmer.cli.common import address_option, api, call, emit_json, fail, is_tty, output_option, to_dict
+from stigmer.config import Config
+from stigmer.errors import ConfigError, ExitCode
 from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
 from stigmer.process import exit_process
-
-#: EX_CONFIG (sysexits.h): the settings cannot work; the server exits with it too (stigmer.app).
-EXIT_CONFIG = 78
 
 
 class _Duration(click.ParamType):
@@ -211,7 +199,7 @@ def start(
         )
     except ConfigError as err:
         usage = click.UsageError(str(err))
-        usage.exit_code = EXIT_CONFIG
+        usage.exit_code = ExitCode.CONFIG
         raise usage from err
     exit_process(asyncio.run(_run_server(config, managed_temporal)))
 
@@ -290,7 +278,7 @@ def status(address: str, output: str, timeout: float) -> None:
         emit_json(to_dict(result))
     else:
         click.echo(render_status(result))
-    sys.exit(0 if result.state == "CONNECTED" else EXIT_NOT_CONNECTED)
+    sys.exit(ExitCode.OK if result.state == "CONNECTED" else ExitCode.NOT_CONNECTED)
 
 
 @server.command()
@@ -334,7 +322,7 @@ def wait(address: str, output: str, timeout: float) -> None:
                     emit_json({"connected": False, "state": state, "message": message})
                 else:
                     click.echo(f"❌ {message}", err=True)
-                sys.exit(EXIT_NOT_CONNECTED)
+                sys.exit(ExitCode.NOT_CONNECTED)
             if is_tty() and output == "text":
                 left = deadline - time.monotonic()
                 click.echo(f"\r{next(spinner)} waiting for Temporal ({state}, {left:.0f}s left)\033[K", nl=False)

@@ -13,7 +13,6 @@ from click.shell_completion import CompletionItem
 from stigmer.api import workflow_pb2, workflow_pb2_grpc
 from stigmer.cli import render
 from stigmer.cli.common import (
-    EXIT_ERROR,
     address_option,
     api,
     call,
@@ -25,6 +24,7 @@ from stigmer.cli.common import (
     to_dict,
 )
 from stigmer.config import DEFAULT_ADDRESS
+from stigmer.errors import ExitCode
 
 #: Completion runs on every <TAB>: a server that does not answer at once gets no say.
 COMPLETION_TIMEOUT = 1.0
@@ -121,7 +121,7 @@ def create(document_file: IO[bytes], address: str, output: str, timeout: float) 
             created.validation,
             f"❌ Invalid: stored as {created.id} ({created.name}) but it cannot be executed; {count}:",
         )
-    sys.exit(0 if valid else EXIT_ERROR)
+    sys.exit(ExitCode.OK if valid else ExitCode.ERROR)
 
 
 @workflow.command()
@@ -149,7 +149,7 @@ def validate(document_file: IO[bytes], address: str, output: str, timeout: float
         click.echo("✅ Valid")
     else:
         _print_invalid(result, f"❌ Invalid: {render.plural(len(result.errors), 'error')}:")
-    sys.exit(0 if result.valid else EXIT_ERROR)
+    sys.exit(ExitCode.OK if result.valid else ExitCode.ERROR)
 
 
 @workflow.command()

@@ -13,8 +13,6 @@ from click.shell_completion import CompletionItem
 from stigmer.api import workflow_execution_pb2, workflow_execution_pb2_grpc
 from stigmer.cli import render
 from stigmer.cli.common import (
-    EXIT_ERROR,
-    EXIT_TEMPFAIL,
     Api,
     address_option,
     api,
@@ -29,6 +27,7 @@ from stigmer.cli.common import (
     to_dict,
 )
 from stigmer.cli.workflow import COMPLETION_TIMEOUT, complete_workflow, completion_address
+from stigmer.errors import ExitCode
 
 INPUT_EXAMPLE = '{"user": "Ada"}'
 
@@ -254,7 +253,7 @@ def _follow(conn: Api, execution_id: str, output: str, *, timeout: float | None)
             _stop(
                 f"gave up{waited}: {execution_id} is still {render.phase_name(last.phase)}",
                 code="DEADLINE_EXCEEDED",
-                exit_code=EXIT_TEMPFAIL,
+                exit_code=ExitCode.TEMPFAIL,
                 output=output,
             )
         fail(error, address=conn.address, output=output)
@@ -265,12 +264,12 @@ def _follow(conn: Api, execution_id: str, output: str, *, timeout: float | None)
             f"the server at {conn.address} ended the stream {where}; "
             f"check again with `stigmer workflow-execution watch {execution_id}`",
             code="ABORTED",
-            exit_code=EXIT_ERROR,
+            exit_code=ExitCode.ERROR,
             output=output,
         )
     if output == "text":
         click.echo(render.workflow_execution(last))
-    sys.exit(0 if render.phase_name(last.phase) == "COMPLETED" else EXIT_ERROR)
+    sys.exit(ExitCode.OK if render.phase_name(last.phase) == "COMPLETED" else ExitCode.ERROR)
 
 
 def _stop(message: str, *, code: str, exit_code: int, output: str) -> NoReturn:

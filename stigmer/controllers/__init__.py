@@ -2,20 +2,12 @@
 
 None of them knows the connection state machine: each holds an optional creator (or validator)
 that the Temporal layer sets while connected, and asks `Availability` for one fast retry when
-it finds none. The reconciler runs on every entry to CONNECTED.
+it finds none. The reconciler runs on every entry to CONNECTED. What they raise is in
+stigmer.errors.
 """
 
 from .agent_executions import AgentExecutionController
 from .availability import Availability
-from .errors import (
-    UNAVAILABLE_MESSAGE,
-    AlreadyExists,
-    ControllerError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
-)
 from .reconciler import LOST_REASON, NO_RESULT_REASON, Reconciler, ReconcileReport
 from .workflow_executions import WorkflowExecutionController
 from .workflows import WorkflowController
@@ -23,17 +15,10 @@ from .workflows import WorkflowController
 __all__ = [
     "LOST_REASON",
     "NO_RESULT_REASON",
-    "UNAVAILABLE_MESSAGE",
     "AgentExecutionController",
-    "AlreadyExists",
     "Availability",
-    "ControllerError",
-    "FailedPrecondition",
-    "InvalidArgument",
-    "NotFound",
     "ReconcileReport",
     "Reconciler",
-    "Unavailable",
     "WorkflowController",
     "WorkflowExecutionController",
 ]

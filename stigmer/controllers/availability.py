@@ -12,9 +12,7 @@ from typing import Protocol, TypeVar
 from loguru import logger
 from temporalio.client import Client
 
-from stigmer.temporal.creators import TemporalUnavailable
-
-from .errors import Unavailable
+from stigmer.errors import TemporalUnavailableError
 
 
 class Availability(Protocol):
@@ -46,13 +44,13 @@ class Starter(Protocol):
 C = TypeVar("C")
 
 
-def unavailable(availability: Availability, *, cause: str = "") -> Unavailable:
+def unavailable(availability: Availability, *, cause: str = "") -> TemporalUnavailableError:
     state, retry_after = availability.unavailable_details()
-    return Unavailable(state=state, retry_after=retry_after, cause=cause)
+    return TemporalUnavailableError(state=state, retry_after=retry_after, cause=cause)
 
 
 async def require(current: Callable[[], C | None], availability: Availability, *, what: str) -> C:
-    """The injected creator, after at most one fast reconnect attempt; else Unavailable.
+    """The injected creator, after at most one fast reconnect attempt; else TemporalUnavailableError.
 
     `current` re-reads the controller's slot: a successful attempt injects a new creator.
     """
@@ -84,7 +82,7 @@ async def start_or_forget(
     """
     try:
         await starter.start(id, timeout=timeout)
-    except TemporalUnavailable as err:
+    except TemporalUnavailableError as err:
         _forget(delete, id, err)
         availability.report_unavailable(err, client=starter.client)
         raise unavailable(availability, cause=str(err)) from err

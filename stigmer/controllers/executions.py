@@ -7,12 +7,11 @@ import builtins
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from stigmer import store as st
+from stigmer.errors import NotFoundError
 from stigmer.store import Phase, Store
 
 from . import validation as check
 from .availability import Availability, Starter, require, start_or_forget
-from .errors import NotFound
 from .watch import DEFAULT_RECHECK_INTERVAL, follow
 
 
@@ -89,7 +88,7 @@ class ExecutionController(Generic[R, C]):
         return check.list_page(lambda: self._page(phase=wanted, page_size=size, page_token=page_token))
 
     def watch(self, id: str) -> AsyncIterator[R]:
-        """The record now, then every change; ends after a terminal phase. NotFound raised here, at once."""
+        """The record now, then every change; ends after a terminal phase. NotFoundError raised here, at once."""
         self.get(id)
         read: Callable[[str], Any] = self._read
         return follow(self._store, kind=self.LISTENER_KIND, id=id, read=read, recheck_interval=self._recheck)
@@ -97,5 +96,5 @@ class ExecutionController(Generic[R, C]):
     def _read(self, id: str) -> R:
         try:
             return self._fetch(id)
-        except st.NotFound:
-            raise NotFound(self.KIND, id) from None
+        except NotFoundError:
+            raise NotFoundError(self.KIND, id) from None

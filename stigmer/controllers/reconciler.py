@@ -30,14 +30,10 @@ from loguru import logger
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from stigmer import store as st
+from stigmer.errors import NotFoundError, TemporalUnavailableError
 from stigmer.store import AgentExecution, Phase, Store, WorkflowExecution
-from stigmer.temporal.creators import (
-    AgentExecutionCreator,
-    TemporalUnavailable,
-    WorkflowExecutionCreator,
-    is_unavailable,
-)
+from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator
+from stigmer.temporal.diagnose import is_unavailable
 from stigmer.temporal.names import TaskQueues
 
 from .availability import Availability, Starter
@@ -188,7 +184,7 @@ class Reconciler:
     def _parent_phase(self, parent_id: str) -> Phase | None:
         try:
             return self._store.get_workflow_execution(parent_id).phase
-        except st.NotFound:
+        except NotFoundError:
             return None
 
     # -- deciding -----------------------------------------------------------------------------
@@ -217,7 +213,7 @@ class Reconciler:
         if record.phase is Phase.PENDING and item.starter is not None:
             try:
                 await item.starter.start(item.id, timeout=self._start_timeout)
-            except TemporalUnavailable as err:
+            except TemporalUnavailableError as err:
                 raise _Interrupted(str(err)) from err
             report.restarted += 1
             logger.info("Reconciler started the workflow of {} again (Temporal did not know it)", item.id)
@@ -229,7 +225,7 @@ class Reconciler:
     def _finished(self, item: _Item) -> bool:
         try:
             return item.read().phase.terminal
-        except st.NotFound:  # removed after a failed start: nothing to settle
+        except NotFoundError:  # removed after a failed start: nothing to settle
             return True
 
     def _fail(self, item: _Item, reason: str, report: ReconcileReport) -> None:

@@ -1,6 +1,6 @@
 """Input checks shared by the three controllers.
 
-Each check raises `InvalidArgument` naming the request field, and runs before anything is
+Each check raises `InvalidArgumentError` naming the request field, and runs before anything is
 read from Temporal or written to the store. Text is only checked, never changed: what passes
 is stored byte for byte.
 """
@@ -11,10 +11,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
+from stigmer.errors import InvalidArgumentError
 from stigmer.store import Phase, is_valid_id
 from stigmer.temporal.payloads import TEXT_BUDGET_BYTES, encoded_size
-
-from .errors import InvalidArgument
 
 T = TypeVar("T")
 
@@ -38,34 +37,34 @@ def shown(value: object, *, limit: int = 60) -> str:
 
 
 def byte_length(field: str, value: object) -> int:
-    """UTF-8 size of a text field; InvalidArgument if it is not text or not encodable."""
+    """UTF-8 size of a text field; InvalidArgumentError if it is not text or not encodable."""
     if not isinstance(value, str):
-        raise InvalidArgument(field, f"must be a string, got {type(value).__name__}")
+        raise InvalidArgumentError(field, f"must be a string, got {type(value).__name__}")
     try:
         return len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
         # Only reachable from Python callers: protobuf strings are valid UTF-8 by construction.
-        raise InvalidArgument(field, f"not valid Unicode text (lone surrogate at index {exc.start})") from None
+        raise InvalidArgumentError(field, f"not valid Unicode text (lone surrogate at index {exc.start})") from None
 
 
 def check_size(field: str, value: object, *, max_bytes: int) -> str:
     size = byte_length(field, value)
     if size > max_bytes:
-        raise InvalidArgument(field, f"{size} bytes exceeds the limit of {max_bytes} bytes{_mib(max_bytes)}")
+        raise InvalidArgumentError(field, f"{size} bytes exceeds the limit of {max_bytes} bytes{_mib(max_bytes)}")
     assert isinstance(value, str)  # byte_length checked it
     return value
 
 
 def check_required(field: str, value: str, *, what: str) -> str:
     if not value.strip():
-        raise InvalidArgument(field, f"required ({what}); got {'an empty' if not value else 'a blank'} string")
+        raise InvalidArgumentError(field, f"required ({what}); got {'an empty' if not value else 'a blank'} string")
     return value
 
 
 def check_agent(agent: object) -> str:
     value = check_required("agent", check_size("agent", agent, max_bytes=MAX_AGENT_BYTES), what="the agent name")
     if _CONTROL.search(value):
-        raise InvalidArgument("agent", f"must not contain control characters, got {shown(value)}")
+        raise InvalidArgumentError("agent", f"must not contain control characters, got {shown(value)}")
     return value
 
 
@@ -75,19 +74,21 @@ def check_message(message: object) -> str:
 
 
 def check_runtime_env(runtime_env: Mapping[str, str] | None) -> dict[str, str]:
-    """A plain dict copy of the env; InvalidArgument naming the offending key."""
+    """A plain dict copy of the env; InvalidArgumentError naming the offending key."""
     if runtime_env is None:
         return {}
     if not isinstance(runtime_env, Mapping):
-        raise InvalidArgument("runtime_env", f"must be a map of strings, got {type(runtime_env).__name__}")
+        raise InvalidArgumentError("runtime_env", f"must be a map of strings, got {type(runtime_env).__name__}")
     if len(runtime_env) > MAX_RUNTIME_ENV_ENTRIES:
-        raise InvalidArgument("runtime_env", f"{len(runtime_env)} entries, at most {MAX_RUNTIME_ENV_ENTRIES} allowed")
+        raise InvalidArgumentError(
+            "runtime_env", f"{len(runtime_env)} entries, at most {MAX_RUNTIME_ENV_ENTRIES} allowed"
+        )
     env: dict[str, str] = {}
     total = 0
     for key, value in runtime_env.items():
         if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
             printable = isinstance(key, str) and len(key) <= 60 and not _CONTROL.search(key)
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 f"runtime_env[{key if printable else shown(key)}]",
                 "a variable name must be letters, digits and '_', not starting with a digit",
             )
@@ -95,10 +96,10 @@ def check_runtime_env(runtime_env: Mapping[str, str] | None) -> dict[str, str]:
         total += len(key) + byte_length(field, value)
         assert isinstance(value, str)
         if "\x00" in value:
-            raise InvalidArgument(field, "must not contain NUL characters (an environment cannot hold them)")
+            raise InvalidArgumentError(field, "must not contain NUL characters (an environment cannot hold them)")
         env[key] = value
     if total > MAX_RUNTIME_ENV_BYTES:
-        raise InvalidArgument("runtime_env", f"{total} bytes in all, at most {MAX_RUNTIME_ENV_BYTES} allowed")
+        raise InvalidArgumentError("runtime_env", f"{total} bytes in all, at most {MAX_RUNTIME_ENV_BYTES} allowed")
     return env
 
 
@@ -107,7 +108,7 @@ def check_encoded_size(field: str, texts: Iterable[str], *, what: str) -> None:
     (see payloads.encoded_size); else the execution would be stored but could never run."""
     size = sum(encoded_size(text) for text in texts)
     if size > TEXT_BUDGET_BYTES:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             field,
             f"{what} take {size} bytes once encoded for Temporal, more than the {TEXT_BUDGET_BYTES} a payload "
             "allows (JSON writes each non-ASCII or control character as a 6-byte \\u escape)",
@@ -116,7 +117,7 @@ def check_encoded_size(field: str, texts: Iterable[str], *, what: str) -> None:
 
 def check_id(prefix: str, value: object, *, field: str = "id") -> str:
     if not isinstance(value, str) or not is_valid_id(prefix, value):
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             field, f"must be '{prefix}-' followed by a 26-character ULID (as returned by Create), got {shown(value)}"
         )
     return value
@@ -125,7 +126,7 @@ def check_id(prefix: str, value: object, *, field: str = "id") -> str:
 def parse_phase(phase: object) -> Phase | None:
     """None (any phase) for "" or UNSPECIFIED; otherwise one of the phase names, case-insensitive."""
     if not isinstance(phase, str):
-        raise InvalidArgument("phase", f"must be a string, got {type(phase).__name__}")
+        raise InvalidArgumentError("phase", f"must be a string, got {type(phase).__name__}")
     name = phase.strip().upper()
     if not name or name == "EXECUTION_PHASE_UNSPECIFIED":
         return None
@@ -133,12 +134,12 @@ def parse_phase(phase: object) -> Phase | None:
         return Phase(name)
     except ValueError:
         expected = ", ".join(p.value for p in Phase)
-        raise InvalidArgument("phase", f"unknown phase {shown(phase)} (expected one of {expected})") from None
+        raise InvalidArgumentError("phase", f"unknown phase {shown(phase)} (expected one of {expected})") from None
 
 
 def check_page_size(page_size: object) -> int:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 0:
-        raise InvalidArgument("page_size", f"must be 0 (the default) or a positive number, got {shown(page_size)}")
+        raise InvalidArgumentError("page_size", f"must be 0 (the default) or a positive number, got {shown(page_size)}")
     return page_size
 
 
@@ -147,7 +148,7 @@ def list_page(call: Callable[[], T]) -> T:
     try:
         return call()
     except ValueError as exc:
-        raise InvalidArgument("page_token", str(exc).removeprefix("page_token is ").strip()) from None
+        raise InvalidArgumentError("page_token", str(exc).removeprefix("page_token is ").strip()) from None
 
 
 def _mib(limit: int) -> str:

@@ -41,7 +41,7 @@ async def follow(
 ) -> AsyncIterator[R]:
     """Yield the record now, then each new version; stop after yielding a terminal one.
 
-    `read` raises if the record is gone (the controllers pass their `get`, which raises NotFound).
+    `read` raises if the record is gone (the controllers pass their `get`, which raises NotFoundError).
     The listener is removed however the iteration ends: exhausted, closed, or cancelled.
     """
     loop = asyncio.get_running_loop()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import builtins
 
 from stigmer import store as st
+from stigmer.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from stigmer.store import Phase, Workflow, WorkflowExecution
 from stigmer.temporal import workflowdoc
 from stigmer.temporal.creators import WorkflowExecutionCreator
 
 from . import validation as check
-from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .executions import ExecutionController
 
 KIND = "workflow execution"
@@ -35,7 +35,7 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Workflo
         try:
             workflowdoc.parse_input(input)
         except ValueError as exc:
-            raise InvalidArgument("input", str(exc).removeprefix("input: ")) from None
+            raise InvalidArgumentError("input", str(exc).removeprefix("input: ")) from None
         stored = self._workflow(ref)
         tasks = _runnable_tasks(stored)
         # The workflow reads both back in one payload when it starts.
@@ -43,15 +43,15 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Workflo
         creator = await self._require_creator()
         try:
             record = self._store.create_workflow_execution(workflow=stored, input=input, task_names_kinds=tasks)
-        except st.NotFound:
-            raise NotFound("workflow", check.shown(ref)) from None
+        except NotFoundError:
+            raise NotFoundError("workflow", check.shown(ref)) from None
         return await self._start(creator, record)
 
     def _workflow(self, ref: str) -> Workflow:
         try:
             return self._store.get_workflow(ref)
-        except st.NotFound:
-            raise NotFound("workflow", check.shown(ref)) from None
+        except NotFoundError:
+            raise NotFoundError("workflow", check.shown(ref)) from None
 
     def _fetch(self, id: str) -> WorkflowExecution:
         return self._store.get_workflow_execution(id)
@@ -66,18 +66,18 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Workflo
 
 
 def _runnable_tasks(workflow: Workflow) -> list[tuple[str, str]]:
-    """(name, kind) of each task; FailedPrecondition if the stored workflow cannot run."""
+    """(name, kind) of each task; FailedPreconditionError if the stored workflow cannot run."""
     if not workflow.valid:
         errors = "; ".join(workflow.validation_errors[:3]) or "no details recorded"
         more = f" (and {len(workflow.validation_errors) - 3} more)" if len(workflow.validation_errors) > 3 else ""
-        raise FailedPrecondition(
+        raise FailedPreconditionError(
             f"workflow {workflow.name!r} ({workflow.id}) failed validation and cannot be executed: {errors}{more}"
         )
     try:
         document = workflowdoc.parse(workflow.document)
     except workflowdoc.InvalidDocument as exc:
         # Stored as valid under older rules: say so rather than fail later inside Temporal.
-        raise FailedPrecondition(
+        raise FailedPreconditionError(
             f"workflow {workflow.name!r} ({workflow.id}) no longer passes validation: {exc}"
         ) from None
     return [(task.name, task.kind) for task in document.tasks]

@@ -12,15 +12,14 @@ from __future__ import annotations
 import builtins
 import json
 
-from stigmer import store as st
+from stigmer.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, TemporalUnavailableError
 from stigmer.store import Store, Workflow
 from stigmer.temporal import workflowdoc
-from stigmer.temporal.creators import TemporalUnavailable, WorkflowValidator
+from stigmer.temporal.creators import WorkflowValidator
 from stigmer.temporal.payloads import ValidationResult
 
 from . import validation as check
 from .availability import Availability, require, unavailable
-from .errors import AlreadyExists, InvalidArgument, NotFound
 
 KIND = "workflow"
 
@@ -51,21 +50,21 @@ class WorkflowController:
         name = declared_name(document)
         # Cheap early answer; the insert below still catches a concurrent create of the same name.
         if self._find(name) is not None:
-            raise AlreadyExists(f"a workflow named {name!r} already exists")
+            raise AlreadyExistsError(f"a workflow named {name!r} already exists")
         result = await self._validate(document)
         try:
             return self._store.create_workflow(
                 name=name, document=document, valid=result.valid, validation_errors=result.errors
             )
-        except st.AlreadyExists:
-            raise AlreadyExists(f"a workflow named {name!r} already exists") from None
+        except AlreadyExistsError:
+            raise AlreadyExistsError(f"a workflow named {name!r} already exists") from None
 
     def get(self, id_or_name: str) -> Workflow:
         if not isinstance(id_or_name, str) or not id_or_name:
-            raise InvalidArgument("id_or_name", "required (a workflow id 'wf-...' or name)")
+            raise InvalidArgumentError("id_or_name", "required (a workflow id 'wf-...' or name)")
         found = self._find(id_or_name)
         if found is None:
-            raise NotFound(KIND, check.shown(id_or_name))
+            raise NotFoundError(KIND, check.shown(id_or_name))
         return found
 
     def list(self, *, page_size: int = 0, page_token: str = "") -> tuple[builtins.list[Workflow], str]:
@@ -76,41 +75,43 @@ class WorkflowController:
         validator = await require(lambda: self._validator, self._availability, what="workflow validator")
         try:
             return await validator.validate(document, timeout=self._validate_timeout)
-        except TemporalUnavailable as err:
+        except TemporalUnavailableError as err:
             self._availability.report_unavailable(err, client=validator.client)
             raise unavailable(self._availability, cause=str(err)) from err
 
     def _find(self, id_or_name: str) -> Workflow | None:
         try:
             return self._store.get_workflow(id_or_name)
-        except st.NotFound:
+        except NotFoundError:
             return None
 
 
 def declared_name(document: str) -> str:
-    """The name a document declares; InvalidArgument("document") if it is not JSON or has no usable name.
+    """The name a document declares; InvalidArgumentError("document") if it is not JSON or has no usable name.
 
     Only what storing needs is checked here; everything else is the validation worker's job.
     """
     if not document.strip():
-        raise InvalidArgument("document", "required (a JSON workflow document); got an empty string")
+        raise InvalidArgumentError("document", "required (a JSON workflow document); got an empty string")
     try:
         data = json.loads(document)
     except json.JSONDecodeError as exc:
-        raise InvalidArgument("document", f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
+        raise InvalidArgumentError(
+            "document", f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        ) from None
     except RecursionError:
-        raise InvalidArgument("document", "not valid JSON: nested too deeply") from None
+        raise InvalidArgumentError("document", "not valid JSON: nested too deeply") from None
     except ValueError as exc:  # a number beyond Python's digit limit for int()
-        raise InvalidArgument("document", f"not valid JSON: {str(exc).split(';')[0]}") from None
+        raise InvalidArgumentError("document", f"not valid JSON: {str(exc).split(';')[0]}") from None
     if not isinstance(data, dict):
-        raise InvalidArgument("document", f"must be a JSON object, got {type(data).__name__}")
+        raise InvalidArgumentError("document", f"must be a JSON object, got {type(data).__name__}")
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise InvalidArgument("document", "name: required (the workflow name, a non-empty string)")
+        raise InvalidArgumentError("document", "name: required (the workflow name, a non-empty string)")
     # A lone surrogate ("\\ud800" in the JSON) cannot be stored as text at all.
     unusable = any(ord(c) < 0x20 or c == "\x7f" for c in name) or workflowdoc.has_lone_surrogate(name)
     if len(name) > workflowdoc.MAX_NAME_LENGTH or unusable:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "document",
             f"name: {check.shown(name)} is not usable "
             f"(at most {workflowdoc.MAX_NAME_LENGTH} characters, no control characters or lone surrogates)",

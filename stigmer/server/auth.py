@@ -23,7 +23,8 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from stigmer.config import Config, ConfigError
+from stigmer.config import Config
+from stigmer.errors import ConfigError
 from stigmer.security import AUTH_TOKEN_ENV, AUTHORIZATION_KEY, BEARER, Secret, is_loopback
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"

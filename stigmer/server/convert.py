@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from statemachine import TransitionEvent
 from stigmer.api import agent_execution_pb2, common_pb2, status_pb2, workflow_execution_pb2, workflow_pb2
-from stigmer.controllers.errors import InvalidArgument
+from stigmer.errors import InvalidArgumentError
 from stigmer.store import AgentExecution, Message, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
 from stigmer.temporal.connection import ConnectionStatus
 from stigmer.temporal.payloads import ValidationResult
@@ -69,7 +69,7 @@ def phase_filter(value: int) -> str:
         return _PHASE_NAMES[value]  # type: ignore[index,unused-ignore]
     except KeyError:
         known = ", ".join(f"{name} ({number})" for number, name in sorted(_PHASE_NAMES.items()))
-        raise InvalidArgument("phase", f"unknown phase {value}; use one of {known}") from None
+        raise InvalidArgumentError("phase", f"unknown phase {value}; use one of {known}") from None
 
 
 def _set_time(target: Timestamp, value: float | None) -> None:

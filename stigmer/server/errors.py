@@ -25,24 +25,30 @@ from loguru import logger
 
 from stigmer.contract import RETRY_AFTER_KEY as RETRY_AFTER_KEY
 from stigmer.contract import STATE_KEY as STATE_KEY
-from stigmer.controllers.errors import (
-    AlreadyExists,
-    ControllerError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
+from stigmer.errors import (
+    UNAVAILABLE_MESSAGE,
+    AlreadyExistsError,
+    DatabaseError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    StigmerError,
+    StoreFullError,
+    TemporalUnavailableError,
 )
-from stigmer.store import StoreError, StoreFull
 
 INTERNAL_MESSAGE = "internal error (see server log)"
 
-_CODES: tuple[tuple[type[ControllerError], grpc.StatusCode], ...] = (
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+#: Most specific first (StoreFullError is a DatabaseError). A StigmerError missing here, or any
+#: other exception, is a bug: INTERNAL.
+CODES: tuple[tuple[type[StigmerError], grpc.StatusCode], ...] = (
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (TemporalUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (StoreFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DatabaseError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 
@@ -55,16 +61,14 @@ def retry_after_seconds(value: float) -> int:
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     """(code, details, trailing metadata) for an error raised by a controller."""
-    if isinstance(error, Unavailable):
-        metadata = ((STATE_KEY, str(error.state)), (RETRY_AFTER_KEY, str(retry_after_seconds(error.retry_after))))
-        return grpc.StatusCode.UNAVAILABLE, str(error), metadata
-    for kind, code in _CODES:
+    if isinstance(error, TemporalUnavailableError):
+        # Always the contract's message: what failed (the error's own text) is for the log.
+        retry_after = str(retry_after_seconds(error.retry_after))
+        metadata = ((STATE_KEY, error.state or "UNKNOWN"), (RETRY_AFTER_KEY, retry_after))
+        return grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, metadata
+    for kind, code in CODES:
         if isinstance(error, kind):
             return code, str(error), ()
-    if isinstance(error, StoreFull):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), ()
-    if isinstance(error, StoreError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, ()
 
 
@@ -83,7 +87,7 @@ def finish_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any], *
     code, details, metadata = status_for(error)
     if code is grpc.StatusCode.INTERNAL:
         logger.opt(exception=error).error("Unhandled error in {}", rpc, rpc=rpc)
-    elif isinstance(error, StoreError):
+    elif isinstance(error, DatabaseError):
         logger.error("{} failed: {}", rpc, error, rpc=rpc)  # the operator has something to fix
     elif code is grpc.StatusCode.UNAVAILABLE:
         # The connection logs the outage itself; one line per refused request would flood.

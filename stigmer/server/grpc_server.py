@@ -29,6 +29,7 @@ from stigmer.api import (
     workflow_pb2_grpc,
 )
 from stigmer.controllers import AgentExecutionController, WorkflowController, WorkflowExecutionController
+from stigmer.errors import StigmerError
 from stigmer.server.health import ServerHealth
 from stigmer.server.servicers import AgentExecutionServicer, WorkflowExecutionServicer, WorkflowServicer
 from stigmer.server.status import StatusProvider, StatusServicer
@@ -36,7 +37,7 @@ from stigmer.server.status import StatusProvider, StatusServicer
 MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-class ListenError(RuntimeError):
+class ListenError(StigmerError):
     """The server's own listener could not be opened; the message names the address and why."""
 
     def __init__(self, address: str, reason: str) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 
+from stigmer.errors import AlreadyExistsError
+
 from .codec import agent_execution_from_row, dump_json, messages_to_json
-from .models import AgentExecution, AlreadyExists, Message, Phase
+from .models import AgentExecution, Message, Phase
 from .table import UNFINISHED, ExecutionTable
 
 __all__ = [
@@ -75,7 +77,7 @@ def insert(
             ),
         )
     except sqlite3.IntegrityError as exc:
-        raise AlreadyExists(f"agent execution {id} already exists") from exc
+        raise AlreadyExistsError(f"agent execution {id} already exists") from exc
     return get(conn, id)
 
 

@@ -1,5 +1,5 @@
 """One SQLite connection, its lock, its transactions, and the translation of SQLite failures into
-``StoreError`` messages an operator can act on.
+``DatabaseError`` messages an operator can act on.
 
 A single connection shared by threads (``check_same_thread=False``) behind an ``RLock`` keeps the
 model simple: every read and every write transaction runs alone, so a transition's
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from .models import StoreError, StoreFull
+from stigmer.errors import DatabaseError, StoreFullError
+
 from .schema import ensure_schema, inspect_schema
 
 __all__ = ["DB_FILE_NAME", "Database", "store_error"]
@@ -27,35 +28,35 @@ DB_FILE_NAME = "stigmer.db"
 BUSY_TIMEOUT_MS = 5_000
 
 
-def store_error(exc: sqlite3.Error, *, path: Path, doing: str) -> StoreError:
-    """A StoreError naming the file, what failed, and what the operator should do about it."""
+def store_error(exc: sqlite3.Error, *, path: Path, doing: str) -> DatabaseError:
+    """A DatabaseError naming the file, what failed, and what the operator should do about it."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # primary result code, extended bits dropped
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return StoreError(
+        return DatabaseError(
             f"{path} is not a usable stigmer database ({exc}): it is corrupt, truncated, or not a SQLite "
             f"file. Stop stigmer, move it aside together with any {path.name}-wal and {path.name}-shm "
             f"files (e.g. `mv {path} {path}.broken`), then start again to create a fresh database. "
             f"stigmer never resets it on its own."
         )
     if code == sqlite3.SQLITE_FULL:
-        return StoreFull(
+        return StoreFullError(
             f"could not {doing}: the disk holding {path} is full ({exc}). Free some space and retry; "
             f"the change was rolled back, nothing was half-written."
         )
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
-        return StoreError(
+        return DatabaseError(
             f"could not {doing}: {path} cannot be opened for writing ({exc}). Make both the file "
             f"and the data dir {path.parent} writable by this user (SQLite also creates {path.name}-wal "
             f"and {path.name}-shm there), or point STIGMER_DATA_DIR at a writable directory."
         )
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StoreError(
+        return DatabaseError(
             f"could not {doing}: {path} stayed locked for {BUSY_TIMEOUT_MS} ms ({exc}). Is another stigmer "
             f"server using the same data dir? Stop it or use a different STIGMER_DATA_DIR."
         )
     if code == sqlite3.SQLITE_IOERR:
-        return StoreError(f"could not {doing}: I/O error on {path} ({exc}). Check the disk and the file system.")
-    return StoreError(f"could not {doing}: database error on {path} ({exc}).")
+        return DatabaseError(f"could not {doing}: I/O error on {path} ({exc}). Check the disk and the file system.")
+    return DatabaseError(f"could not {doing}: database error on {path} ({exc}).")
 
 
 class Database:
@@ -73,13 +74,13 @@ class Database:
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(
+            raise DatabaseError(
                 f"could not create the data dir {data_dir}: {exc.strerror or exc}. Create it with write "
                 f"permission for this user, or point STIGMER_DATA_DIR at a writable directory."
             ) from exc
         path = data_dir / DB_FILE_NAME
         if path.exists() and not path.is_file():
-            raise StoreError(f"{path} exists but is not a file. Move it aside so the database can be created.")
+            raise DatabaseError(f"{path} exists but is not a file. Move it aside so the database can be created.")
         try:
             # isolation_level=None: no implicit BEGINs; every transaction below is explicit.
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -103,7 +104,7 @@ class Database:
             # surface on the request that touches it; it takes milliseconds at our sizes.
             problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
             if problems != ["ok"]:
-                raise StoreError(
+                raise DatabaseError(
                     f"{path} failed SQLite's integrity check ({'; '.join(problems)}). Stop stigmer, move it "
                     f"aside together with any {path.name}-wal and {path.name}-shm files (e.g. "
                     f"`mv {path} {path}.broken`), then start again to create a fresh database."
@@ -131,12 +132,12 @@ class Database:
 
     def _require_open(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise StoreError(f"the store for {self.path} is closed; open it again with Store.open().")
+            raise DatabaseError(f"the store for {self.path} is closed; open it again with Store.open().")
         return self._conn
 
     @contextmanager
     def read(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """Run queries under the lock; SQLite failures become StoreError."""
+        """Run queries under the lock; SQLite failures become DatabaseError."""
         with self._lock:
             conn = self._require_open()
             try:

@@ -11,12 +11,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "AgentExecution",
-    "AlreadyExists",
     "Message",
-    "NotFound",
     "Phase",
-    "StoreError",
-    "StoreFull",
     "TaskState",
     "TaskStatus",
     "Workflow",
@@ -122,23 +118,3 @@ class WorkflowExecution:
     completed_at: float | None
     temporal_workflow_id: str  # "stigmer/workflow-execution/invoke/<id>"
     version: int
-
-
-class NotFound(LookupError):
-    """No record with that id (or workflow name)."""
-
-
-class AlreadyExists(Exception):
-    """A record with that id, or a workflow with that name, is already stored."""
-
-
-class StoreError(Exception):
-    """The database cannot be used: corrupt or foreign file, newer schema, read-only, disk full.
-
-    The message always names the file and says what the operator should do; the store never
-    "repairs" a file by resetting it.
-    """
-
-
-class StoreFull(StoreError):
-    """The disk holding the database is full; the write was rolled back. Free space and retry."""

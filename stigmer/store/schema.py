@@ -16,7 +16,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from .models import StoreError
+from stigmer.errors import DatabaseError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ensure_schema", "inspect_schema"]
 
@@ -79,7 +79,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 
 
 def inspect_schema(conn: sqlite3.Connection, *, path: Path) -> int:
-    """The file's schema version (0 for an empty file), or StoreError if we must not touch it.
+    """The file's schema version (0 for an empty file), or DatabaseError if we must not touch it.
 
     Only reads, so it can run before anything (even switching to WAL) modifies a foreign file.
     """
@@ -90,19 +90,19 @@ def inspect_schema(conn: sqlite3.Connection, *, path: Path) -> int:
     if not tables:
         return 0
     if "schema_version" not in tables:
-        raise StoreError(
+        raise DatabaseError(
             f"{path} is a SQLite database but not a stigmer one (it has no schema_version table). "
             f"Point STIGMER_DATA_DIR elsewhere, or move {path} aside so a fresh database can be created."
         )
     rows = conn.execute("SELECT version FROM schema_version").fetchall()
     if len(rows) != 1 or not isinstance(rows[0][0], int) or rows[0][0] < 1:
-        raise StoreError(
+        raise DatabaseError(
             f"{path} has a damaged schema_version table ({[tuple(row) for row in rows][:3]}). "
             f"Move {path} aside (keep it for recovery) and restart to create a fresh database."
         )
     found: int = rows[0][0]
     if found > SCHEMA_VERSION:
-        raise StoreError(
+        raise DatabaseError(
             f"{path} was written by a newer stigmer (schema version {found}; this version understands "
             f"up to {SCHEMA_VERSION}). Upgrade stigmer, or use another data dir; the file was not changed."
         )
@@ -124,7 +124,7 @@ def ensure_schema(conn: sqlite3.Connection, *, path: Path) -> int:
     for version in range(found, SCHEMA_VERSION):
         migrate = MIGRATIONS.get(version)
         if migrate is None:
-            raise StoreError(
+            raise DatabaseError(
                 f"{path} has schema version {found} and there is no migration from version {version}. "
                 f"Open it with the stigmer release that wrote it, or move it aside."
             )

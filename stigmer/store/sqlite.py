@@ -109,7 +109,7 @@ class Store:
         parent_id: str = "",
         id: str | None = None,
     ) -> AgentExecution:
-        """A PENDING execution whose messages are just the user's; AlreadyExists if ``id`` is taken."""
+        """A PENDING execution whose messages are just the user's; AlreadyExistsError if ``id`` is taken."""
         new = _id_for(agent_executions.PREFIX, id)
         with self._db.write(f"create agent execution {new}") as conn:
             record = agent_executions.insert(
@@ -174,7 +174,7 @@ class Store:
     def create_workflow(
         self, *, name: str, document: str, valid: bool, validation_errors: Sequence[str] = ()
     ) -> Workflow:
-        """AlreadyExists if a workflow with this name is stored."""
+        """AlreadyExistsError if a workflow with this name is stored."""
         new = new_id(workflows.PREFIX)
         with self._db.write(f"create workflow {name!r}") as conn:
             record = workflows.insert(
@@ -207,7 +207,7 @@ class Store:
         task_names_kinds: Sequence[tuple[str, str]],
         id: str | None = None,
     ) -> WorkflowExecution:
-        """A PENDING execution with every task PENDING; NotFound if ``workflow`` is not stored."""
+        """A PENDING execution with every task PENDING; NotFoundError if ``workflow`` is not stored."""
         new = _id_for(workflow_executions.PREFIX, id)
         with self._db.write(f"create workflow execution {new}") as conn:
             workflows.get(conn, workflow.id)  # no executions of workflows the store never saw

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .models import NotFound, Phase
+from stigmer.errors import NotFoundError
+
+from .models import Phase
 from .paging import select_page
 
 R = TypeVar("R")
@@ -27,7 +29,7 @@ class ExecutionTable(Generic[R]):
     def get(self, conn: sqlite3.Connection, id: str) -> R:
         row = conn.execute(f"SELECT * FROM {self.table} WHERE id = ?", (id,)).fetchone()
         if row is None:
-            raise NotFound(f"{self.kind} {id!r} not found")
+            raise NotFoundError(self.kind, repr(id))
         return self.convert(row)
 
     def list_page(

@@ -10,8 +10,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from stigmer.errors import AlreadyExistsError, NotFoundError
+
 from .codec import tasks_to_json, workflow_execution_from_row
-from .models import AlreadyExists, NotFound, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
+from .models import Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
 from .table import UNFINISHED, ExecutionTable
 
 __all__ = [
@@ -70,7 +72,7 @@ def insert(
             ),
         )
     except sqlite3.IntegrityError as exc:
-        raise AlreadyExists(f"workflow execution {id} already exists") from exc
+        raise AlreadyExistsError(f"workflow execution {id} already exists") from exc
     return get(conn, id)
 
 
@@ -99,7 +101,7 @@ def set_task_status(
     status = TaskStatus(status)
     index = next((i for i, t in enumerate(current.tasks) if t.name == task), None)
     if index is None:
-        raise NotFound(f"workflow execution {id} has no task {task!r}")
+        raise NotFoundError("task", repr(task), message=f"workflow execution {id} has no task {task!r}")
     old = current.tasks[index]
     # Only forward moves count: a repeat, a step back (RUNNING -> PENDING) or any change to a
     # finished task is a no-op, which is what makes activity retries harmless.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from stigmer.errors import AlreadyExistsError, NotFoundError
+
 from .codec import dump_json, workflow_from_row
 from .ids import is_valid_id
-from .models import AlreadyExists, NotFound, Workflow
+from .models import Workflow
 from .paging import select_page
 
 __all__ = ["PREFIX", "get", "insert", "list_page"]
@@ -34,7 +36,7 @@ def insert(
             (id, name, document, int(valid), dump_json(list(validation_errors)), at),
         )
     except sqlite3.IntegrityError as exc:
-        raise AlreadyExists(f"a workflow named {name!r} already exists") from exc
+        raise AlreadyExistsError(f"a workflow named {name!r} already exists") from exc
     return get(conn, id)
 
 
@@ -46,7 +48,7 @@ def get(conn: sqlite3.Connection, id_or_name: str) -> Workflow:
     if row is None:
         row = conn.execute("SELECT * FROM workflows WHERE name = ?", (id_or_name,)).fetchone()
     if row is None:
-        raise NotFound(f"workflow {id_or_name!r} not found")
+        raise NotFoundError("workflow", repr(id_or_name))
     return workflow_from_row(row)
 
 

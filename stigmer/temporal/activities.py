@@ -21,15 +21,8 @@ from loguru import logger
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from stigmer.store import (
-    AgentExecution,
-    AlreadyExists,
-    Message,
-    NotFound,
-    Store,
-    TaskStatus,
-    WorkflowExecution,
-)
+from stigmer.errors import AlreadyExistsError, NotFoundError
+from stigmer.store import AgentExecution, Message, Store, TaskStatus, WorkflowExecution
 from stigmer.temporal import names, workflowdoc
 from stigmer.temporal.agents import AgentFailure, AgentRunner
 from stigmer.temporal.payloads import (
@@ -56,7 +49,7 @@ T = TypeVar("T")
 async def _store_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
-    except NotFound as exc:
+    except NotFoundError as exc:
         # Expected when a create's start reached Temporal but its reply was lost: the caller got
         # UNAVAILABLE and the record was removed (controllers/availability.py). One line here;
         # BENIGN keeps the SDK from logging a WARN with a full traceback for it.
@@ -191,8 +184,8 @@ class WorkflowExecutionActivities:
         execution_id = names.step_agent_execution_id(input.workflow_execution_id, input.task_name)
 
         def create() -> str:
-            # AlreadyExists: an earlier attempt made it (its reply was lost); same inputs, same record.
-            with contextlib.suppress(AlreadyExists):
+            # AlreadyExistsError: an earlier attempt made it (its reply was lost); same inputs, same record.
+            with contextlib.suppress(AlreadyExistsError):
                 self._store.create_agent_execution(
                     id=execution_id,
                     agent=input.agent,

@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from stigmer.errors import StigmerError
+
 DELAY_ENV = "STIGMER_AGENT_DELAY_SECONDS"
 FAIL_ENV = "STIGMER_AGENT_FAIL"
 # Below the run-agent activity's 10-minute start-to-close timeout, so a delayed agent still finishes.
@@ -30,7 +32,7 @@ MAX_DELAY_SECONDS = 300.0
 Heartbeat = Callable[[], None]
 
 
-class AgentFailure(Exception):
+class AgentFailure(StigmerError):
     """The agent itself failed (a bad request, a refusal): retrying gives the same result.
 
     Any other exception from a runner is treated as transient and retried.

@@ -27,17 +27,11 @@ from temporalio.worker import Worker
 
 from statemachine import BackoffPolicy, Clock, ConnectionLifecycle, Snapshot, State, Supervisor, TransitionEvent
 from statemachine.lifecycle import describe
+from stigmer.errors import StigmerError, TemporalUnavailableError
 from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
-from stigmer.temporal.diagnose import (
-    AcceptedThenClosed,
-    NamespaceMissing,
-    TemporalUnreachable,
-    diagnose,
-    not_grpc,
-    plaintext_to_tls,
-)
+from stigmer.temporal.diagnose import AcceptedThenClosed, NamespaceMissing, diagnose, not_grpc, plaintext_to_tls
 from stigmer.temporal.log_contract import TransitionLog
 from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.names import TaskQueues
@@ -166,7 +160,7 @@ class ConnectionStatus:
         return self.snapshot.state
 
 
-class WorkerStartError(RuntimeError):
+class WorkerStartError(StigmerError):
     pass
 
 
@@ -351,7 +345,7 @@ class TemporalConnection:
         except Exception as err:
             raise await self._diagnose(err) from err
 
-    async def _diagnose(self, err: BaseException) -> TemporalUnreachable:
+    async def _diagnose(self, err: BaseException) -> TemporalUnavailableError:
         found = diagnose(err, self.settings.host_port)
         # Accepted, then closed: a load balancer with nothing behind it -- or a TLS port we speak
         # plaintext to, or an HTTP/1 server that reset before its 400 was read. A TLS handshake

@@ -4,7 +4,7 @@ Each is a small object built from one client; the connection layer injects them 
 controllers while connected and withdraws them otherwise. Every call has an overall deadline
 because the SDK's high-level calls retry internally for 5-10 s when Temporal is down (measured),
 and `rpc_timeout` bounds a single attempt only. Running out of time, or Temporal answering
-UNAVAILABLE, raises `TemporalUnavailable`, which the server maps to gRPC UNAVAILABLE.
+UNAVAILABLE, raises `TemporalUnavailableError`, which the server maps to gRPC UNAVAILABLE.
 
 Starts are idempotent: workflow id = execution id, conflict policy USE_EXISTING (a running
 workflow is reused) and reuse policy ALLOW_DUPLICATE_FAILED_ONLY (a workflow that finished is
@@ -23,9 +23,11 @@ from typing import TypeVar
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from stigmer.errors import TemporalUnavailableError
 from stigmer.temporal import names, workflowdoc
+from stigmer.temporal.diagnose import is_unavailable
 from stigmer.temporal.payloads import (
     AgentExecutionInput,
     ValidationInput,
@@ -36,29 +38,6 @@ from stigmer.temporal.workflows import AGENT_EXECUTION_RUN_TIMEOUT, VALIDATION_R
 
 T = TypeVar("T")
 
-_UNAVAILABLE_CODES = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
-
-
-class TemporalUnavailable(Exception):
-    """Temporal did not answer in time, or answered UNAVAILABLE: try again later."""
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """True for the RPC errors that mean "Temporal is not reachable" rather than "request refused".
-
-    A black-holed connection surfaces as CANCELLED 'Timeout expired' (measured), so it counts; a
-    call racing a connection reset came back as UNKNOWN 'transport error' or CANCELLED 'operation
-    was canceled' (measured through a TCP proxy), so those count too.
-    """
-    if not isinstance(exc, RPCError):
-        return False
-    if exc.status in _UNAVAILABLE_CODES:
-        return True
-    message = exc.message.lower()
-    if exc.status == RPCStatusCode.CANCELLED:
-        return "timeout expired" in message or "operation was canceled" in message
-    return exc.status == RPCStatusCode.UNKNOWN and "transport error" in message
-
 
 # The `timeout` parameters below are the agreed creator API (ASYNC109 prefers callers wrapping
 # us in asyncio.timeout): the deadline must cover the SDK's internal retries, so it lives here.
@@ -68,11 +47,12 @@ async def _with_deadline(call: Awaitable[T], *, timeout: float, what: str) -> T:
     try:
         return await asyncio.wait_for(call, timeout)
     except TimeoutError:
-        raise TemporalUnavailable(f"{what}: Temporal did not answer within {timeout:g} s") from None
+        raise TemporalUnavailableError(f"{what}: Temporal did not answer within {timeout:g} s") from None
     except RPCError as exc:
         if is_unavailable(exc):
-            detail = f"{exc.status.name}: {exc.message}"
-            raise TemporalUnavailable(f"{what}: Temporal is unavailable ({detail})") from exc
+            raise TemporalUnavailableError(
+                f"{what}: Temporal is unavailable ({exc.status.name}: {exc.message})"
+            ) from exc
         raise
 
 
@@ -110,7 +90,7 @@ class _Bound:
     """Built from one client (and the task queues); injected while that client is connected.
 
     When the connection is judged lost, :meth:`abandon` ends the calls still in flight on it at
-    once with TemporalUnavailable: on a dead path (a black hole, a proxy holding the connection)
+    once with TemporalUnavailableError: on a dead path (a black hole, a proxy holding the connection)
     they would otherwise wait out their whole deadline -- the SDK's keepalive takes 45 s to give
     up on a silent connection -- and answer the client late, or fail after the reconciler of the
     next connection already restarted their workflow.
@@ -137,7 +117,7 @@ class _Bound:
         if self._abandoned:
             if asyncio.iscoroutine(call):
                 call.close()  # never started: no "was never awaited" warning
-            raise TemporalUnavailable(f"{what}: the connection to Temporal was lost")
+            raise TemporalUnavailableError(f"{what}: the connection to Temporal was lost")
         task: asyncio.Future[T] = asyncio.ensure_future(call)
         self._inflight.add(task)  # type: ignore[arg-type]
         try:
@@ -145,7 +125,7 @@ class _Bound:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self._abandoned and not (current is not None and current.cancelling()):
-                raise TemporalUnavailable(f"{what}: the connection to Temporal was lost mid-call") from None
+                raise TemporalUnavailableError(f"{what}: the connection to Temporal was lost mid-call") from None
             raise
         finally:
             self._inflight.discard(task)  # type: ignore[arg-type]
@@ -195,7 +175,7 @@ class WorkflowValidator(_Bound):
     """Validates a workflow document on the validation worker, synchronously for the caller."""
 
     async def validate(self, document: str, *, timeout: float) -> ValidationResult:  # noqa: ASYNC109
-        """VALID or INVALID with errors. TemporalUnavailable if no answer within `timeout` s.
+        """VALID or INVALID with errors. TemporalUnavailableError if no answer within `timeout` s.
 
         An oversized document is rejected here, without a round trip: Temporal refuses payloads
         over 2 MiB with an unhelpful error, and the size rule needs no worker.

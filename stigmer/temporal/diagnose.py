@@ -1,7 +1,10 @@
-"""Why a dial or check of Temporal failed, in words an operator can act on -- in one place.
+"""Temporal's and grpc's errors mapped to ours, in one place: why a dial, check or call failed.
 
-The connection's dial and verify raise what this module builds: :class:`TemporalUnreachable`
-for an outage (retry on the normal backoff) and :class:`TemporalMisconfigured` for what no quick
+:func:`is_unavailable` tells an RPC error that means "no answer" (the creators and the
+reconciler raise or retry on it) from a refusal.
+
+The connection's dial and verify raise what this module builds: :class:`TemporalUnavailableError`
+for an outage (retry on the normal backoff) and :class:`TemporalMisconfiguredError` for what no quick
 retry can fix (statemachine.Misconfiguration: retried at the backoff cap, no fast attempts).
 
 The SDK reports a failed ``Client.connect`` as a ``RuntimeError`` carrying the Rust client's
@@ -18,22 +21,19 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from statemachine import Misconfiguration
 from statemachine.lifecycle import describe
+from stigmer.errors import TemporalUnavailableError
 
 
-class TemporalUnreachable(RuntimeError):
-    """A dial or check failed; the message says how, in words (not a tonic error dump)."""
-
-
-class AcceptedThenClosed(TemporalUnreachable):
+class AcceptedThenClosed(TemporalUnavailableError):
     """The address took the connection and then closed it: a load balancer with no Temporal behind
     it, usually -- or a TLS port spoken to in plaintext (:func:`speaks_tls` tells them apart)."""
 
 
-class TemporalMisconfigured(TemporalUnreachable, Misconfiguration):
+class TemporalMisconfiguredError(TemporalUnavailableError, Misconfiguration):
     """Temporal (or something) answered, but this configuration cannot work; the message says what to fix."""
 
 
-class NamespaceMissing(TemporalMisconfigured):
+class NamespaceMissing(TemporalMisconfiguredError):
     def __init__(self, namespace: str, host_port: str = "this Temporal") -> None:
         super().__init__(
             f"namespace '{namespace}' does not exist on {host_port}: create it with "
@@ -46,14 +46,35 @@ _REFUSED_CREDENTIALS = (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_
 _REFUSED_IN_TEXT = (("code: unauthenticated", "UNAUTHENTICATED"), ("code: permissiondenied", "PERMISSION_DENIED"))
 
 
-def credentials_refused(host_port: str, status: str, message: str) -> TemporalMisconfigured:
-    return TemporalMisconfigured(
+def credentials_refused(host_port: str, status: str, message: str) -> TemporalMisconfiguredError:
+    return TemporalMisconfiguredError(
         f"Temporal at {host_port} refused our credentials ({status}: {message}): "
         "check TEMPORAL_API_KEY or the client certificate (TEMPORAL_TLS_CERT/KEY)"
     )
 
 
-def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
+#: Codes that mean "no answer from Temporal" rather than "Temporal refused the request". A
+#: black-holed connection surfaces as CANCELLED 'Timeout expired', a call racing a connection
+#: reset as CANCELLED 'operation was canceled' (measured through a TCP proxy): we never cancel an
+#: RPC ourselves (a cancelled task raises CancelledError, not an RPCError), so CANCELLED counts.
+_NO_ANSWER = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for the RPC errors that mean "Temporal is not reachable" rather than "request refused".
+
+    By status code, with one exception the SDK leaves us: the Rust client reports its own
+    transport failure (a reset mid-call, measured) as UNKNOWN with the text 'transport error',
+    which a server-sent UNKNOWN does not carry.
+    """
+    if not isinstance(exc, RPCError):
+        return False
+    if exc.status in _NO_ANSWER:
+        return True
+    return exc.status == RPCStatusCode.UNKNOWN and "transport error" in exc.message.lower()
+
+
+def diagnose(err: BaseException, host_port: str) -> TemporalUnavailableError:
     """The error to raise for ``err``: an outage, or a misconfiguration saying what to fix."""
     text = str(err)
     lowered = text.lower()
@@ -66,22 +87,22 @@ def diagnose(err: BaseException, host_port: str) -> TemporalUnreachable:
             return credentials_refused(host_port, status, found.group(1) if found else "")
     for marker, fix in _MISCONFIGURED:
         if marker in lowered:
-            return TemporalMisconfigured(fix.format(host_port=host_port))
+            return TemporalMisconfiguredError(fix.format(host_port=host_port))
     if isinstance(err, TimeoutError) or "timeout expired" in lowered or "deadline" in lowered:
-        return TemporalUnreachable(
+        return TemporalUnavailableError(
             f"no answer from {host_port} in time (is the address right, or the network path dead?)"
         )
     if "connection refused" in lowered:
-        return TemporalUnreachable(f"connection refused by {host_port} (is Temporal running?)")
+        return TemporalUnavailableError(f"connection refused by {host_port} (is Temporal running?)")
     if "connectionreset" in lowered or "broken pipe" in lowered or "connection reset" in lowered:
         return AcceptedThenClosed(
             f"{host_port} accepted the connection, then closed it (a load balancer with no Temporal behind it?)"
         )
     if "tcp connect error" in lowered or "dns error" in lowered or "failed to lookup" in lowered:
-        return TemporalUnreachable(f"cannot reach {host_port}: {text.splitlines()[0][:200]}")
+        return TemporalUnavailableError(f"cannot reach {host_port}: {text.splitlines()[0][:200]}")
     if isinstance(err, RPCError):
-        return TemporalUnreachable(f"{err.status.name if err.status else 'RPC error'}: {err.message}")
-    return TemporalUnreachable(describe(err))
+        return TemporalUnavailableError(f"{err.status.name if err.status else 'RPC error'}: {err.message}")
+    return TemporalUnavailableError(describe(err))
 
 
 _NOT_GRPC = (
@@ -111,12 +132,12 @@ _MISCONFIGURED: tuple[tuple[str, str], ...] = (
 )
 
 
-def not_grpc(host_port: str) -> TemporalMisconfigured:
-    return TemporalMisconfigured(_NOT_GRPC.format(host_port=host_port))
+def not_grpc(host_port: str) -> TemporalMisconfiguredError:
+    return TemporalMisconfiguredError(_NOT_GRPC.format(host_port=host_port))
 
 
-def plaintext_to_tls(host_port: str) -> TemporalMisconfigured:
-    return TemporalMisconfigured(
+def plaintext_to_tls(host_port: str) -> TemporalMisconfiguredError:
+    return TemporalMisconfiguredError(
         f"{host_port} speaks TLS but we connect in plaintext: set TEMPORAL_TLS=true (and TEMPORAL_TLS_CA if its "
         "certificate is not from a public CA)"
     )

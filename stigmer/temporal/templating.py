@@ -13,13 +13,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
+from stigmer.errors import StigmerError
+
 JSONValue: TypeAlias = Any
 
 # ``${`` + anything but braces + ``}``; what may stand inside is checked by `workflowdoc`.
 REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 
 
-class UnresolvedReference(LookupError):
+class UnresolvedReference(StigmerError, LookupError):
     """A `${ref}` names nothing at run time (e.g. a key missing from the execution's input)."""
 
 

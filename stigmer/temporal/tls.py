@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stigmer.config import ConfigError
+from stigmer.errors import ConfigError
 from stigmer.security import Secret
 
 CERT_ENV = "TEMPORAL_TLS_CERT"

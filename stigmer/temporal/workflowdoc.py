@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from stigmer.errors import StigmerError
 from stigmer.temporal.payloads import TEXT_BUDGET_BYTES, encoded_size
 from stigmer.temporal.templating import REFERENCE
 
@@ -97,7 +98,7 @@ class WorkflowDocument:
     tasks: tuple[Task, ...]
 
 
-class InvalidDocument(ValueError):
+class InvalidDocument(StigmerError, ValueError):
     """`parse` was given a document that `validate` rejects; `errors` says why."""
 
     def __init__(self, errors: list[str]) -> None:

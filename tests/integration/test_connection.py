@@ -15,7 +15,7 @@ from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 
 from statemachine import State
-from stigmer.temporal.creators import TemporalUnavailable
+from stigmer.errors import TemporalUnavailableError
 from tests.integration.connection_rig import connection_rig, fast_settings, pollers
 from tests.support.eventually import eventually
 from tests.support.ports import free_port
@@ -90,10 +90,12 @@ async def test_a_failed_request_marks_the_connection_unhealthy_at_once(temporal_
         await asyncio.to_thread(server.kill)
         execution = rig.store.create_agent_execution(agent="echo", message="doomed")
         started = time.monotonic()
-        with pytest.raises(TemporalUnavailable):
+        with pytest.raises(TemporalUnavailableError):
             await creator.start(execution.id, timeout=3.0)
         assert time.monotonic() - started < 4.0
-        rig.connection.report_unavailable(TemporalUnavailable("start failed"), client=rig.connection.lifecycle.client)
+        rig.connection.report_unavailable(
+            TemporalUnavailableError("start failed"), client=rig.connection.lifecycle.client
+        )
         await eventually(
             lambda: rig.state == "UNHEALTHY" or rig.state == "RECONNECTING",
             timeout=2,

@@ -27,8 +27,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from stigmer.controllers import LOST_REASON, AgentExecutionController, Reconciler, ReconcileReport, Unavailable
-from stigmer.store import AgentExecution, NotFound, Phase, Store, WorkflowExecution
+from stigmer.controllers import LOST_REASON, AgentExecutionController, Reconciler, ReconcileReport
+from stigmer.errors import NotFoundError, TemporalUnavailableError
+from stigmer.store import AgentExecution, Phase, Store, WorkflowExecution
 from stigmer.temporal import names
 from stigmer.temporal.agents import DELAY_ENV, EchoAgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator
@@ -98,7 +99,7 @@ async def wait_phase(store: Store, id: str, phase: Phase, *, within: float = 15.
     def reached() -> bool:
         try:
             record = read(id)
-        except NotFound:  # a workflow's step: not created yet
+        except NotFoundError:  # a workflow's step: not created yet
             return False
         if record.phase.terminal and record.phase is not phase:
             raise AssertionError(f"{id} ended {record.phase}: {record.error}")
@@ -253,7 +254,7 @@ async def test_controller_create_runs_to_completion_and_a_failed_start_leaves_no
         # Temporal dies while the creator is still injected (before the health check notices).
         await asyncio.to_thread(server.kill)
         started = time.monotonic()
-        with pytest.raises(Unavailable):
+        with pytest.raises(TemporalUnavailableError):
             await controller.create(agent="echo", message="lost?")
         assert time.monotonic() - started < 4
         assert [r.id for r in store.list_agent_executions()[0]] == [created.id]  # the new record was removed

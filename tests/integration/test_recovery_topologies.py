@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from stigmer.errors import TemporalUnavailableError
 from stigmer.temporal.connection import ConnectionSettings
-from stigmer.temporal.creators import TemporalUnavailable
 from stigmer.temporal.names import TaskQueues
 from tests.conftest import TcpProxyFactory, TemporalFactory
 from tests.integration.connection_rig import Rig, connection_rig
@@ -91,7 +91,7 @@ async def test_a_create_in_flight_when_the_path_dies_answers_unavailable_at_once
         record = rig.store.create_agent_execution(agent="echo", message="in flight")
         proxy.blackhole()
         began = time.monotonic()
-        with pytest.raises(TemporalUnavailable):
+        with pytest.raises(TemporalUnavailableError):
             await creator.start(record.id, timeout=10.0)
         took = time.monotonic() - began
         assert took < 4.0, took  # the health probe's ~2 s, not the 10 s deadline

@@ -38,7 +38,7 @@ from stigmer.api import agent_execution_pb2 as aex
 from stigmer.api import common_pb2
 from stigmer.api import workflow_execution_pb2 as wex
 from stigmer.api import workflow_pb2 as wf
-from stigmer.app import EXIT_CONFIG
+from stigmer.errors import ExitCode
 from stigmer.store import Store
 from tests.integration.connection_rig import fast_settings
 from tests.integration.test_servicers import CALL, WATCH, Stack, document, serving, watch_all
@@ -115,7 +115,7 @@ def test_a_broken_database_file_stops_the_server_naming_it(tmp_path: Path, damag
     before = snapshot(data_dir)
     done = start_server(data_dir)
     output = done.stdout + done.stderr
-    assert done.returncode == EXIT_CONFIG, output
+    assert done.returncode == ExitCode.CONFIG, output
     assert "Cannot open the data store" in output and str(path) in output and says in output, output
     assert "started successfully" not in output and "Traceback" not in output, output
     assert snapshot(data_dir) == before, "the broken file was modified or a new one was created"
@@ -131,7 +131,7 @@ def test_a_read_only_data_dir_stops_the_server_naming_it(tmp_path: Path, with_da
     with read_only_dir(data_dir):
         done = start_server(data_dir)
     output = done.stdout + done.stderr
-    assert done.returncode == EXIT_CONFIG, output
+    assert done.returncode == ExitCode.CONFIG, output
     assert str(data_dir / "stigmer.db") in output and "writable" in output, output
     assert "started successfully" not in output and "Traceback" not in output, output
     assert snapshot(data_dir) == before

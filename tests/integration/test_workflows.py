@@ -23,16 +23,12 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer, Worker
 
+from stigmer.errors import TemporalUnavailableError
 from stigmer.store import AgentExecution, Phase, Store, TaskStatus, WorkflowExecution
 from stigmer.temporal import names
 from stigmer.temporal.activities import AgentExecutionActivities, WorkflowExecutionActivities
 from stigmer.temporal.agents import DELAY_ENV, FAIL_ENV, AgentRunner, EchoAgentRunner, Heartbeat
-from stigmer.temporal.creators import (
-    AgentExecutionCreator,
-    TemporalUnavailable,
-    WorkflowExecutionCreator,
-    WorkflowValidator,
-)
+from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.payloads import AgentExecutionResult, CreateStepAgentExecutionInput, RunAgentInput
 from stigmer.temporal.workers import build_workers
@@ -309,7 +305,7 @@ async def test_validation_through_the_worker(client: Client, store: Store, queue
 
 async def test_validation_without_a_worker_times_out_as_unavailable(client: Client, queues: TaskQueues) -> None:
     started = time.monotonic()
-    with pytest.raises(TemporalUnavailable, match="did not answer within 1 s"):
+    with pytest.raises(TemporalUnavailableError, match="did not answer within 1 s"):
         await WorkflowValidator(client, queues=queues).validate(json.dumps(DOCUMENT), timeout=1.0)
     assert time.monotonic() - started < 3
 
@@ -339,7 +335,7 @@ async def test_creators_raise_temporal_unavailable_fast_when_temporal_is_gone(
     }
     for what, call in calls.items():
         started = time.monotonic()
-        with pytest.raises(TemporalUnavailable):
+        with pytest.raises(TemporalUnavailableError):
             await call()
         elapsed = time.monotonic() - started
         assert elapsed < 3, f"{what} took {elapsed:.2f}s"

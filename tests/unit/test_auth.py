@@ -18,7 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from loguru import logger
 
 import stigmer.server.auth as auth
-from stigmer.config import Config, ConfigError
+from stigmer.config import Config
+from stigmer.errors import ConfigError
 from stigmer.security import ClientSecurity, ClientSecurityError, Secret, is_loopback, tls_hint, token_problem
 from stigmer.server.auth import (
     INVALID,

@@ -1,7 +1,7 @@
 """Controllers against a real store on tmp_path, with a fake creator, validator and Availability.
 
-What matters most: no creator -> Unavailable with nothing persisted; a failed start removes the
-record before the error reaches the caller; bad input -> InvalidArgument naming the field;
+What matters most: no creator -> TemporalUnavailableError with nothing persisted; a failed start removes the
+record before the error reaches the caller; bad input -> InvalidArgumentError naming the field;
 text comes back byte for byte; Watch follows a record to its terminal phase and unsubscribes.
 The reconciler's decision table runs against a fake client here; tests/integration has the
 real-Temporal cases.
@@ -24,20 +24,21 @@ from temporalio.service import RPCError, RPCStatusCode
 from stigmer.controllers import (
     LOST_REASON,
     NO_RESULT_REASON,
-    UNAVAILABLE_MESSAGE,
     AgentExecutionController,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
     Reconciler,
-    Unavailable,
     WorkflowController,
     WorkflowExecutionController,
 )
+from stigmer.errors import (
+    UNAVAILABLE_MESSAGE,
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    TemporalUnavailableError,
+)
 from stigmer.store import Message, Phase, Store, new_id
 from stigmer.temporal import names, workflowdoc
-from stigmer.temporal.creators import TemporalUnavailable
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.payloads import ValidationResult
 from tests.support.eventually import eventually
@@ -154,7 +155,7 @@ def connected_aex(store: Store, **creator: Any) -> tuple[AgentExecutionControlle
 async def test_no_creator_is_unavailable_and_persists_nothing(store: Store, writes: list[object]) -> None:
     availability = FakeAvailability()
     controller = aex_controller(store, availability)
-    with pytest.raises(Unavailable) as caught:
+    with pytest.raises(TemporalUnavailableError) as caught:
         await controller.create(agent="echo", message="hi")
     assert str(caught.value) == UNAVAILABLE_MESSAGE
     assert (caught.value.state, caught.value.retry_after) == ("UNHEALTHY", 4.0)
@@ -186,16 +187,16 @@ async def test_create_persists_then_starts_and_returns_the_record(store: Store) 
 async def test_start_unavailable_deletes_the_record_and_reports(store: Store, writes: list[tuple[str, str]]) -> None:
     availability = FakeAvailability()
     controller = aex_controller(store, availability)
-    error = TemporalUnavailable("start agent execution: Temporal did not answer within 3 s")
+    error = TemporalUnavailableError("start agent execution: Temporal did not answer within 3 s")
     fake = FakeCreator(store.get_agent_execution, fail=error)
     controller.set_creator(fake)  # type: ignore[arg-type]
-    with pytest.raises(Unavailable) as caught:
+    with pytest.raises(TemporalUnavailableError) as caught:
         await controller.create(agent="echo", message="hi")
     assert str(caught.value) == UNAVAILABLE_MESSAGE
     ((started_id, _),) = fake.starts
     assert availability.reports == [(error, fake.client)]
     assert writes == [("agent_execution", started_id), ("agent_execution", started_id)]  # created, deleted
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         controller.get(started_id)
     assert controller.list() == ([], "")
 
@@ -260,7 +261,7 @@ async def test_bad_create_input_names_the_field_before_anything_else(
 ) -> None:
     availability = FakeAvailability()
     controller = aex_controller(store, availability)  # no creator: input is checked first anyway
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         await controller.create(**kwargs)
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")
@@ -288,17 +289,17 @@ async def test_text_is_stored_byte_for_byte(store: Store, text: str) -> None:
 )  # fmt: skip
 async def test_malformed_ids_are_invalid_argument(store: Store, bad_id: str) -> None:
     controller = aex_controller(store)
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         controller.get(bad_id)
     assert caught.value.field == "id"
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         controller.watch(bad_id)
     assert len(str(caught.value)) < 300
 
 
 def test_unknown_id_is_not_found_naming_kind_and_id(store: Store) -> None:
     unknown = new_id("aex")
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(NotFoundError) as caught:
         aex_controller(store).get(unknown)
     assert str(caught.value) == f"agent execution {unknown} not found"
 
@@ -321,7 +322,7 @@ async def test_list_filters_pages_and_rejects_bad_arguments(store: Store) -> Non
         ({"page_token": "not-a-token"}, "page_token"),
         ({"page_token": "djE6d2V4LTAxSjlaM0s0VDhRNlcyQzVON1IxVjBYQllE"}, "page_token"),  # a wex- token
     ]:
-        with pytest.raises(InvalidArgument) as caught:
+        with pytest.raises(InvalidArgumentError) as caught:
             controller.list(**kwargs)
         assert caught.value.field == field, kwargs
 
@@ -385,7 +386,7 @@ async def test_watch_of_a_terminal_record_yields_once(store: Store) -> None:
 
 
 def test_watch_of_an_unknown_id_raises_at_once(store: Store) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         aex_controller(store).watch(new_id("aex"))
 
 
@@ -446,7 +447,7 @@ async def test_validate_goes_through_the_validator_and_needs_it(store: Store) ->
     result = await wf_controller(store, validator).validate("{not json")
     assert not result.valid and result.errors and validator.calls == 1
     assert (await wf_controller(store, validator).validate(json.dumps(DOC))).valid
-    with pytest.raises(Unavailable):
+    with pytest.raises(TemporalUnavailableError):
         await wf_controller(store, None).validate(json.dumps(DOC))
 
 
@@ -460,7 +461,7 @@ async def test_create_stores_the_document_verbatim_with_its_validation(store: St
     invalid = await controller.create(json.dumps({"name": "broken", "tasks": []}))
     assert not invalid.valid and invalid.validation_errors == ("tasks: must contain at least one task",)
     assert validator.calls == 2
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(AlreadyExistsError):
         await controller.create(text)
     assert validator.calls == 2  # refused before validating again
     assert [w.name for w in controller.list()[0]] == ["broken", "greet"]
@@ -477,7 +478,7 @@ async def test_create_refuses_documents_without_a_usable_name(
     store: Store, writes: list[object], document: str
 ) -> None:
     validator = FakeValidator()
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         await wf_controller(store, validator).create(document)
     assert caught.value.field == "document"
     assert validator.calls == 0 and writes == []
@@ -485,12 +486,12 @@ async def test_create_refuses_documents_without_a_usable_name(
 
 async def test_workflow_create_unavailable_stores_nothing(store: Store, writes: list[object]) -> None:
     availability = FakeAvailability()
-    error = TemporalUnavailable("validate workflow document: Temporal is unavailable")
+    error = TemporalUnavailableError("validate workflow document: Temporal is unavailable")
     validator = FakeValidator(fail=error)
-    with pytest.raises(Unavailable):
+    with pytest.raises(TemporalUnavailableError):
         await wf_controller(store, validator, availability).create(json.dumps(DOC))
     assert availability.reports == [(error, validator.client)]
-    with pytest.raises(Unavailable):
+    with pytest.raises(TemporalUnavailableError):
         await wf_controller(store, None, availability).create(json.dumps(DOC))
     assert availability.waits == 1
     assert writes == []
@@ -498,10 +499,10 @@ async def test_workflow_create_unavailable_stores_nothing(store: Store, writes: 
 
 def test_workflow_get_errors(store: Store) -> None:
     controller = wf_controller(store, None)
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         controller.get("")
     assert caught.value.field == "id_or_name"
-    with pytest.raises(NotFound, match="workflow 'nope' not found"):
+    with pytest.raises(NotFoundError, match="workflow 'nope' not found"):
         controller.get("nope")
 
 
@@ -538,40 +539,40 @@ async def test_workflow_execution_refusals(store: Store, writes: list[object]) -
     store.create_workflow(name="bad", document="{}", valid=False, validation_errors=["tasks: required"])
     writes.clear()
     availability = FakeAvailability()
-    controller, fake = wex_controller(store, availability=availability, fail=TemporalUnavailable("down"))
+    controller, fake = wex_controller(store, availability=availability, fail=TemporalUnavailableError("down"))
     for kwargs, error, field in [
-        ({"workflow": ""}, InvalidArgument, "workflow"),
-        ({"workflow": "greet", "input": "[1]"}, InvalidArgument, "input"),
-        ({"workflow": "greet", "input": "{oops"}, InvalidArgument, "input"),
-        ({"workflow": "greet", "input": "x" * (MIB + 1)}, InvalidArgument, "input"),
-        ({"workflow": "greet", "input": '{"user": "\\udc00"}'}, InvalidArgument, "input"),
-        ({"workflow": "greet", "input": '{"n": 1e999}'}, InvalidArgument, "input"),
+        ({"workflow": ""}, InvalidArgumentError, "workflow"),
+        ({"workflow": "greet", "input": "[1]"}, InvalidArgumentError, "input"),
+        ({"workflow": "greet", "input": "{oops"}, InvalidArgumentError, "input"),
+        ({"workflow": "greet", "input": "x" * (MIB + 1)}, InvalidArgumentError, "input"),
+        ({"workflow": "greet", "input": '{"user": "\\udc00"}'}, InvalidArgumentError, "input"),
+        ({"workflow": "greet", "input": '{"n": 1e999}'}, InvalidArgumentError, "input"),
         # Under 1 MiB of UTF-8, but 2 MB once Temporal's JSON escapes it: it could never run.
         (
             {"workflow": "greet", "input": json.dumps({"u": "€" * 349_000}, ensure_ascii=False)},
-            InvalidArgument,
+            InvalidArgumentError,
             "input",
         ),
-        ({"workflow": "nope"}, NotFound, None),
-        ({"workflow": "bad"}, FailedPrecondition, None),
+        ({"workflow": "nope"}, NotFoundError, None),
+        ({"workflow": "bad"}, FailedPreconditionError, None),
     ]:
         with pytest.raises(error) as caught:
             await controller.create(**kwargs)
         if field is not None:
             assert caught.value.field == field  # type: ignore[attr-defined]
     assert fake.starts == [] and writes == []
-    with pytest.raises(FailedPrecondition, match="tasks: required"):
+    with pytest.raises(FailedPreconditionError, match="tasks: required"):
         await controller.create(workflow="bad")
     # The start fails with Temporal unavailable: the record is created, then removed.
-    with pytest.raises(Unavailable):
+    with pytest.raises(TemporalUnavailableError):
         await controller.create(workflow="greet")
     assert len(fake.starts) == 1 and len(availability.reports) == 1
     assert store.list_workflow_executions() == ([], "")
     for kwargs, field in [({"phase": "DONE"}, "phase"), ({"page_token": "zz"}, "page_token")]:
-        with pytest.raises(InvalidArgument) as bad:
+        with pytest.raises(InvalidArgumentError) as bad:
             controller.list(**kwargs)
         assert bad.value.field == field
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         controller.get(new_id("aex"))
 
 
@@ -579,7 +580,7 @@ async def test_workflow_execution_without_creator_is_unavailable(store: Store, w
     store.create_workflow(name="greet", document=json.dumps(DOC), valid=True)
     writes.clear()
     controller = WorkflowExecutionController(store=store, availability=FakeAvailability())
-    with pytest.raises(Unavailable):
+    with pytest.raises(TemporalUnavailableError):
         await controller.create(workflow="greet")
     assert writes == []
 

@@ -9,17 +9,9 @@ from hypothesis import strategies as st
 
 from statemachine import Snapshot, State, TransitionEvent
 from stigmer.api import common_pb2, workflow_execution_pb2
-from stigmer.controllers.errors import InvalidArgument
+from stigmer.errors import InvalidArgumentError
 from stigmer.server import convert
-from stigmer.store import (
-    AgentExecution,
-    Message,
-    Phase,
-    TaskState,
-    TaskStatus,
-    Workflow,
-    WorkflowExecution,
-)
+from stigmer.store import AgentExecution, Message, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
 from stigmer.temporal.connection import ConnectionStatus
 from stigmer.temporal.payloads import ValidationResult
 
@@ -106,7 +98,7 @@ def test_unspecified_phase_filter_means_any_phase() -> None:
 
 @pytest.mark.parametrize("value", [6, 42, -1, 2**31 - 1])
 def test_unknown_phase_number_is_an_invalid_argument_naming_the_field(value: int) -> None:
-    with pytest.raises(InvalidArgument) as info:
+    with pytest.raises(InvalidArgumentError) as info:
         convert.phase_filter(value)
     assert info.value.field == "phase"
     assert str(value) in str(info.value) and "COMPLETED (3)" in str(info.value)

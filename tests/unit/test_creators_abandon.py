@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from stigmer.temporal.creators import AgentExecutionCreator, TemporalUnavailable
+from stigmer.errors import TemporalUnavailableError
+from stigmer.temporal.creators import AgentExecutionCreator
 from stigmer.temporal.names import TaskQueues
 
 
@@ -30,7 +31,7 @@ async def test_a_call_in_flight_fails_as_soon_as_its_creator_is_abandoned() -> N
     await asyncio.sleep(0.05)
     began = time.monotonic()
     creator.abandon()
-    with pytest.raises(TemporalUnavailable, match="the connection to Temporal was lost mid-call"):
+    with pytest.raises(TemporalUnavailableError, match="the connection to Temporal was lost mid-call"):
         await asyncio.wait_for(call, timeout=2.0)
     assert time.monotonic() - began < 0.5
 
@@ -39,7 +40,7 @@ async def test_a_call_after_abandon_fails_without_touching_temporal() -> None:
     client = SilentClient()
     creator = AgentExecutionCreator(client, queues=TaskQueues())  # type: ignore[arg-type]
     creator.abandon()
-    with pytest.raises(TemporalUnavailable, match="the connection to Temporal was lost"):
+    with pytest.raises(TemporalUnavailableError, match="the connection to Temporal was lost"):
         await creator.start("aex-2", timeout=10.0)
     assert client.calls == 0
 

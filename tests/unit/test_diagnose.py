@@ -9,7 +9,7 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from statemachine import Misconfiguration
-from stigmer.temporal.diagnose import NamespaceMissing, TemporalMisconfigured, diagnose
+from stigmer.temporal.diagnose import NamespaceMissing, TemporalMisconfiguredError, diagnose
 from stigmer.temporal.wire import speaks_http1
 
 H = "h:7233"
@@ -51,7 +51,7 @@ RESET = (
 )
 def test_misconfigurations_say_what_to_fix_and_retry_at_the_cap(error: BaseException, says: str) -> None:
     found = diagnose(error, H)
-    assert isinstance(found, TemporalMisconfigured) and isinstance(found, Misconfiguration)
+    assert isinstance(found, TemporalMisconfiguredError) and isinstance(found, Misconfiguration)
     assert says in str(found)
 
 

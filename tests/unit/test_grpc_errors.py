@@ -16,31 +16,33 @@ from loguru import logger
 
 from stigmer.api import agent_execution_pb2 as pb
 from stigmer.api import agent_execution_pb2_grpc as pb_grpc
-from stigmer.controllers.errors import (
+from stigmer.errors import (
     UNAVAILABLE_MESSAGE,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
+    AlreadyExistsError,
+    DatabaseError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    StoreFullError,
+    TemporalUnavailableError,
 )
 from stigmer.server.errors import INTERNAL_MESSAGE, RETRY_AFTER_KEY, STATE_KEY, grpc_errors, retry_after_seconds
 from stigmer.server.servicers import AgentExecutionServicer
-from stigmer.store import AgentExecution, Phase, StoreError, StoreFull
+from stigmer.store import AgentExecution, Phase
 
 TIMEOUT = 5.0
 SECRET = "secret-internal-detail-7f3a"
 
 ERRORS: dict[str, Exception] = {
-    "invalid": InvalidArgument("message", "required"),
-    "not_found": NotFound("agent execution", "aex-01J9Z3K4T8Q6W2C5N7R1V0XBYD"),
-    "exists": AlreadyExists("a workflow named 'w' already exists"),
-    "precondition": FailedPrecondition("workflow 'w' failed validation"),
-    "unavailable": Unavailable(state="UNHEALTHY", retry_after=2.1),
-    "unavailable_soon": Unavailable(state="RECONNECTING", retry_after=0.0),
+    "invalid": InvalidArgumentError("message", "required"),
+    "not_found": NotFoundError("agent execution", "aex-01J9Z3K4T8Q6W2C5N7R1V0XBYD"),
+    "exists": AlreadyExistsError("a workflow named 'w' already exists"),
+    "precondition": FailedPreconditionError("workflow 'w' failed validation"),
+    "unavailable": TemporalUnavailableError(state="UNHEALTHY", retry_after=2.1),
+    "unavailable_soon": TemporalUnavailableError(state="RECONNECTING", retry_after=0.0),
     "bug": KeyError(SECRET),
-    "disk_full": StoreFull("could not create agent execution x: the disk holding /d/stigmer.db is full"),
-    "read_only": StoreError("could not create agent execution x: /d/stigmer.db cannot be opened for writing"),
+    "disk_full": StoreFullError("could not create agent execution x: the disk holding /d/stigmer.db is full"),
+    "read_only": DatabaseError("could not create agent execution x: /d/stigmer.db cannot be opened for writing"),
 }
 
 
@@ -166,13 +168,13 @@ class Refusing(pb_grpc.AgentExecutionServiceServicer):
     @grpc_errors
     async def Create(self, request: pb.CreateAgentExecutionRequest, context: Any) -> pb.AgentExecution:
         if request.agent == "unavailable":
-            raise Unavailable(state="UNHEALTHY", retry_after=1.0)
-        raise InvalidArgument("message", f"{len(request.message)} characters is too many")
+            raise TemporalUnavailableError(state="UNHEALTHY", retry_after=1.0)
+        raise InvalidArgumentError("message", f"{len(request.message)} characters is too many")
 
     @grpc_errors
     async def Watch(self, request: pb.WatchAgentExecutionRequest, context: Any) -> AsyncIterator[pb.AgentExecution]:
         yield pb.AgentExecution(id=request.id)
-        raise NotFound("agent execution", request.id)
+        raise NotFoundError("agent execution", request.id)
 
 
 async def test_a_refused_request_is_freed_at_once() -> None:

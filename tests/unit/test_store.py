@@ -18,17 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loguru import logger
 
-from stigmer.store import (
-    AlreadyExists,
-    Message,
-    NotFound,
-    Phase,
-    Store,
-    StoreError,
-    TaskStatus,
-    Workflow,
-    is_valid_id,
-)
+from stigmer.errors import AlreadyExistsError, DatabaseError, NotFoundError
+from stigmer.store import Message, Phase, Store, TaskStatus, Workflow, is_valid_id
 from stigmer.store import schema as schema_module
 
 TRICKY_TEXTS = [
@@ -98,7 +89,7 @@ def test_close_is_idempotent_and_use_after_close_is_a_store_error(tmp_path: Path
     store.close()
     store.close()
     assert store.closed
-    with pytest.raises(StoreError, match="closed"):
+    with pytest.raises(DatabaseError, match="closed"):
         store.list_agent_executions()
 
 
@@ -109,10 +100,10 @@ def test_empty_file_is_initialised_as_a_new_database(tmp_path: Path) -> None:
         assert store.list_workflows() == ([], "")
 
 
-def _assert_refused_untouched(tmp_path: Path, *, match: str) -> StoreError:
+def _assert_refused_untouched(tmp_path: Path, *, match: str) -> DatabaseError:
     path = tmp_path / "stigmer.db"
     before = path.read_bytes()
-    with pytest.raises(StoreError, match=match) as info:
+    with pytest.raises(DatabaseError, match=match) as info:
         Store.open(tmp_path)
     assert str(path) in str(info.value)
     assert path.read_bytes() == before, "a refused file must not be modified"
@@ -224,7 +215,7 @@ def read_only_dir(path: Path) -> Iterator[None]:
 
 
 def test_read_only_data_dir_without_database_is_a_store_error(tmp_path: Path) -> None:
-    with read_only_dir(tmp_path), pytest.raises(StoreError, match="writable") as info:
+    with read_only_dir(tmp_path), pytest.raises(DatabaseError, match="writable") as info:
         Store.open(tmp_path)
     assert str(tmp_path / "stigmer.db") in str(info.value)
 
@@ -232,14 +223,14 @@ def test_read_only_data_dir_without_database_is_a_store_error(tmp_path: Path) ->
 def test_read_only_data_dir_with_database_is_a_store_error(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         store.create_agent_execution(agent="a", message="m")
-    with read_only_dir(tmp_path), pytest.raises(StoreError, match="writable") as info:
+    with read_only_dir(tmp_path), pytest.raises(DatabaseError, match="writable") as info:
         Store.open(tmp_path)
     assert str(tmp_path / "stigmer.db") in str(info.value)
 
 
 def test_data_dir_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a dir")
-    with pytest.raises(StoreError, match="could not create the data dir"):
+    with pytest.raises(DatabaseError, match="could not create the data dir"):
         Store.open(tmp_path / "file" / "data")
 
 
@@ -261,10 +252,10 @@ def test_disk_full_rolls_back_and_store_recovers(store: Store) -> None:
     conn = store._db._conn
     assert conn is not None
     conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
-    with pytest.raises(StoreError, match="full") as info:
+    with pytest.raises(DatabaseError, match="full") as info:
         store.create_agent_execution(agent="a", message="x" * 200_000)
     assert str(store.path) in str(info.value)
-    with pytest.raises(StoreError, match="full"):
+    with pytest.raises(DatabaseError, match="full"):
         store.complete_agent_execution(first.id, replies=[reply("y" * 200_000)])
     assert store.get_agent_execution(first.id) == first
     assert [r.id for r in store.list_agent_executions()[0]] == [first.id]
@@ -290,7 +281,7 @@ def test_create_and_get_agent_execution(store: Store) -> None:
 def test_create_with_given_id_and_duplicates(store: Store) -> None:
     wanted = "aex-01J9Z3K4T8Q6W2C5N7R1V0XBYD"
     assert store.create_agent_execution(agent="a", message="m", id=wanted).id == wanted
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(AlreadyExistsError):
         store.create_agent_execution(agent="a", message="m", id=wanted)
     with pytest.raises(ValueError, match="id must be"):
         store.create_agent_execution(agent="a", message="m", id="not-an-id")
@@ -308,7 +299,7 @@ def test_missing_records_raise_not_found(store: Store) -> None:
         lambda: store.get_workflow("nope"),
         lambda: store.get_workflow_execution("wex-01J9Z3K4T8Q6W2C5N7R1V0XBYD"),
     ):
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             call()
 
 
@@ -399,7 +390,7 @@ def test_delete_agent_execution(store: Store) -> None:
     record = store.create_agent_execution(agent="a", message="m")
     assert store.delete_agent_execution(record.id) is True
     assert store.delete_agent_execution(record.id) is False
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         store.get_agent_execution(record.id)
 
 
@@ -454,7 +445,7 @@ def test_create_get_list_workflows(store: Store) -> None:
     assert (wf.document, wf.valid, wf.validation_errors, wf.version) == (doc, False, ("e1", "e2"), 1)
     assert store.get_workflow(wf.id) == wf
     assert store.get_workflow("greet") == wf
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(AlreadyExistsError):
         store.create_workflow(name="greet", document="{}", valid=True)
     other = make_workflow(store, "other")
     page, token = store.list_workflows(page_size=1)
@@ -495,7 +486,7 @@ def test_workflow_execution_needs_stored_workflow_and_unique_task_names(store: S
         created_at=0.0,
         version=1,
     )
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         store.create_workflow_execution(workflow=ghost, input="{}", task_names_kinds=[])
     with pytest.raises(ValueError, match="repeated"):
         store.create_workflow_execution(workflow=wf, input="{}", task_names_kinds=[("a", "set"), ("a", "set")])
@@ -520,7 +511,7 @@ def test_task_status_only_moves_forward(store: Store) -> None:
 
     skipped = store.set_task_status(wex_id, "b", TaskStatus.SKIPPED)  # PENDING straight to terminal
     assert (skipped.tasks[1].status, skipped.version) == (TaskStatus.SKIPPED, 5)
-    with pytest.raises(NotFound, match="no task"):
+    with pytest.raises(NotFoundError, match="no task"):
         store.set_task_status(wex_id, "zzz", TaskStatus.RUNNING)
 
 

@@ -89,6 +89,7 @@ def test_run_timeouts_exceed_the_activities_they_wrap() -> None:
         ("DEADLINE_EXCEEDED", "deadline", True),
         ("CANCELLED", "Timeout expired", True),
         ("CANCELLED", "operation was canceled", True),
+        ("CANCELLED", "anything else", True),
         ("UNKNOWN", "transport error", True),
         ("UNKNOWN", "something else", False),
         ("NOT_FOUND", "namespace not found", False),
@@ -98,7 +99,7 @@ def test_run_timeouts_exceed_the_activities_they_wrap() -> None:
 def test_which_rpc_errors_mean_temporal_is_unreachable(status, message, expected):
     from temporalio.service import RPCError, RPCStatusCode
 
-    from stigmer.temporal.creators import is_unavailable
+    from stigmer.temporal.diagnose import is_unavailable
 
     assert is_unavailable(RPCError(message, RPCStatusCode[status], b"")) is expected
     assert is_unavailable(RuntimeError(message)) is False

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from temporalio.service import TLSConfig
 
-from stigmer.config import Config, ConfigError
+from stigmer.config import Config
+from stigmer.errors import ConfigError
 from stigmer.security import Secret
 from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
 from stigmer.temporal.tls import TemporalSecurity, load_profile, temporal_client_settings

@@ -1,0 +1,137 @@
+"""Every error stigmer raises on purpose, under one root, and the process exit codes.
+
+A leaf module: it imports nothing from stigmer, so every layer may raise and catch these
+without an import circle. The gRPC layer (stigmer.server.errors) maps each class to one status
+code and the CLI maps each to one exit code; anything that is not a :class:`StigmerError` is a
+bug, answered INTERNAL with its traceback in the server log only.
+
+::
+
+    StigmerError
+     ├── ConfigError (ValueError)             settings that cannot work: the server exits 78
+     ├── InvalidArgumentError (ValueError)    a request field is malformed (.field, .reason)
+     ├── FailedPreconditionError              well-formed, but it cannot run now (an invalid workflow)
+     ├── StoreError                           what the store refused or could not do
+     │    ├── NotFoundError (LookupError)     no record with that id or name (.kind, .id)
+     │    ├── AlreadyExistsError              a record with that id or name is already stored
+     │    └── DatabaseError                   the database cannot be used (file, schema, permissions)
+     │         └── StoreFullError             its disk is full; the write was rolled back
+     └── TemporalUnavailableError             Temporal did not answer: nothing was done, retry later
+          (stigmer.temporal.diagnose adds the dial's kinds: accepted-then-closed, misconfigured)
+
+Messages are written for whoever must act: they name the field, record or file and say what
+to do, and never carry a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+
+#: The exact message of every UNAVAILABLE answer while Temporal is unreachable (the log and CLI
+#: contract; stigmer.contract re-exports it).
+UNAVAILABLE_MESSAGE = "Temporal workflow engine is unavailable. Please try again later."
+
+
+class ExitCode(enum.IntEnum):
+    """What ``stigmer`` exits with (sysexits.h where one fits): what a supervisor or script acts on."""
+
+    OK = 0
+    #: The command ran and the answer is "no": an execution FAILED, a document is invalid, an RPC refused.
+    ERROR = 1
+    #: Bad command line (click's own code).
+    USAGE = 2
+    #: ``server status`` / ``server wait``: the server answers but is not CONNECTED to Temporal.
+    NOT_CONNECTED = 3
+    #: EX_UNAVAILABLE: the stigmer server cannot be reached, its listener could not be opened,
+    #: or ``--exit-after-outage`` ran out.
+    UNAVAILABLE = 69
+    #: EX_SOFTWARE: a bug.
+    SOFTWARE = 70
+    #: EX_TEMPFAIL: Temporal is unavailable (or the server did not answer in time): try again later.
+    TEMPFAIL = 75
+    #: EX_CONFIG: the settings, the data dir or its database cannot work.
+    CONFIG = 78
+
+
+class StigmerError(Exception):
+    """The root: an error stigmer raised on purpose, with a message for whoever must act."""
+
+
+class ConfigError(StigmerError, ValueError):
+    """A setting (flag, environment variable, file) that cannot work; the message names it."""
+
+
+class InvalidArgumentError(StigmerError, ValueError):
+    """A request field is malformed; ``field`` names it ("message", "runtime_env[FOO]", "page_token")."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class FailedPreconditionError(StigmerError):
+    """The request is well-formed but the system is not in a state to run it (an invalid workflow)."""
+
+
+class StoreError(StigmerError):
+    """What the store refused or could not do."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """No record of ``kind`` with that id or name (``id`` as shown to the user, quoted or not)."""
+
+    def __init__(self, kind: str, id: str, *, message: str | None = None) -> None:
+        super().__init__(message or f"{kind} {id} not found")
+        self.kind = kind
+        self.id = id
+
+
+class AlreadyExistsError(StoreError):
+    """A record with that id, or a workflow with that name, is already stored."""
+
+
+class DatabaseError(StoreError):
+    """The database cannot be used: corrupt or foreign file, newer schema, read-only, closed.
+
+    The message always names the file and says what the operator should do; the store never
+    "repairs" a file by resetting it.
+    """
+
+
+class StoreFullError(DatabaseError):
+    """The disk holding the database is full; the write was rolled back. Free space and retry."""
+
+
+class TemporalUnavailableError(StigmerError):
+    """Temporal did not answer in time, or answered UNAVAILABLE: nothing was done, try again later.
+
+    The message says what failed; a request refused for it is always answered with
+    :data:`UNAVAILABLE_MESSAGE` (the default message). ``state`` (the connection state's name)
+    and ``retry_after`` (seconds until the next connection attempt) go with that answer as
+    trailing metadata when the controller that refused knew them; ``cause`` is for the log.
+    """
+
+    def __init__(
+        self, message: str = UNAVAILABLE_MESSAGE, *, state: str = "", retry_after: float = 1.0, cause: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.state = state
+        self.retry_after = retry_after
+        self.cause = cause
+
+
+__all__ = [
+    "UNAVAILABLE_MESSAGE",
+    "AlreadyExistsError",
+    "ConfigError",
+    "DatabaseError",
+    "ExitCode",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "StigmerError",
+    "StoreError",
+    "StoreFullError",
+    "TemporalUnavailableError",
+]
