@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from stigmer.errors import InvalidArgumentError
 from stigmer.store import Phase, is_valid_id
-from stigmer.temporal.payloads import TEXT_BUDGET_BYTES, encoded_size
+from stigmer.workflows.limits import TEXT_BUDGET_BYTES, encoded_size
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ def check_runtime_env(runtime_env: Mapping[str, str] | None) -> dict[str, str]:
 
 def check_encoded_size(field: str, texts: Iterable[str], *, what: str) -> None:
     """The texts that travel together in one Temporal payload must fit in it once JSON-escaped
-    (see payloads.encoded_size); else the execution would be stored but could never run."""
+    (see stigmer.workflows.limits.encoded_size); else the execution would be stored but could never run."""
     size = sum(encoded_size(text) for text in texts)
     if size > TEXT_BUDGET_BYTES:
         raise InvalidArgumentError(

@@ -11,8 +11,8 @@ import builtins
 from stigmer import store as st
 from stigmer.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from stigmer.store import Phase, Workflow, WorkflowExecution
-from stigmer.temporal import workflowdoc
 from stigmer.temporal.creators import WorkflowExecutionCreator
+from stigmer.workflows import workflowdoc
 
 from . import validation as check
 from .executions import ExecutionController

@@ -14,9 +14,9 @@ import json
 
 from stigmer.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, TemporalUnavailableError
 from stigmer.store import Store, Workflow
-from stigmer.temporal import workflowdoc
 from stigmer.temporal.creators import WorkflowValidator
-from stigmer.temporal.payloads import ValidationResult
+from stigmer.workflows import workflowdoc
+from stigmer.workflows.workflowdoc import ValidationResult
 
 from . import validation as check
 from .availability import Availability, require, unavailable

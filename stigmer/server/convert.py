@@ -16,7 +16,7 @@ from stigmer.api import agent_execution_pb2, common_pb2, status_pb2, workflow_ex
 from stigmer.errors import InvalidArgumentError
 from stigmer.store import AgentExecution, Message, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
 from stigmer.temporal.connection import ConnectionStatus
-from stigmer.temporal.payloads import ValidationResult
+from stigmer.workflows.workflowdoc import ValidationResult
 
 _PHASES: dict[Phase, common_pb2.ExecutionPhase] = {
     Phase.PENDING: common_pb2.PENDING,

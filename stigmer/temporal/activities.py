@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from stigmer.errors import AlreadyExistsError, NotFoundError
 from stigmer.store import AgentExecution, Message, Store, TaskStatus, WorkflowExecution
-from stigmer.temporal import names, workflowdoc
+from stigmer.temporal import names
 from stigmer.temporal.agents import AgentFailure, AgentRunner
 from stigmer.temporal.payloads import (
     AgentExecutionResult,
@@ -37,6 +37,7 @@ from stigmer.temporal.payloads import (
     WorkflowExecutionResult,
     WorkflowExecutionView,
 )
+from stigmer.workflows import workflowdoc
 
 # The role stored with the agent's replies (the user's message is stored with role "user").
 AGENT_ROLE = "agent"

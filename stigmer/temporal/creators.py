@@ -26,15 +26,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from stigmer.errors import TemporalUnavailableError
-from stigmer.temporal import names, workflowdoc
+from stigmer.temporal import names
 from stigmer.temporal.diagnose import is_unavailable
 from stigmer.temporal.payloads import (
     AgentExecutionInput,
     ValidationInput,
-    ValidationResult,
     WorkflowExecutionInput,
 )
 from stigmer.temporal.workflows import AGENT_EXECUTION_RUN_TIMEOUT, VALIDATION_RUN_TIMEOUT
+from stigmer.workflows import workflowdoc
+from stigmer.workflows.workflowdoc import ValidationResult
 
 T = TypeVar("T")
 

@@ -7,22 +7,7 @@ statuses travel as their string values (the store's StrEnum values). Imported in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-
-#: Temporal refuses a payload over 2 MiB (its default blob size limit; the SDK checks before sending
-#: and the server again). Whatever the API accepts must fit, or its execution could never progress.
-PAYLOAD_LIMIT_BYTES = 2 * 1024 * 1024
-#: What one payload may spend on the caller's text; the rest is ids, field names and phases.
-TEXT_BUDGET_BYTES = PAYLOAD_LIMIT_BYTES - 64 * 1024
-
-
-def encoded_size(text: str) -> int:
-    """Bytes ``text`` takes inside a payload. The SDK's JSON converter writes every non-ASCII or
-    control character as a \\u escape (6 bytes; 12 outside the BMP), so text can grow up to six
-    times on the way: 1 MiB of UTF-8 text may take up to 6 MiB there."""
-    return len(json.dumps(text))  # ASCII by construction: characters are bytes
-
 
 # -- agent execution ---------------------------------------------------------------------------
 
@@ -142,14 +127,6 @@ class WorkflowExecutionResult:
 
 
 # -- validation --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ValidationResult:
-    """Result of the validation workflow: ``{"valid": bool, "errors": [...]}`` on the wire."""
-
-    valid: bool
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

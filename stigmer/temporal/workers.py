@@ -40,10 +40,13 @@ FatalErrorHandler = Callable[[BaseException], Awaitable[None]]
 #: import hook: without this list every new workflow instance re-executed all three modules, on
 #: the event loop (~13 ms of a create's latency under load; ~2 ms with it, bench/ measures it).
 PASSTHROUGH_MODULES = (
+    "stigmer.errors",
     "stigmer.temporal.names",
-    "stigmer.temporal.templating",
-    "stigmer.temporal.workflowdoc",
     "stigmer.temporal.payloads",
+    "stigmer.workflows",
+    "stigmer.workflows.limits",
+    "stigmer.workflows.templating",
+    "stigmer.workflows.workflowdoc",
 )
 
 

@@ -21,9 +21,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from stigmer.temporal import names, templating, workflowdoc
+    from stigmer.temporal import names
     from stigmer.temporal.payloads import (
-        TEXT_BUDGET_BYTES,
         AgentExecutionInput,
         AgentExecutionResult,
         AgentExecutionView,
@@ -34,12 +33,13 @@ with workflow.unsafe.imports_passed_through():
         RunAgentInput,
         SetTaskStatusInput,
         ValidationInput,
-        ValidationResult,
         WorkflowExecutionInput,
         WorkflowExecutionResult,
         WorkflowExecutionView,
-        encoded_size,
     )
+    from stigmer.workflows import templating, workflowdoc
+    from stigmer.workflows.limits import TEXT_BUDGET_BYTES, encoded_size
+    from stigmer.workflows.workflowdoc import ValidationResult
 
 T = TypeVar("T")
 

@@ -36,8 +36,8 @@ from stigmer.api import workflow_pb2 as wf
 from stigmer.api import workflow_pb2_grpc as wf_grpc
 from stigmer.server import MAX_RECEIVE_MESSAGE_BYTES
 from stigmer.store import Phase
-from stigmer.temporal import workflowdoc
 from stigmer.temporal.agents import FAIL_ENV
+from stigmer.workflows import workflowdoc
 from tests.fuzz import strategies as s
 from tests.fuzz.harness import Api
 from tests.support.eventually import wait_until

@@ -38,9 +38,10 @@ from stigmer.errors import (
     TemporalUnavailableError,
 )
 from stigmer.store import Message, Phase, Store, new_id
-from stigmer.temporal import names, workflowdoc
+from stigmer.temporal import names
 from stigmer.temporal.names import TaskQueues
-from stigmer.temporal.payloads import ValidationResult
+from stigmer.workflows import workflowdoc
+from stigmer.workflows.workflowdoc import ValidationResult
 from tests.support.eventually import eventually
 
 MIB = 1024 * 1024

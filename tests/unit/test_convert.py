@@ -13,7 +13,7 @@ from stigmer.errors import InvalidArgumentError
 from stigmer.server import convert
 from stigmer.store import AgentExecution, Message, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
 from stigmer.temporal.connection import ConnectionStatus
-from stigmer.temporal.payloads import ValidationResult
+from stigmer.workflows.workflowdoc import ValidationResult
 
 TRICKY = "héllo 世界 🚀 \"double\" 'single' `back` \\ ; DROP TABLE agent_executions; -- \x00 \t\r\n end"
 T0 = 1_700_000_000.123456

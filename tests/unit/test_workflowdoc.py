@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from stigmer.temporal import templating, workflowdoc
-from stigmer.temporal.templating import UnresolvedReference
-from stigmer.temporal.workflowdoc import AgentTask, InvalidDocument, SetTask, WaitTask
+from stigmer.workflows import templating, workflowdoc
+from stigmer.workflows.templating import UnresolvedReference
+from stigmer.workflows.workflowdoc import AgentTask, InvalidDocument, SetTask, WaitTask
 
 EXAMPLE: dict[str, Any] = {
     "name": "greet",

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from stigmer.errors import StigmerError
-from stigmer.temporal.payloads import TEXT_BUDGET_BYTES, encoded_size
-from stigmer.temporal.templating import REFERENCE
+from stigmer.workflows.limits import TEXT_BUDGET_BYTES, encoded_size
+from stigmer.workflows.templating import REFERENCE
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 #: The document travels to the validation worker and, with the input, to every execution (see
-#: payloads.encoded_size): three quarters of a payload for it leaves the input a quarter or more.
+#: limits.encoded_size): three quarters of a payload for it leaves the input a quarter or more.
 MAX_DOCUMENT_PAYLOAD_BYTES = TEXT_BUDGET_BYTES * 3 // 4
 MAX_NAME_LENGTH = 100
 MAX_WAIT_SECONDS = 86400
@@ -476,3 +476,11 @@ def parse_input(text: str) -> dict[str, JSONValue]:
     if has_lone_surrogate(value):
         raise ValueError(f"input: {_LONE_SURROGATE_ERROR}")
     return value
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Result of the validation workflow: ``{"valid": bool, "errors": [...]}`` on the wire."""
+
+    valid: bool
+    errors: list[str] = field(default_factory=list)
