@@ -112,10 +112,10 @@ class StigmerServer:
             store=store,
             runner=self._runner,
             targets=targets,
-            on_connected=lambda client: reconciler.reconcile(client),
+            on_connected=lambda session: reconciler.reconcile(session),
         )
         # Nothing is left in PENDING: every entry to CONNECTED reconciles unfinished executions.
-        reconciler = Reconciler(store=store, queues=config.queues, availability=connection)
+        reconciler = Reconciler(store=store, availability=connection)
         agent_executions = AgentExecutionController(store=store, availability=connection)
         workflows = WorkflowController(store=store, availability=connection)
         workflow_executions = WorkflowExecutionController(store=store, availability=connection)

@@ -12,16 +12,16 @@ from collections.abc import Mapping
 
 from stigmer import store as st
 from stigmer.store import AgentExecution, Phase
-from stigmer.temporal.creators import AgentExecutionCreator
 
 from . import validation as check
 from .executions import ExecutionController
+from .ports import Starter
 
 KIND = "agent execution"
 PREFIX = "aex"
 
 
-class AgentExecutionController(ExecutionController[AgentExecution, AgentExecutionCreator]):
+class AgentExecutionController(ExecutionController[AgentExecution, Starter]):
     KIND = KIND
     PREFIX = PREFIX
     LISTENER_KIND = st.AGENT_EXECUTION

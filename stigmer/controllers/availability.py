@@ -1,45 +1,16 @@
-"""What the controllers need to know about the Temporal connection, and the create flow built on it.
-
-`TemporalConnection` implements `Availability`; the controllers never see the state machine.
-Unit tests pass a small fake.
-"""
+"""The create flow built on the connection's availability (ports.Availability): require a creator
+(after at most one fast reconnect attempt), start, and remove the record if the start fails."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from loguru import logger
-from temporalio.client import Client
 
 from stigmer.errors import TemporalUnavailableError
 
-
-class Availability(Protocol):
-    async def wait_available(self) -> bool:
-        """Ask for one immediate connection attempt and wait a short, bounded time for it.
-
-        True if the connection is (now) CONNECTED. Called only when a request found no creator.
-        """
-        ...
-
-    def report_unavailable(self, error: BaseException | str, *, client: Client | None = None) -> None:
-        """A request saw Temporal unavailable through `client`; a report about an old client is ignored."""
-        ...
-
-    def unavailable_details(self) -> tuple[str, float]:
-        """(connection state name, seconds until the next attempt) for an UNAVAILABLE answer."""
-        ...
-
-
-class Starter(Protocol):
-    """What a creator offers the create flow (AgentExecutionCreator, WorkflowExecutionCreator)."""
-
-    @property
-    def client(self) -> Client: ...
-
-    async def start(self, execution_id: str, *, timeout: float) -> str: ...  # noqa: ASYNC109
-
+from .ports import Availability, Starter
 
 C = TypeVar("C")
 

@@ -11,7 +11,8 @@ from stigmer.errors import NotFoundError
 from stigmer.store import Phase, Store
 
 from . import validation as check
-from .availability import Availability, Starter, require, start_or_forget
+from .availability import require, start_or_forget
+from .ports import Availability, Starter
 from .watch import DEFAULT_RECHECK_INTERVAL, follow
 
 

@@ -24,30 +24,18 @@ import asyncio
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 from loguru import logger
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from stigmer.errors import NotFoundError, TemporalUnavailableError
 from stigmer.store import AgentExecution, Phase, Store, WorkflowExecution
-from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator
-from stigmer.temporal.diagnose import is_unavailable
-from stigmer.temporal.names import TaskQueues
 
-from .availability import Availability, Starter
+from .ports import Availability, RemoteStatus, Session, Starter
 
 LOST_REASON = "Temporal lost this execution's workflow (was Temporal restarted without persistence?)"
 NO_RESULT_REASON = "workflow completed without recording a result"
 
-_ALIVE = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
-_ENDED_BADLY = (
-    WorkflowExecutionStatus.FAILED,
-    WorkflowExecutionStatus.TERMINATED,
-    WorkflowExecutionStatus.TIMED_OUT,
-    WorkflowExecutionStatus.CANCELED,
-)
+_ENDED_BADLY = (RemoteStatus.FAILED, RemoteStatus.TERMINATED, RemoteStatus.TIMED_OUT, RemoteStatus.CANCELED)
 
 Record = AgentExecution | WorkflowExecution
 
@@ -90,7 +78,6 @@ class Reconciler:
         self,
         *,
         store: Store,
-        queues: TaskQueues,
         describe_timeout: float = 5.0,
         start_timeout: float = 10.0,
         availability: Availability | None = None,
@@ -100,30 +87,29 @@ class Reconciler:
         if describe_timeout <= 0 or start_timeout <= 0:
             raise ValueError("describe_timeout and start_timeout must be positive")
         self._store = store
-        self._queues = queues
         self._describe_timeout = describe_timeout
         self._start_timeout = start_timeout
         self._availability = availability
         # Passes never overlap: a quick reconnect waits for the previous pass, then re-checks.
         self._lock = asyncio.Lock()
-        self._newest: Client | None = None
+        self._newest: Session | None = None
 
-    async def reconcile(self, client: Client) -> ReconcileReport:
-        """One pass over every unfinished execution, using `client` (the newly connected one)."""
+    async def reconcile(self, session: Session) -> ReconcileReport:
+        """One pass over every unfinished execution, through ``session`` (the newly connected one)."""
         # Only the newest waiting pass runs: under a flapping connection every reconnect asked for
         # one, and the chaos soak saw eleven passes queue up and then run back to back, each
         # through an older client, after the faults had ended.
-        self._newest = client
+        self._newest = session
         async with self._lock:
-            if client is not self._newest:
+            if session is not self._newest:
                 logger.debug("Reconciliation skipped: a newer connection runs it")
                 return ReconcileReport(superseded=True)
             report = ReconcileReport()
             try:
-                for item in self._items(client, report):
+                for item in self._items(session, report):
                     report.checked += 1
                     try:
-                        await self._settle(item, client, report)
+                        await self._settle(item, session, report)
                     except _Interrupted:
                         raise
                     except Exception as err:  # one odd record must not block the others
@@ -135,7 +121,7 @@ class Reconciler:
                     "Reconciliation stopped, Temporal is unavailable ({}); the rest waits for the next connection", stop
                 )
                 if self._availability is not None:
-                    self._availability.report_unavailable(f"reconciler: {stop}", client=client)
+                    self._availability.report_unavailable(f"reconciler: {stop}", client=session.client)
             logger.info(
                 "Reconciled unfinished executions: {}",
                 report.summary(),
@@ -147,11 +133,11 @@ class Reconciler:
 
     # -- what to look at ----------------------------------------------------------------------
 
-    def _items(self, client: Client, report: ReconcileReport) -> Iterator[_Item]:
+    def _items(self, session: Session, report: ReconcileReport) -> Iterator[_Item]:
         """Workflow executions first, so that their steps see the parents' settled phase."""
         store = self._store
-        wex_starter = WorkflowExecutionCreator(client, queues=self._queues)
-        aex_starter = AgentExecutionCreator(client, queues=self._queues)
+        wex_starter = session.workflow_executions
+        aex_starter = session.agent_executions
         for wex in store.unfinished_workflow_executions():
             yield _Item(
                 id=wex.id,
@@ -189,14 +175,17 @@ class Reconciler:
 
     # -- deciding -----------------------------------------------------------------------------
 
-    async def _settle(self, item: _Item, client: Client, report: ReconcileReport) -> None:
+    async def _settle(self, item: _Item, session: Session, report: ReconcileReport) -> None:
         if self._finished(item):
             report.finished += 1
             return
-        status = await self._describe(client, item.workflow_id)
-        if status in _ALIVE:
+        try:
+            status = await session.describe(item.workflow_id, timeout=self._describe_timeout)
+        except TemporalUnavailableError as err:
+            raise _Interrupted(str(err)) from err
+        if status is RemoteStatus.RUNNING:
             report.running += 1
-        elif status is WorkflowExecutionStatus.COMPLETED:
+        elif status is RemoteStatus.COMPLETED:
             # It may have recorded its result just now, after our listing: read again first.
             self._fail(item, NO_RESULT_REASON, report)
         elif status in _ENDED_BADLY:
@@ -238,22 +227,3 @@ class Reconciler:
             logger.warning("Reconciler marked {} FAILED: {}", item.id, reason)
         else:  # it finished by itself between the read and the write; the store kept its result
             report.finished += 1
-
-    async def _describe(self, client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
-        """The workflow's status, None if Temporal has no such workflow; _Interrupted if unreachable."""
-        timeout = self._describe_timeout
-        handle = client.get_workflow_handle(workflow_id)
-        try:
-            # The outer bound covers the SDK's own retries, which rpc_timeout does not.
-            description = await asyncio.wait_for(
-                handle.describe(rpc_timeout=timedelta(seconds=timeout)), timeout=timeout + 0.5
-            )
-        except TimeoutError:
-            raise _Interrupted(f"describing {workflow_id}: no answer within {timeout:g} s") from None
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return None
-            if is_unavailable(err):
-                raise _Interrupted(f"describing {workflow_id}: {err.status.name}: {err.message}") from err
-            raise
-        return description.status

@@ -11,11 +11,11 @@ import builtins
 from stigmer import store as st
 from stigmer.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from stigmer.store import Phase, Workflow, WorkflowExecution
-from stigmer.temporal.creators import WorkflowExecutionCreator
 from stigmer.workflows import workflowdoc
 
 from . import validation as check
 from .executions import ExecutionController
+from .ports import Starter
 
 KIND = "workflow execution"
 PREFIX = "wex"
@@ -23,7 +23,7 @@ PREFIX = "wex"
 MAX_WORKFLOW_REF_BYTES = 256
 
 
-class WorkflowExecutionController(ExecutionController[WorkflowExecution, WorkflowExecutionCreator]):
+class WorkflowExecutionController(ExecutionController[WorkflowExecution, Starter]):
     KIND = KIND
     PREFIX = PREFIX
     LISTENER_KIND = st.WORKFLOW_EXECUTION

@@ -14,12 +14,12 @@ import json
 
 from stigmer.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, TemporalUnavailableError
 from stigmer.store import Store, Workflow
-from stigmer.temporal.creators import WorkflowValidator
 from stigmer.workflows import workflowdoc
 from stigmer.workflows.workflowdoc import ValidationResult
 
 from . import validation as check
-from .availability import Availability, require, unavailable
+from .availability import require, unavailable
+from .ports import Availability, Validator
 
 KIND = "workflow"
 
@@ -31,13 +31,13 @@ class WorkflowController:
         self._store = store
         self._availability = availability
         self._validate_timeout = validate_timeout
-        self._validator: WorkflowValidator | None = None  # see AgentExecutionController._creator
+        self._validator: Validator | None = None  # see AgentExecutionController._creator
 
-    def set_validator(self, validator: WorkflowValidator | None) -> None:
+    def set_validator(self, validator: Validator | None) -> None:
         self._validator = validator
 
     @property
-    def validator(self) -> WorkflowValidator | None:
+    def validator(self) -> Validator | None:
         return self._validator
 
     async def validate(self, document: str) -> ValidationResult:

@@ -36,6 +36,7 @@ from stigmer.temporal.log_contract import TransitionLog
 from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.probe import ComebackProbe, TemporalProbe
+from stigmer.temporal.session import TemporalSession
 from stigmer.temporal.tls import TemporalSecurity
 from stigmer.temporal.wire import speaks_http1, speaks_tls, split_host_port
 from stigmer.temporal.workers import build_workers
@@ -198,7 +199,7 @@ class TemporalConnection:
         runtime: Runtime | None = None,
         connect: Connect | None = None,
         workers_factory: BuildWorkers = build_workers,
-        on_connected: Callable[[Client], Awaitable[object]] | None = None,
+        on_connected: Callable[[TemporalSession], Awaitable[object]] | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -588,7 +589,7 @@ class TemporalConnection:
     async def _hook(self, client: Client) -> object:
         assert self._on_connected is not None
         try:
-            return await self._on_connected(client)
+            return await self._on_connected(TemporalSession(client, queues=self.settings.queues))
         except Exception as err:  # the hook must never take the connection down
             logger.opt(exception=err).error("on-connected hook failed: {}", describe(err))
             return None

@@ -34,6 +34,7 @@ from stigmer.temporal import names
 from stigmer.temporal.agents import DELAY_ENV, EchoAgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator
 from stigmer.temporal.names import TaskQueues
+from stigmer.temporal.session import TemporalSession
 from stigmer.temporal.workers import build_workers
 from tests.conftest import TemporalFactory
 from tests.support.eventually import eventually
@@ -165,7 +166,9 @@ async def test_in_memory_restart_fails_lost_and_restarts_pending(
 
     fresh = await connect(server)
     async with running_workers(fresh, store=store, queues=queues):
-        report = await asyncio.wait_for(Reconciler(store=store, queues=queues).reconcile(fresh), RECONCILE_BOUND)
+        report = await asyncio.wait_for(
+            Reconciler(store=store).reconcile(TemporalSession(fresh, queues=queues)), RECONCILE_BOUND
+        )
         counts = (report.checked, report.running, report.restarted, report.failed, report.errors)
         assert counts == (5, 0, 2, 3, 0) and not report.interrupted, report
         for lost in (store.get_agent_execution(slow.id), store.get_workflow_execution(slow_wex.id),
@@ -176,7 +179,9 @@ async def test_in_memory_restart_fails_lost_and_restarts_pending(
         done_wex = await wait_phase(store, pending_wex.id, Phase.COMPLETED)
         assert json.loads(done_wex.output) == {"who": "Zoë"}
         # Nothing left unfinished: a second pass has nothing to do.
-        again = await asyncio.wait_for(Reconciler(store=store, queues=queues).reconcile(fresh), RECONCILE_BOUND)
+        again = await asyncio.wait_for(
+            Reconciler(store=store).reconcile(TemporalSession(fresh, queues=queues)), RECONCILE_BOUND
+        )
         assert again == ReconcileReport()
 
 
@@ -204,7 +209,9 @@ async def test_persistent_restart_completes_each_execution_exactly_once(
 
     fresh = await connect(server)
     async with running_workers(fresh, store=store, queues=queues):
-        report = await asyncio.wait_for(Reconciler(store=store, queues=queues).reconcile(fresh), RECONCILE_BOUND)
+        report = await asyncio.wait_for(
+            Reconciler(store=store).reconcile(TemporalSession(fresh, queues=queues)), RECONCILE_BOUND
+        )
         assert (report.checked, report.running, report.failed, report.restarted) == (2, 2, 0, 0), report
         done = await wait_phase(store, aex.id, Phase.COMPLETED, within=30)
         done_wex = await wait_phase(store, wex.id, Phase.COMPLETED, within=30)

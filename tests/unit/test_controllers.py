@@ -40,6 +40,7 @@ from stigmer.errors import (
 from stigmer.store import Message, Phase, Store, new_id
 from stigmer.temporal import names
 from stigmer.temporal.names import TaskQueues
+from stigmer.temporal.session import TemporalSession
 from stigmer.workflows import workflowdoc
 from stigmer.workflows.workflowdoc import ValidationResult
 from tests.support.eventually import eventually
@@ -636,8 +637,8 @@ def test_reconciler_decision_table(store: Store) -> None:
         completed_no_result.workflow_id: S.COMPLETED,
         terminated.workflow_id: S.TERMINATED,
     })  # fmt: skip
-    reconciler = Reconciler(store=store, queues=TaskQueues.with_suffix("unit"))
-    report = asyncio.run(reconciler.reconcile(client))  # type: ignore[arg-type]
+    reconciler = Reconciler(store=store)
+    report = asyncio.run(reconciler.reconcile(TemporalSession(client, queues=TaskQueues.with_suffix("unit"))))  # type: ignore[arg-type]
 
     def phase_error(record_id: str) -> tuple[Phase, str]:
         record = store.get_agent_execution(record_id)
@@ -666,8 +667,8 @@ def test_reconciler_leaves_steps_to_a_live_parent_and_stops_when_temporal_goes(s
     unavailable = RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
     client = FakeClient({wex.temporal_workflow_id: WorkflowExecutionStatus.RUNNING, first.workflow_id: unavailable})
     availability = FakeAvailability()
-    reconciler = Reconciler(store=store, queues=TaskQueues.with_suffix("unit"), availability=availability)  # type: ignore[arg-type]
-    report = asyncio.run(reconciler.reconcile(client))  # type: ignore[arg-type]
+    reconciler = Reconciler(store=store, availability=availability)  # type: ignore[arg-type]
+    report = asyncio.run(reconciler.reconcile(TemporalSession(client, queues=TaskQueues.with_suffix("unit"))))  # type: ignore[arg-type]
     assert report.interrupted and report.left_to_parent == 1
     # Told, so that the connection reconnects now and the next pass does the rest.
     assert [reported for _, reported in availability.reports] == [client]

@@ -18,6 +18,7 @@ from temporalio.client import WorkflowExecutionStatus
 from stigmer.controllers import Reconciler
 from stigmer.store import Store
 from stigmer.temporal.names import TaskQueues
+from stigmer.temporal.session import TemporalSession
 from tests.unit.aio import spin_until
 
 
@@ -44,12 +45,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 async def test_only_the_newest_waiting_pass_runs(store: Store) -> None:
     store.create_agent_execution(agent="echo", message="unfinished")
-    reconciler = Reconciler(store=store, queues=TaskQueues.with_suffix("unit"))
+    reconciler = Reconciler(store=store)
     gate, asked = asyncio.Event(), []
     first, second, third = (GatedClient(name, gate, asked) for name in ("first", "second", "third"))
-    running = asyncio.ensure_future(reconciler.reconcile(first))  # type: ignore[arg-type]
+    running = asyncio.ensure_future(reconciler.reconcile(TemporalSession(first, queues=TaskQueues.with_suffix("unit"))))  # type: ignore[arg-type]
     await spin_until(lambda: asked == ["first"], what="the first pass to be describing")
-    waiting = [asyncio.ensure_future(reconciler.reconcile(c)) for c in (second, third)]  # type: ignore[arg-type]
+    waiting = [
+        asyncio.ensure_future(reconciler.reconcile(TemporalSession(c, queues=TaskQueues.with_suffix("unit"))))  # type: ignore[arg-type]
+        for c in (second, third)
+    ]
     gate.set()
     reports = await asyncio.wait_for(asyncio.gather(running, *waiting), timeout=5)
     assert [r.superseded for r in reports] == [False, True, False]

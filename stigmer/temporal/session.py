@@ -1,0 +1,58 @@
+"""TemporalSession: one verified client, as the reconciler uses it (controllers.ports.Session)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from stigmer.controllers.ports import RemoteStatus
+from stigmer.errors import TemporalUnavailableError
+from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator
+from stigmer.temporal.diagnose import is_unavailable
+from stigmer.temporal.names import TaskQueues
+
+_STATUS = {
+    WorkflowExecutionStatus.RUNNING: RemoteStatus.RUNNING,
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: RemoteStatus.RUNNING,
+    WorkflowExecutionStatus.COMPLETED: RemoteStatus.COMPLETED,
+    WorkflowExecutionStatus.FAILED: RemoteStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED: RemoteStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT: RemoteStatus.TIMED_OUT,
+    WorkflowExecutionStatus.CANCELED: RemoteStatus.CANCELED,
+}
+
+
+class TemporalSession:
+    """Starters and a workflow-status question, all through one client."""
+
+    def __init__(self, client: Client, *, queues: TaskQueues) -> None:
+        self._client = client
+        self.agent_executions = AgentExecutionCreator(client, queues=queues)
+        self.workflow_executions = WorkflowExecutionCreator(client, queues=queues)
+
+    @property
+    def client(self) -> Client:
+        return self._client
+
+    async def describe(self, workflow_id: str, *, timeout: float) -> RemoteStatus | None:  # noqa: ASYNC109
+        """The workflow's status, None if Temporal has no such workflow; TemporalUnavailableError
+        if it does not answer within ``timeout`` s (the outer bound covers the SDK's own retries,
+        which ``rpc_timeout`` does not)."""
+        handle = self._client.get_workflow_handle(workflow_id)
+        try:
+            description = await asyncio.wait_for(
+                handle.describe(rpc_timeout=timedelta(seconds=timeout)), timeout=timeout + 0.5
+            )
+        except TimeoutError:
+            raise TemporalUnavailableError(f"describing {workflow_id}: no answer within {timeout:g} s") from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            if is_unavailable(err):
+                raise TemporalUnavailableError(f"describing {workflow_id}: {err.status.name}: {err.message}") from err
+            raise
+        status = description.status
+        return RemoteStatus.OTHER if status is None else _STATUS.get(status, RemoteStatus.OTHER)
