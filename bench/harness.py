@@ -91,11 +91,13 @@ def start_stigmer(
     health_interval: float = 15.0,
     extra: tuple[str, ...] = (),
     patch: str | None = None,
+    legacy: bool = False,
 ) -> Stigmer:
     """Start a server (blocking until it serves its API) and register its stop on ``stack``.
 
     ``health_interval`` defaults to the product default (15 s); the test helper's own default is 1 s.
-    ``patch`` (default: run.py --patch, via the environment) runs it through bench/patched_server.py.
+    ``patch`` (default: run.py --patch, via the environment) runs it through bench/patched_server.py;
+    ``legacy`` adds the original Go server's reconnection design to it (bench/legacy.py).
     """
     queues = TaskQueues.with_suffix(f"bench-{name}")
     server = StigmerServer(
@@ -107,6 +109,8 @@ def start_stigmer(
         WORKFLOW_VALIDATION_QUEUE_ENV: queues.workflow_validation,
     }
     patch = os.environ.get(PATCH_ENV, "") if patch is None else patch
+    if legacy:
+        patch = ",".join(name for name in ("legacy", *patch.split(",")) if name)
     if patch:
         # An experiment (run.py --patch): the same command line through bench/patched_server.py.
         # StigmerServer has no launcher option, so its argv's first word is swapped.

@@ -109,10 +109,9 @@ async def run(ctx: Context) -> list[Table]:
         for topology, proxy in proxies.items():
             target = temporal.address if proxy is None else proxy.address
             for role in (IDLE, BUSY, LEGACY):
-                extra = ("--reconnect-mode", "legacy") if role == LEGACY else ()
                 name = f"lb-{topology.split()[-1]}-{role.split()[0]}"
                 server = await asyncio.to_thread(start_stigmer, stack, workdir=ctx.workdir, name=name,
-                                                 temporal=target, extra=extra)  # fmt: skip
+                                                 temporal=target, legacy=role == LEGACY)  # fmt: skip
                 watched.append(Watched(topology, role, server, StigmerApi(server.address)))
         cost = await asyncio.to_thread(start_stigmer, stack, workdir=ctx.workdir, name="lb-cost",
                                        temporal=cost_proxy.address)  # fmt: skip

@@ -9,6 +9,8 @@ experiments run this way (``retry``, ``keepalive``, ``passthrough``) were measur
 
 - ``switch``: ``sys.setswitchinterval(0.001)`` (``STIGMER_BENCH_SWITCH`` overrides): the API's
   thread waits at most ~1 ms instead of ~5 ms for the GIL while the workers' thread computes.
+- ``legacy``: not a proposal but a contender: the original Go server's reconnection design
+  (bench/legacy.py), which the product no longer carries.
 - ``noexec``: not a fix but a control: the agent execution worker polls another queue, so
   nothing created is executed in the server (executions stay PENDING). Separates the cost of the
   API path from the cost of running workflows in the same process.
@@ -23,13 +25,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "STIGMER_BENCH_PATCH"
-PATCHES = ("noexec", "switch")
+PATCHES = ("legacy", "noexec", "switch")
 
 
 def apply(names: list[str]) -> None:
     unknown = set(names) - set(PATCHES)
     if unknown:
         raise SystemExit(f"{ENV}: unknown patch(es) {sorted(unknown)}; known: {', '.join(PATCHES)}")
+    if "legacy" in names:
+        from bench import legacy
+
+        legacy.install()
     if "noexec" in names:
         _patch_workers()
     if "switch" in names:

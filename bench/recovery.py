@@ -5,8 +5,8 @@ Temporal keeps its namespace and history as a real deployment would. All three c
 through the same outages at the same time:
 
 - ``stigmer-py`` with its defaults;
-- ``stigmer-py legacy``: ``--reconnect-mode legacy --health-interval 15``, the original Go
-  server's design (retries on the 15 s health tick only, no fast path, no comeback probe);
+- ``stigmer-py legacy``: bench/legacy.py with ``--health-interval 15``, the original Go server's
+  design (retries every 15 s only, no fast path, no comeback probe);
 - ``plain SDK``: bench/plain_sdk.py, a temporalio client and worker with no connection management.
 
 Each contender has a client that starts creating right after the kill and retries every 50 ms
@@ -79,7 +79,7 @@ async def run(ctx: Context) -> list[Table]:
         )
         legacy = await asyncio.to_thread(
             start_stigmer, stack, workdir=ctx.workdir, name="recovery-legacy", temporal=temporal.address,
-            health_interval=15.0, extra=("--reconnect-mode", "legacy"),
+            health_interval=15.0, legacy=True,
         )  # fmt: skip
         plain = PlainApp(address=temporal.address, queue="bench-plain-recovery", log=ctx.workdir / "plain-recovery.log")
         stack.callback(plain.kill)

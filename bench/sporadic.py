@@ -6,7 +6,7 @@ or 30 s, and again, the gaps in a seeded random order, the same order for everyo
 loops run at once against the shared Temporal, so a slow machine moment hits all of them:
 
 - ``stigmer-py``: defaults; Create, then Watch until COMPLETED (timed from before the Create);
-- ``stigmer-py legacy``: ``--reconnect-mode legacy`` (the original Go design), the same calls;
+- ``stigmer-py legacy``: bench/legacy.py (the original Go design), the same calls;
 - ``plain SDK``: bench/plain_sdk.py, ``start_workflow`` then ``result()`` (timed from the order).
 
 Also the very first execution after ``server start`` (cold: sandbox imports, channels, the
@@ -87,7 +87,7 @@ async def run(ctx: Context) -> list[Table]:
         )
         legacy = await asyncio.to_thread(
             start_stigmer, stack, workdir=ctx.workdir, name="sporadic-legacy", temporal=temporal.address,
-            extra=("--reconnect-mode", "legacy"),
+            legacy=True,
         )  # fmt: skip
         plain = PlainApp(address=temporal.address, queue="bench-plain-sporadic", log=ctx.workdir / "plain-sporadic.log")
         stack.callback(plain.kill)

@@ -71,7 +71,6 @@ class Supervisor(Generic[C]):
         probe_slow_interval: float | None = None,
         probe_fast_for: float = 10.0,
         eager_window: float = 10.0,
-        retry_on_tick: bool = False,
         liveness: Liveness | None = None,
         liveness_interval: float = 1.0,
         liveness_timeout: float = 10.0,
@@ -104,10 +103,6 @@ class Supervisor(Generic[C]):
         self._answering: bool | None = None
         self._attempt_doubtful = False
         self._probe_news = asyncio.Event()
-        #: The original Go server's design, kept for side-by-side benchmarks: retries happen only
-        #: on the health tick (every ``health_interval``), not on the backoff schedule.
-        self._retry_on_tick = retry_on_tick
-        self._tick_requested = False
         self._liveness = liveness
         self._liveness_interval = liveness_interval
         #: A backstop only: the liveness call is expected to bound itself (an RPC deadline).
@@ -204,12 +199,6 @@ class Supervisor(Generic[C]):
                 await lifecycle.attempt(cause=cause, waited=0.0)
             elif due is None:
                 await lifecycle.attempt(cause="first dial")
-            elif self._retry_on_tick:
-                if self._tick_requested:
-                    self._tick_requested = False
-                    await lifecycle.attempt(cause="health tick", waited=self.health_interval)
-                else:
-                    await self._wake.wait()
             elif now >= due:
                 await lifecycle.attempt(cause="scheduled retry")
             else:
@@ -220,10 +209,6 @@ class Supervisor(Generic[C]):
         lifecycle = self.lifecycle
         while lifecycle.state is not State.STOPPED:
             await self._clock.sleep(self.health_interval)
-            if self._retry_on_tick and lifecycle.state.waiting_to_retry:
-                self._tick_requested = True
-                self._wake.set()
-                continue
             client, generation = lifecycle.client, lifecycle.generation
             if client is None or not lifecycle.is_connected():
                 continue

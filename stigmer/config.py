@@ -52,8 +52,6 @@ class Config:
     queues: TaskQueues = field(default_factory=TaskQueues)
     #: Seconds a shutdown waits for in-flight RPCs to finish.
     grace: float = 5.0
-    #: "fast" (default) or "legacy": the original Go server's design, for side-by-side benchmarks.
-    reconnect_mode: str = "fast"
     #: Every RPC but health must carry ``authorization: Bearer <token>`` (Secret: never printed).
     auth_token: Secret | None = None
     #: PEM certificate and key: the API speaks TLS.
@@ -73,8 +71,6 @@ class Config:
         split_host_port(self.address, name="STIGMER_SERVER_ADDRESS / --address")
         if not self.namespace.strip():
             raise ConfigError("TEMPORAL_NAMESPACE / --namespace must not be empty")
-        if self.reconnect_mode not in ("fast", "legacy"):
-            raise ConfigError(f"--reconnect-mode must be fast or legacy, got {self.reconnect_mode!r}")
         if self.exit_after_outage is not None and not self.exit_after_outage > 0:
             raise ConfigError(f"--exit-after-outage must be > 0 seconds, got {self.exit_after_outage}")
         if not self.health_interval > 0:
@@ -136,8 +132,7 @@ class Config:
         from stigmer.temporal.connection import ConnectionSettings  # heavy (temporalio): only for the server
         from stigmer.temporal.tls import TemporalSecurity
 
-        make = ConnectionSettings.legacy if self.reconnect_mode == "legacy" else ConnectionSettings
-        return make(
+        return ConnectionSettings(
             host_port=self.temporal_host_port,
             namespace=self.namespace,
             queues=self.queues,

@@ -138,13 +138,6 @@ def server() -> None:
     "(systemd, Kubernetes) that prefers restarts. Counted from start or from the loss of the "
     "connection. [default: off: reconnect for ever]",
 )
-@click.option(
-    "--reconnect-mode",
-    type=click.Choice(["fast", "legacy"]),
-    default="fast",
-    hidden=True,
-    help="legacy = the original Go server's design (retry on the health tick only), for benchmarks.",
-)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
@@ -163,7 +156,6 @@ def start(
     managed_temporal: bool,
     workflow_sandbox: bool,
     exit_after_outage: float | None,
-    reconnect_mode: str,
     log_format: str,
     log_level: str,
     log_file: Path | None,
@@ -189,7 +181,6 @@ def start(
             address=address,
             data_dir=data_dir,
             health_interval=health_interval,
-            reconnect_mode=reconnect_mode,
             auth_token=auth_token,
             tls_cert=tls_cert,
             tls_key=tls_key,

@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from loguru import logger
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -103,18 +102,10 @@ class ConnectionSettings:
     #: 1, 2, 4, 8, 16, 30 s, each +/-20 % at random (as gRPC core does), so that a fleet of
     #: servers does not knock on a recovering Temporal in lockstep.
     backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(jitter=JITTER))
-    #: Retry only on the health tick (the original Go server's design; benchmarks compare it).
-    retry_on_tick: bool = False
     #: Run workflow code in the SDK's sandbox (stigmer.temporal.workers.workflow_runner).
     workflow_sandbox: bool = False
     #: TLS / mTLS / API key (stigmer.temporal.tls); certificate files are re-read at every dial.
     security: TemporalSecurity = field(default_factory=TemporalSecurity)
-
-    @classmethod
-    def legacy(cls, **kwargs: Any) -> ConnectionSettings:
-        """The original Go server's reconnection design: retries on the 15 s tick only, no fast
-        path, no comeback probe. Kept so that benchmarks can measure the difference side by side."""
-        return cls(fast_path=False, probe=False, liveness=False, retry_on_tick=True, api_retry=None, **kwargs)
 
     @property
     def host(self) -> str:
@@ -245,7 +236,6 @@ class TemporalConnection:
             probe_interval=settings.probe_interval,
             probe_slow_interval=settings.probe_slow_interval,
             probe_fast_for=settings.probe_fast_for,
-            retry_on_tick=settings.retry_on_tick,
             liveness=self._liveness if settings.liveness else None,
             liveness_interval=settings.liveness_interval,
             liveness_timeout=settings.liveness_timeout + 1.0,

@@ -179,7 +179,7 @@ async def test_legacy_mode_shares_one_client_with_the_sdk_default_retries(tmp_pa
     store = Store.open(tmp_path)
     try:
         connection = TemporalConnection(
-            ConnectionSettings.legacy(host_port="127.0.0.1:1"),
+            ConnectionSettings(host_port="127.0.0.1:1", api_retry=None),
             store=store,
             runner=EchoAgentRunner(),
             targets=CreatorTargets(agent_execution=print, workflow_execution=print, workflow_validation=print),

@@ -324,16 +324,17 @@ async def test_an_attempt_begun_while_temporal_answers_is_not_superseded(probed)
     assert [e.trigger for e in rig.lifecycle.events] == ["start", "connect_ok"]
 
 
-async def test_retry_on_tick_mode_reproduces_the_original_design():
-    """Retries only every health interval (the Go server's design, kept for benchmarks)."""
+async def test_a_constant_backoff_at_the_health_interval_reproduces_the_original_design():
+    """Retries every health interval (the Go server's design, which bench/legacy.py builds this way)."""
     clock = ManualClock(start=0.0)
     effects = FakeEffects()
-    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock)
+    backoff = BackoffPolicy(initial=15, cap=15)
+    lifecycle: ConnectionLifecycle[FakeClient] = ConnectionLifecycle(effects, clock=clock, backoff=backoff)
 
     async def check(client: FakeClient) -> None:
         return None
 
-    supervisor = Supervisor(lifecycle, check=check, clock=clock, health_interval=15, retry_on_tick=True)
+    supervisor = Supervisor(lifecycle, check=check, clock=clock, health_interval=15)
     effects.fail("dial", times=3)
     supervisor.start()
     try:

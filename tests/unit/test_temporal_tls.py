@@ -17,7 +17,7 @@ from temporalio.service import TLSConfig
 from stigmer.config import Config
 from stigmer.errors import ConfigError
 from stigmer.security import Secret
-from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
+from stigmer.temporal.connection import CreatorTargets, TemporalConnection
 from stigmer.temporal.tls import TemporalSecurity, load_profile, temporal_client_settings
 
 API_KEY = "tmprl-api-key-that-must-not-leak-0123456789"
@@ -231,8 +231,8 @@ async def test_dial_passes_tls_and_api_key_to_client_connect(tmp_path: Path, pem
         assert "keep_alive_config" in kwargs and kwargs["namespace"] == "default"
 
 
-def test_legacy_settings_keep_the_security(pems: dict[str, Path]) -> None:
-    security = TemporalSecurity(tls=True, api_key=Secret(API_KEY))
-    assert ConnectionSettings.legacy(security=security).security is security
-    config = Config.from_env({"TEMPORAL_API_KEY": API_KEY}, reconnect_mode="legacy")
-    assert config.connection_settings().security.api_key == Secret(API_KEY)
+def test_the_benchmarks_legacy_settings_keep_the_security(pems: dict[str, Path]) -> None:
+    from bench.legacy import legacy_settings
+
+    config = Config.from_env({"TEMPORAL_API_KEY": API_KEY})
+    assert legacy_settings(config.connection_settings()).security.api_key == Secret(API_KEY)
