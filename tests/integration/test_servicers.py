@@ -35,12 +35,8 @@ from stigmer.api import (
     workflow_pb2,
     workflow_pb2_grpc,
 )
-from stigmer.controllers import (
-    UNAVAILABLE_MESSAGE,
-    AgentExecutionController,
-    WorkflowController,
-    WorkflowExecutionController,
-)
+from stigmer.controllers import AgentExecutionController, WorkflowController, WorkflowExecutionController
+from stigmer.errors import UNAVAILABLE_MESSAGE
 from stigmer.server import (
     MAX_RECEIVE_MESSAGE_BYTES,
     RETRY_AFTER_KEY,
