@@ -7,7 +7,7 @@ from statemachine.backoff import BackoffPolicy
 from statemachine.clock import Clock, ManualClock, SystemClock, with_timeout
 from statemachine.events import EventLog, TransitionEvent
 from statemachine.lifecycle import TRANSITIONS, ConnectionLifecycle, Edge, Effects, Misconfiguration, Snapshot, describe
-from statemachine.states import State
+from statemachine.states import State, Trigger
 from statemachine.supervisor import Supervisor
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Supervisor",
     "SystemClock",
     "TransitionEvent",
+    "Trigger",
     "describe",
     "with_timeout",
 ]

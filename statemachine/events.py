@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from statemachine.states import State
+from statemachine.states import State, Trigger
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,7 +18,7 @@ class TransitionEvent:
     seq: int
     source: State
     dest: State
-    trigger: str
+    trigger: Trigger
     #: Why it happened: the error that failed a dial or a health check, "fast path", "shutdown", ...
     cause: str
     #: Consecutive failures so far (the retry number for start/reconnect, 0 once connected).

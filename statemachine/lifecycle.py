@@ -28,7 +28,7 @@ from transitions.extensions.asyncio import AsyncMachine
 from statemachine.backoff import BackoffPolicy
 from statemachine.clock import Clock, SystemClock, with_timeout
 from statemachine.events import EventLog, TransitionEvent
-from statemachine.states import State
+from statemachine.states import State, Trigger
 
 if TYPE_CHECKING:
     from transitions.core import EventData
@@ -48,7 +48,7 @@ class Misconfiguration(Exception):
 
 @dataclass(frozen=True)
 class Edge:
-    trigger: str
+    trigger: Trigger
     sources: tuple[State, ...]
     dest: State
     meaning: str
@@ -59,23 +59,25 @@ _LIVE: Final = (State.DISCONNECTED, State.CONNECTING, State.CONNECTED, State.UNH
 #: Every edge the machine has. Nothing else is reachable: auto transitions are off and any other
 #: trigger raises ``transitions.MachineError`` leaving the state as it was.
 TRANSITIONS: Final[tuple[Edge, ...]] = (
-    Edge("start", (State.DISCONNECTED,), State.CONNECTING, "first dial, and each later retry from DISCONNECTED"),
-    Edge("connect_ok", (State.CONNECTING,), State.CONNECTED, "dial + namespace check passed"),
-    Edge("connect_failed", (State.CONNECTING,), State.DISCONNECTED, "never connected yet; retry after backoff"),
+    Edge(Trigger.START, (State.DISCONNECTED,), State.CONNECTING, "first dial, and each later retry from DISCONNECTED"),
+    Edge(Trigger.CONNECT_OK, (State.CONNECTING,), State.CONNECTED, "dial + namespace check passed"),
+    Edge(Trigger.CONNECT_FAILED, (State.CONNECTING,), State.DISCONNECTED, "never connected yet; retry after backoff"),
     Edge(
-        "health_failed",
+        Trigger.HEALTH_FAILED,
         (State.CONNECTED,),
         State.UNHEALTHY,
         "health check, worker fatal error, or UNAVAILABLE on a request",
     ),
-    Edge("reconnect", (State.UNHEALTHY,), State.RECONNECTING, "backoff elapsed, or a request asked for a fast retry"),
-    Edge("reconnect_ok", (State.RECONNECTING,), State.CONNECTED, "new client dialled and verified"),
-    Edge("reconnect_failed", (State.RECONNECTING,), State.UNHEALTHY, "retry after backoff"),
-    Edge("stop", _LIVE, State.STOPPED, "shutdown"),
+    Edge(
+        Trigger.RECONNECT,
+        (State.UNHEALTHY,),
+        State.RECONNECTING,
+        "backoff elapsed, or a request asked for a fast retry",
+    ),
+    Edge(Trigger.RECONNECT_OK, (State.RECONNECTING,), State.CONNECTED, "new client dialled and verified"),
+    Edge(Trigger.RECONNECT_FAILED, (State.RECONNECTING,), State.UNHEALTHY, "retry after backoff"),
+    Edge(Trigger.STOP, _LIVE, State.STOPPED, "shutdown"),
 )
-
-_FAILURE_TRIGGERS: Final = frozenset({"connect_failed", "reconnect_failed", "health_failed"})
-_OK_TRIGGERS: Final = frozenset({"connect_ok", "reconnect_ok"})
 
 
 def machine_transitions(*, bring_up: str | None = None) -> list[dict[str, Any]]:
@@ -83,7 +85,7 @@ def machine_transitions(*, bring_up: str | None = None) -> list[dict[str, Any]]:
     table: list[dict[str, Any]] = []
     for edge in TRANSITIONS:
         row: dict[str, Any] = {"trigger": edge.trigger, "source": list(edge.sources), "dest": edge.dest}
-        if bring_up and edge.trigger in _OK_TRIGGERS:
+        if bring_up and edge.trigger.succeeded:
             row["before"] = bring_up
         table.append(row)
     return table
@@ -393,17 +395,17 @@ class ConnectionLifecycle(Generic[C]):
 
     def _record(self, event: EventData) -> None:
         assert event.transition is not None and event.transition.dest is not None
-        trigger = event.event.name
+        trigger = Trigger(event.event.name)
         source, dest = State[event.transition.source], State[event.transition.dest]
         cause = str(event.kwargs.get("cause", ""))
         now = self._clock.monotonic()
         attempt, backoff = self._attempt, 0.0
-        if trigger in _OK_TRIGGERS:
+        if trigger.succeeded:
             self._failures, self._next_retry_at, self._delay, self._misconfigured = 0, None, 0.0, False
             self._generation += 1
-            self._reconnects += trigger == "reconnect_ok"
-        elif trigger in _FAILURE_TRIGGERS:
-            if trigger == "health_failed":
+            self._reconnects += trigger is Trigger.RECONNECT_OK
+        elif trigger.failed:
+            if trigger is Trigger.HEALTH_FAILED:
                 attempt, self._misconfigured = 0, False
             self._failures += 1
             # Misconfigured: straight to the cap (a number of failures that surely reaches it).
@@ -411,9 +413,9 @@ class ConnectionLifecycle(Generic[C]):
             self._delay = backoff = self._backoff.delay(failures)
             self._next_retry_at = now + backoff
             self._last_error = cause
-        elif trigger in ("start", "reconnect"):
+        elif trigger.dials:
             backoff = self._waited
-        elif trigger == "stop":
+        elif trigger is Trigger.STOP:
             attempt, self._next_retry_at = self._failures, None
         self._since, self._since_wall = now, self._clock.wall()
         errors, self._teardown_errors = self._teardown_errors, ()

@@ -177,7 +177,7 @@ class Supervisor(Generic[C]):
                 seen = event.seq
                 if event.dest is State.CONNECTED:
                     return True
-                if event.trigger in ("connect_failed", "reconnect_failed") or event.dest is State.STOPPED:
+                if event.trigger.attempt_failed or event.dest is State.STOPPED:
                     return False
 
     async def _retry_loop(self) -> None:

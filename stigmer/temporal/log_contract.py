@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from statemachine import TransitionEvent
+from statemachine import TransitionEvent, Trigger
 
 #: During an outage, after the first three attempts, at most one attempt this often is logged
 #: at INFO (its failure at WARNING); the others at DEBUG.
@@ -46,18 +46,18 @@ class TransitionLog:
 
     def log(self, event: TransitionEvent) -> None:
         log = logger.bind(state=f"{event.source.name}->{event.dest.name}", attempt=event.attempt)
-        if event.trigger == "start" and event.attempt == 0:
+        if event.trigger is Trigger.START and event.attempt == 0:
             log.info("Connecting to Temporal at {} (namespace {})", self._host_port, self._namespace)
-        elif event.trigger in ("start", "reconnect"):
+        elif event.trigger.dials:
             self._attempt_loud = self._worth_logging(event)
             if self._attempt_loud:
                 log.info("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
             else:
                 log.debug("Attempting Temporal reconnection (attempt {}, backoff {:g}s)", event.attempt, event.backoff)
-        elif event.trigger in ("connect_ok", "reconnect_ok"):
+        elif event.trigger.succeeded:
             # Generation counts entries to CONNECTED: 1 means these are the first workers ever.
             first_workers = self._generation() == 1
-            if event.trigger == "connect_ok" and event.attempt == 0:
+            if event.trigger is Trigger.CONNECT_OK and event.attempt == 0:
                 log.info("✅ Initial Temporal connection successful")
                 log.info("All Temporal workers started")
                 return
@@ -66,13 +66,13 @@ class TransitionLog:
                 log.info("All Temporal workers started")
             log.info("✅ Workers restarted successfully")
             log.info("✅ Workflow creators reinjected successfully")
-        elif event.trigger == "connect_failed" and event.attempt == 0:
+        elif event.trigger is Trigger.CONNECT_FAILED and event.attempt == 0:
             log.warning(
                 "Failed initial Temporal connection - will retry automatically (error: {}; next try in {:g}s)",
                 event.cause,
                 event.backoff,
             )
-        elif event.trigger in ("connect_failed", "reconnect_failed"):
+        elif event.trigger.attempt_failed:
             if self._attempt_loud:
                 log.warning(
                     "Temporal reconnection failed, will retry (attempt {}: {}; next try in {:g}s)",
@@ -82,10 +82,10 @@ class TransitionLog:
                 )
             else:
                 log.debug("Temporal reconnection failed, will retry (attempt {}: {})", event.attempt, event.cause)
-        elif event.trigger == "health_failed":
+        elif event.trigger is Trigger.HEALTH_FAILED:
             log.warning("Temporal connection unhealthy, initiating reconnection ({})", event.cause)
             log.info("Stopping old workers")
-        elif event.trigger == "stop":
+        elif event.trigger is Trigger.STOP:
             log.info("Temporal connection stopped")
         for error in event.errors:
             log.warning("Teardown step failed: {}", error)

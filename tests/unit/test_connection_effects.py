@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from statemachine import State
+from statemachine import State, Trigger
 from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
 from stigmer.temporal.diagnose import diagnose
 from tests.support.eventually import eventually
@@ -324,7 +324,7 @@ def test_attempt_lines_go_out_for_the_first_three_then_once_per_interval(tmp_pat
                         seq=attempt,
                         source=source,
                         dest=dest,
-                        trigger=trigger,
+                        trigger=Trigger(trigger),
                         cause="refused",
                         attempt=attempt,
                         at=at,

@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statemachine import Snapshot, State, TransitionEvent
+from statemachine import Snapshot, State, TransitionEvent, Trigger
 from stigmer.api import common_pb2, workflow_execution_pb2
 from stigmer.errors import InvalidArgumentError
 from stigmer.server import convert
@@ -193,7 +193,7 @@ def event(seq: int, source: State, dest: State, trigger: str, *, wall: float, at
         seq=seq,
         source=source,
         dest=dest,
-        trigger=trigger,
+        trigger=Trigger(trigger),
         cause=f"cause {seq}",
         attempt=attempt,
         at=100.0 + seq,

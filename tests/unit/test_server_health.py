@@ -9,7 +9,7 @@ import time
 
 from grpc_health.v1 import health_pb2
 
-from statemachine import EventLog, State, TransitionEvent
+from statemachine import EventLog, State, TransitionEvent, Trigger
 from stigmer.server.health import NOT_SERVING, OVERALL, SERVING, TEMPORAL_SERVICE, ServerHealth
 from tests.unit.aio import spin_until
 
@@ -29,7 +29,7 @@ class FakeLifecycle:
                 seq=self.events.next_seq(),
                 source=source,
                 dest=dest,
-                trigger=trigger,
+                trigger=Trigger(trigger),
                 cause="",
                 attempt=0,
                 at=time.monotonic(),
