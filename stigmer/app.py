@@ -46,9 +46,42 @@ class StigmerServer:
         self.running: Running | None = None
         self.started = asyncio.Event()
         self._listener = ListenerSecurity()
+        self._stop: asyncio.Event | None = None
+        self._run: asyncio.Task[int] | None = None
+        #: What run() returned, once it has (under ``async with``: after the block).
+        self.exit_code: ExitCode | None = None
+
+    async def __aenter__(self) -> StigmerServer:
+        """Serve in the background until the block ends; returns once the API serves.
+
+        A server that cannot start (a bad certificate, an unusable data dir, a taken address)
+        raises ``RuntimeError`` naming its exit code here; the log says why.
+        """
+        if self._run is not None:
+            raise RuntimeError("StigmerServer: already started (a server runs once; make a new one)")
+        self._stop = asyncio.Event()
+        self._run = asyncio.create_task(self.run(self._stop), name="stigmer-server")
+        started = asyncio.create_task(self.started.wait())
+        try:
+            await asyncio.wait({self._run, started}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+        if self._run.done():
+            self.exit_code = ExitCode(self._run.result())
+            raise RuntimeError(f"StigmerServer did not start (exit {self.exit_code.value} {self.exit_code.name})")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop serving (graceful, bounded by the config's grace); safe after a failed start."""
+        if self._run is None or self._stop is None:
+            return
+        self._stop.set()
+        self.exit_code = ExitCode(await self._run)
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Serve until ``stop`` is set; return the process exit code."""
+        """Serve until ``stop`` is set; return the process exit code (an :class:`ExitCode`).
+
+        ``async with StigmerServer(config) as server:`` does the same in the background."""
         config = self.config
         logger.info(
             "Starting Stigmer Server",
@@ -92,13 +125,6 @@ class StigmerServer:
             logger.info("Stigmer Server stopped")
 
     async def _serve(self, config: Config, store: Store, managed: ManagedTemporal | None, stop: asyncio.Event) -> int:
-        # The connection injects creators through the controllers' setters; the controllers ask
-        # the connection for a fast retry. The lambdas resolve the controllers when first called.
-        targets = CreatorTargets(
-            agent_execution=lambda creator: agent_executions.set_creator(creator),
-            workflow_execution=lambda creator: workflow_executions.set_creator(creator),
-            workflow_validation=lambda validator: workflows.set_validator(validator),
-        )
         settings = config.connection_settings()
         if managed is not None and settings.security.describe() != "plaintext":
             # Our own dev server speaks plaintext only; production credentials are not for it.
@@ -107,18 +133,22 @@ class StigmerServer:
                 settings.security.describe(),
             )
             settings = replace(settings, security=TemporalSecurity())
-        connection = TemporalConnection(
-            settings,
-            store=store,
-            runner=self._runner,
-            targets=targets,
-            on_connected=lambda session: reconciler.reconcile(session),
-        )
-        # Nothing is left in PENDING: every entry to CONNECTED reconciles unfinished executions.
+        connection = TemporalConnection(settings, store=store, runner=self._runner)
+        # The controllers ask the connection for a fast retry; the connection hands them creators
+        # while CONNECTED, and on every entry to CONNECTED the reconciler settles unfinished
+        # executions (nothing is left in PENDING).
         reconciler = Reconciler(store=store, availability=connection)
         agent_executions = AgentExecutionController(store=store, availability=connection)
         workflows = WorkflowController(store=store, availability=connection)
         workflow_executions = WorkflowExecutionController(store=store, availability=connection)
+        connection.send_creators_to(
+            CreatorTargets(
+                agent_execution=agent_executions.set_creator,
+                workflow_execution=workflow_executions.set_creator,
+                workflow_validation=workflows.set_validator,
+            )
+        )
+        connection.when_connected(reconciler.reconcile)
         limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
         health = ServerHealth(connection.lifecycle)
         services = Services(

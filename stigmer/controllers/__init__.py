@@ -7,7 +7,7 @@ stigmer.errors.
 """
 
 from .agent_executions import AgentExecutionController
-from .availability import Availability
+from .ports import Availability, RemoteStatus, Session, Starter, Validator
 from .reconciler import LOST_REASON, NO_RESULT_REASON, Reconciler, ReconcileReport
 from .workflow_executions import WorkflowExecutionController
 from .workflows import WorkflowController
@@ -19,6 +19,10 @@ __all__ = [
     "Availability",
     "ReconcileReport",
     "Reconciler",
+    "RemoteStatus",
+    "Session",
+    "Starter",
+    "Validator",
     "WorkflowController",
     "WorkflowExecutionController",
 ]

@@ -15,7 +15,7 @@ from statemachine import TransitionEvent
 from stigmer.api import agent_execution_pb2, common_pb2, status_pb2, workflow_execution_pb2, workflow_pb2
 from stigmer.errors import InvalidArgumentError
 from stigmer.store import AgentExecution, Message, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
-from stigmer.temporal.connection import ConnectionStatus
+from stigmer.temporal.status import ConnectionStatus
 from stigmer.workflows.workflowdoc import ValidationResult
 
 _PHASES: dict[Phase, common_pb2.ExecutionPhase] = {

@@ -14,7 +14,7 @@ from stigmer import __version__
 from stigmer.api import status_pb2, status_pb2_grpc
 from stigmer.server import convert
 from stigmer.server.errors import grpc_errors
-from stigmer.temporal.connection import ConnectionStatus
+from stigmer.temporal.status import ConnectionStatus
 
 
 class StatusProvider(Protocol):

@@ -129,7 +129,7 @@ class _Bound:
                 raise TemporalUnavailableError(f"{what}: the connection to Temporal was lost mid-call") from None
             raise
         finally:
-            self._inflight.discard(task)  # type: ignore[arg-type]
+            self._inflight.discard(task)
 
 
 class AgentExecutionCreator(_Bound):

@@ -92,6 +92,18 @@ def is_ip(host: str) -> bool:
     return True
 
 
+async def accepts(host: str, port: int, *, timeout: float = 0.5) -> bool:  # noqa: ASYNC109
+    """Does ``host:port`` accept TCP connections? (Cheap: no gRPC, no log noise; a hint only.)"""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), timeout=timeout)
+    return True
+
+
 async def speaks_tls(host: str, port: int, *, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
     """Does ``host:port`` complete a TLS handshake? (Certificate not checked: only "is it TLS?")
 

@@ -12,7 +12,7 @@ from stigmer.api import common_pb2, workflow_execution_pb2
 from stigmer.errors import InvalidArgumentError
 from stigmer.server import convert
 from stigmer.store import AgentExecution, Message, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
-from stigmer.temporal.connection import ConnectionStatus
+from stigmer.temporal.status import ConnectionStatus
 from stigmer.workflows.workflowdoc import ValidationResult
 
 TRICKY = "héllo 世界 🚀 \"double\" 'single' `back` \\ ; DROP TABLE agent_executions; -- \x00 \t\r\n end"

@@ -1,4 +1,4 @@
-"""TemporalConnection: the lifecycle machine's effects bound to the temporalio SDK.
+"""TemporalConnection: the lifecycle machine, its loops, and its effects bound to the temporalio SDK.
 
 It owns the machine and the loops that drive it (retry timer, health ticker, health probe,
 comeback probe) and builds fresh workers and creators for every verified client. The log lines
@@ -10,170 +10,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
-import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from loguru import logger
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
-from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.runtime import Runtime
 from temporalio.service import KeepAliveConfig, RetryConfig, RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from statemachine import BackoffPolicy, Clock, ConnectionLifecycle, Snapshot, State, Supervisor, TransitionEvent
+from statemachine import Clock, ConnectionLifecycle, State, Supervisor, TransitionEvent
 from statemachine.lifecycle import describe
-from stigmer.errors import StigmerError, TemporalUnavailableError
+from stigmer.errors import TemporalUnavailableError
 from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
 from stigmer.temporal.diagnose import AcceptedThenClosed, NamespaceMissing, diagnose, not_grpc, plaintext_to_tls
 from stigmer.temporal.log_contract import TransitionLog
 from stigmer.temporal.loop_thread import LoopThread
-from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.probe import ComebackProbe, TemporalProbe
 from stigmer.temporal.session import TemporalSession
-from stigmer.temporal.tls import TemporalSecurity
-from stigmer.temporal.wire import speaks_http1, speaks_tls, split_host_port
+from stigmer.temporal.status import ConnectionStatus
+from stigmer.temporal.wire import accepts, speaks_http1, speaks_tls
 from stigmer.temporal.workers import build_workers
 
-WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
-#: The reconnect backoff's random spread by default (see ConnectionSettings.backoff).
-JITTER = 0.2
-CORE_LOGGER = "temporalio.core"
-#: Seconds between a client being dropped and the collection that releases its connection.
-RELEASE_DELAY = 0.5
-
-#: Retries of the API's calls to Temporal (starting workflows for creates, validations): about
-#: 1 s in all (100, 200, 400 ms apart), where the SDK's default keeps a refused call retrying for
-#: up to 10 s. A create during an outage then answers UNAVAILABLE within ~1 s and the connection
-#: hears of it at once, instead of the create hanging on a dead client while the state says
-#: CONNECTED. A blip shorter than that is still ridden out. Workers keep the SDK's patient default
-#: on a client of their own, so their completions survive a few seconds of trouble.
-API_RETRY = RetryConfig(
-    initial_interval_millis=100, multiplier=2.0, max_interval_millis=400, max_elapsed_time_millis=1000, max_retries=4
-)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConnectionSettings:
-    host_port: str = "localhost:7233"
-    namespace: str = "default"
-    queues: TaskQueues = field(default_factory=TaskQueues)
-    #: Overall bound on Client.connect: behind a black hole it hangs ~30 s whatever connect_timeout says.
-    dial_timeout: float = 3.0
-    verify_timeout: float = 2.0
-    health_interval: float = 15.0
-    health_timeout: float = 2.0
-    #: How long a request that found Temporal unavailable waits for one immediate attempt.
-    fast_path_wait: float = 3.0
-    fast_path: bool = True
-    #: Watch Temporal while disconnected and retry at once when it answers again
-    #: (stigmer.temporal.probe.ComebackProbe: a TCP connect each tick, a health RPC every 0.5 s).
-    probe: bool = True
-    #: Ticks every 50 ms for the first 10 s of an outage (a restart is usually over by then), then
-    #: every 0.2 s. The comeback probe's questions (every 0.5 s, 0.6 s after 20 s) start on a tick,
-    #: so its intervals are multiples of it (at 0.25 s, 0.6 s became 0.75 s); an answer wakes the
-    #: supervisor at once (Supervisor.probe_has_news) instead of waiting for the next tick.
-    probe_interval: float = 0.05
-    probe_slow_interval: float = 0.2
-    probe_fast_for: float = 10.0
-    worker_start_timeout: float = 10.0
-    #: Bound on stopping old workers; on a dead connection Worker.shutdown() can block ~30 s.
-    worker_shutdown_timeout: float = 5.0
-    #: Past worker_shutdown_timeout old workers are left to finish in the background up to this
-    #: long: cancelling them earlier leaks their core worker and its threads (see _retire).
-    worker_retire_limit: float = 60.0
-    #: While CONNECTED, ask Temporal's health (stigmer.temporal.probe) this often: a dead
-    #: Temporal or path is noticed within ~1.5 s, traffic or not. The SDK clients keep the SDK's
-    #: keepalive (30 s): the frontend closes connections that ping faster than every 10 s, and a
-    #: workflow task in flight on such a connection is lost for its 10 s task timeout.
-    liveness: bool = True
-    liveness_interval: float = 0.5
-    #: A slow answer is not an outage; a dead path is caught sooner by the probe channel's
-    #: own keepalive (~2 s).
-    liveness_timeout: float = 5.0
-    #: The API's client retry policy (see API_RETRY). ``None``: the API shares the workers'
-    #: client and its SDK-default retries, as the original Go server did (one connection).
-    api_retry: RetryConfig | None = field(default_factory=lambda: API_RETRY)
-    #: 1, 2, 4, 8, 16, 30 s, each +/-20 % at random (as gRPC core does), so that a fleet of
-    #: servers does not knock on a recovering Temporal in lockstep.
-    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(jitter=JITTER))
-    #: Run workflow code in the SDK's sandbox (stigmer.temporal.workers.workflow_runner).
-    workflow_sandbox: bool = False
-    #: TLS / mTLS / API key (stigmer.temporal.tls); certificate files are re-read at every dial.
-    security: TemporalSecurity = field(default_factory=TemporalSecurity)
-
-    @property
-    def host(self) -> str:
-        return split_host_port(self.host_port)[0]
-
-    @property
-    def port(self) -> int:
-        return split_host_port(self.host_port)[1]
-
-
-@dataclass(frozen=True, eq=False)
-class TemporalClients:
-    """One verified connection generation: the workers' client and the API's (creators') client.
-
-    Two connections with different retry policies (see API_RETRY); the same object twice when
-    ``ConnectionSettings.api_retry`` is None. Compared by identity: each dial makes a new one.
-    """
-
-    workers: Client
-    api: Client
-
-    def __contains__(self, client: object) -> bool:
-        return client is self.workers or client is self.api
-
-
-@dataclass(frozen=True, kw_only=True)
-class CreatorTargets:
-    """Where creators go: the controllers' setters. ``None`` withdraws."""
-
-    agent_execution: Callable[[AgentExecutionCreator | None], None]
-    workflow_execution: Callable[[WorkflowExecutionCreator | None], None]
-    workflow_validation: Callable[[WorkflowValidator | None], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConnectionStatus:
-    snapshot: Snapshot
-    workers_running: int
-    host_port: str
-    namespace: str
-
-    @property
-    def state(self) -> State:
-        return self.snapshot.state
-
-
-class WorkerStartError(StigmerError):
-    pass
-
+from . import running
+from .clients import RELEASE_DELAY, CreatorTargets, TemporalClients, make_runtime, release_unreferenced_clients
+from .running import WORKER_NAMES
+from .settings import ConnectionSettings
 
 Connect = Callable[..., Awaitable[Client]]
 BuildWorkers = Callable[..., list[Worker]]
-
-
-def make_runtime() -> Runtime:
-    """A Temporal runtime whose core log lines go through Python logging (then loguru).
-
-    Without this the SDK core writes its own ANSI-coloured WARN lines straight to stderr, about
-    one per second per worker during an outage.
-    """
-    return Runtime(
-        telemetry=TelemetryConfig(
-            logging=LoggingConfig(
-                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
-            )
-        )
-    )
 
 
 class TemporalConnection:
@@ -185,7 +54,7 @@ class TemporalConnection:
         *,
         store: Store,
         runner: AgentRunner,
-        targets: CreatorTargets,
+        targets: CreatorTargets | None = None,
         clock: Clock | None = None,
         runtime: Runtime | None = None,
         connect: Connect | None = None,
@@ -195,7 +64,8 @@ class TemporalConnection:
         self.settings = settings
         self._store = store
         self._runner = runner
-        self._targets = targets
+        self._targets = targets or CreatorTargets.nowhere()
+        self._started = False
         self._runtime = runtime
         self._connect: Connect = connect or Client.connect
         self._build_workers = workers_factory
@@ -215,7 +85,7 @@ class TemporalConnection:
         self._health_probe = TemporalProbe(settings.host_port, security=settings.security, namespace=settings.namespace)
         self.comeback = ComebackProbe(
             settings.host_port,
-            port_open=self._port_open,
+            port_open=functools.partial(accepts, settings.host, settings.port),
             security=settings.security,
             namespace=settings.namespace,
             clock=clock.monotonic if clock is not None else time.monotonic,
@@ -249,8 +119,27 @@ class TemporalConnection:
 
     # ------------------------------------------------------------------ service API
 
+    def send_creators_to(self, targets: CreatorTargets) -> None:
+        """Where creators go while CONNECTED (the controllers' setters). Before start() only."""
+        self._refuse_once_started("send_creators_to")
+        self._targets = targets
+
+    def when_connected(self, hook: Callable[[TemporalSession], Awaitable[object]]) -> None:
+        """Run ``hook`` (the reconciler) in the background on every entry to CONNECTED. Before start() only."""
+        self._refuse_once_started("when_connected")
+        self._on_connected = hook
+
+    async def __aenter__(self) -> TemporalConnection:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def start(self) -> None:
-        """Begin connecting in the background; returns at once."""
+        """Begin connecting in the background; returns at once. Once per connection."""
+        self._refuse_once_started("start")
+        self._started = True
         if self._runtime is None:
             self._runtime = make_runtime()
         self._loop = asyncio.get_running_loop()
@@ -287,6 +176,12 @@ class TemporalConnection:
     def is_connected(self) -> bool:
         return self.lifecycle.is_connected()
 
+    def _refuse_once_started(self, what: str) -> None:
+        if self._closing:
+            raise RuntimeError(f"TemporalConnection.{what}(): the connection is closed; make a new one")
+        if self._started:
+            raise RuntimeError(f"TemporalConnection.{what}(): the connection is already started")
+
     def status(self) -> ConnectionStatus:
         snapshot = self.lifecycle.snapshot()
         return ConnectionStatus(
@@ -311,7 +206,7 @@ class TemporalConnection:
         retry_in = snapshot.next_retry_in
         return snapshot.state.name, 1.0 if retry_in is None else max(1.0, retry_in)
 
-    def report_unavailable(self, error: BaseException | str, *, client: Client | TemporalClients | None = None) -> None:
+    def report_unavailable(self, error: BaseException | str, *, client: object | None = None) -> None:
         """A request saw Temporal unavailable: mark the connection unhealthy now, not at the next tick.
 
         ``client`` is the client the failing call used; a report about a connection that has
@@ -400,24 +295,10 @@ class TemporalConnection:
             queues=self.settings.queues,
             sandbox=self.settings.workflow_sandbox,
         )
-        tasks = [
-            asyncio.create_task(worker.run(), name=f"stigmer-worker-{name.replace(' ', '-')}")
-            for name, worker in zip(WORKER_NAMES, workers, strict=True)
-        ]
+        tasks = running.spawn(workers)
         # Recorded before waiting, so that a rollback (stop_workers) finds them.
         self._workers, self._worker_tasks = workers, tasks
-        deadline = asyncio.get_running_loop().time() + self.settings.worker_start_timeout
-        while not all(worker.is_running for worker in workers):
-            for name, task in zip(WORKER_NAMES, tasks, strict=True):
-                if task.done():
-                    error = task.exception() if not task.cancelled() else asyncio.CancelledError()
-                    logger.error("Failed to start worker", worker=name, error=describe(error) if error else "exited")
-                    raise WorkerStartError(f"{name} worker failed to start: {describe(error) if error else 'exited'}")
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                logger.error("Failed to start worker", error=f"not running after {self.settings.worker_start_timeout}s")
-                raise WorkerStartError(f"workers not running after {self.settings.worker_start_timeout:g}s")
-            await asyncio.wait(tasks, timeout=min(0.005, remaining), return_when=asyncio.FIRST_COMPLETED)
+        await running.wait_running(workers, tasks, timeout=self.settings.worker_start_timeout)
         for name, task in zip(WORKER_NAMES, tasks, strict=True):
             task.add_done_callback(functools.partial(self._on_main_loop, self._on_worker_exit, name, clients))
 
@@ -492,19 +373,6 @@ class TemporalConnection:
     async def _liveness(self) -> str | None:
         return await self._health_probe.answers(self.settings.liveness_timeout)
 
-    async def _port_open(self) -> bool:
-        """Does the Temporal address accept TCP connections? (cheap; no gRPC, no log noise)"""
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.settings.host, self.settings.port), timeout=0.5
-            )
-        except (OSError, TimeoutError, ValueError):
-            return False
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), timeout=0.5)
-        return True
-
     def _on_main_loop(self, fn: Callable[..., object], *args: object) -> None:
         """Call ``fn`` on the loop the connection was started on (from a worker's done callback)."""
         loop = self._loop
@@ -514,37 +382,10 @@ class TemporalConnection:
             loop.call_soon_threadsafe(fn, *args)
 
     async def _retire(self, workers: list[Worker], tasks: list[asyncio.Task[None]]) -> None:
-        # shutdown() only sets a flag and then waits for run() to finish: we wait on run(). The
-        # shutdown tasks are held here: the loop keeps only weak references, and one collected
-        # while pending is logged as "Task was destroyed but it is pending!".
-        shutdowns = [asyncio.ensure_future(worker.shutdown()) for worker in workers]
-        for shutdown in shutdowns:
-            shutdown.add_done_callback(_consume)
-        try:
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.worker_shutdown_timeout)
-            if pending:
-                # Under load a shutdown takes up to ~10 s (in-flight completions are retried
-                # first; measured by the chaos soak). Cancelling run() instead skips the SDK's
-                # finalize_shutdown, and the core worker and its threads stay for good. This runs
-                # in the background: reconnection does not wait for it.
-                logger.info(
-                    "Old workers still stopping after {:g}s; letting them finish",
-                    self.settings.worker_shutdown_timeout,
-                    count=len(pending),
-                )
-                _, pending = await asyncio.wait(pending, timeout=self.settings.worker_retire_limit)
-            if pending:
-                logger.warning(
-                    "Old workers did not stop in time; cancelling them",
-                    timeout=self.settings.worker_retire_limit,
-                    count=len(pending),
-                )
-        finally:
-            leftovers = [task for task in (*tasks, *shutdowns) if not task.done()]
-            for task in leftovers:
-                task.cancel()
-            if leftovers:
-                await asyncio.wait(leftovers, timeout=1.0)
+        settings = self.settings
+        await running.retire(
+            workers, tasks, shutdown_timeout=settings.worker_shutdown_timeout, retire_limit=settings.worker_retire_limit
+        )
 
     def _on_worker_exit(self, name: str, clients: TemporalClients, task: asyncio.Task[None]) -> None:
         if self._closing or task.cancelled() or clients is not self.lifecycle.client:
@@ -583,23 +424,3 @@ class TemporalConnection:
         except Exception as err:  # the hook must never take the connection down
             logger.opt(exception=err).error("on-connected hook failed: {}", describe(err))
             return None
-
-
-def release_unreferenced_clients() -> None:
-    """Collect garbage now: a temporalio ``Client`` and its implementation refer to each other,
-    so a client nobody holds any more goes only with the cyclic garbage collector -- and its
-    connection with it. A quiet server rarely collects: the chaos soak found a retired
-    generation's connection (re-dialled by its workers' ShutdownWorker calls once Temporal was
-    back) still open 25 s after the workers had stopped. Called once per retired generation;
-    the SDK offers no close (temporalio/sdk-python#1202)."""
-    started = time.perf_counter()
-    found = gc.collect()
-    logger.debug(
-        "Released unreferenced Temporal clients", objects=found, ms=round((time.perf_counter() - started) * 1000, 1)
-    )
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    """Retrieve a background future's outcome so asyncio does not warn it was never retrieved."""
-    if not future.cancelled():
-        future.exception()
