@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import grpc
@@ -22,8 +22,15 @@ from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
 from stigmer.process import exit_process
 
+# click 8.4 made ParamType generic; the older releases that pyproject allows (>=8.1) cannot be
+# subscripted at run time, so only mypy sees ParamType[float].
+if TYPE_CHECKING:
+    _FloatParamType = click.ParamType[float]
+else:
+    _FloatParamType = click.ParamType
 
-class _Duration(click.ParamType):
+
+class _Duration(_FloatParamType):
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
@@ -307,7 +314,7 @@ def wait(address: str, output: str, timeout: float) -> None:
                 last = stub.GetStatus(status_pb2.GetStatusRequest(), timeout=2.0)
                 state = last.state
             except grpc.RpcError as error:
-                code = error.code()  # type: ignore[attr-defined]
+                code = error.code()
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     fail(error, address=address, output=output)
                 state = "server unreachable"
