@@ -45,6 +45,13 @@ class _Duration(_FloatParamType):
 DURATION = _Duration()
 
 
+class _ConfigUsageError(click.UsageError):
+    """A usage error that exits with EX_CONFIG (78) rather than click's 2."""
+
+    # Set on the class: click 8.5 declares exit_code a ClassVar, which an instance may not assign.
+    exit_code = ExitCode.CONFIG
+
+
 @click.group()
 def server() -> None:
     """Run the stigmer server and ask it how its Temporal connection is doing.
@@ -205,9 +212,7 @@ def start(
             exit_after_outage=exit_after_outage,
         )
     except ConfigError as err:
-        usage = click.UsageError(str(err))
-        usage.exit_code = ExitCode.CONFIG
-        raise usage from err
+        raise _ConfigUsageError(str(err)) from err
     exit_process(asyncio.run(_run_server(config, managed_temporal)))
 
 
