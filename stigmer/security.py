@@ -157,8 +157,8 @@ def tls_hint(details: str, *, tls: bool) -> str | None:
 
 
 class BearerToken(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
 ):
     """Adds ``authorization: Bearer <token>`` to every unary and server-streaming call."""
 
@@ -182,7 +182,7 @@ class BearerToken(
 
 
 @dataclass(frozen=True)
-class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+class _CallDetails(grpc.ClientCallDetails):
     method: str
     timeout: float | None
     metadata: Any

@@ -4,29 +4,36 @@
     python3 tools/gen_protos.py [--out DIR]
 
 DIR defaults to the repository's stigmer/api. For every ``stigmer/api/<name>.proto`` it writes
-``<name>_pb2.py``, ``<name>_pb2.pyi`` and ``<name>_pb2_grpc.py`` into DIR, exactly as protoc
-emits them, and deletes generated files in DIR whose .proto is gone.
+``<name>_pb2.py``, ``<name>_pb2.pyi``, ``<name>_pb2_grpc.py`` and ``<name>_pb2_grpc.pyi`` into
+DIR, exactly as protoc and its plugins emit them, and deletes generated files in DIR whose .proto
+is gone. The ``_pb2_grpc.pyi`` type stubs come from mypy-protobuf's ``protoc-gen-mypy_grpc``
+plugin (grpcio-tools writes the ``_pb2_grpc.py`` modules without annotations).
 
 Deterministic: protoc always runs from the repository root with ``-I .`` on the same sorted,
 relative file list, so the descriptors embed ``stigmer/api/<name>.proto`` (not a machine path)
 and the stubs import each other as ``from stigmer.api import <name>_pb2``, wherever the output
 goes. Only the generator's version stamps change with the grpcio-tools version; `tox -e proto`
-pins it.
+pins it, and mypy-protobuf too, whose output carries no version stamp.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from importlib import resources
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 API_REL = Path("stigmer") / "api"
-# What protoc emits per .proto with the three --*_out options below.
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+# What protoc emits per .proto with the four --*_out options below.
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+# mypy-protobuf's console script that writes the _pb2_grpc.pyi stubs.
+MYPY_GRPC_PLUGIN = "protoc-gen-mypy_grpc"
 PROTOC_TIMEOUT_S = 120.0
 
 
@@ -49,6 +56,19 @@ def _well_known_include() -> str:
     return str(resources.files("grpc_tools") / "_proto")
 
 
+def _mypy_grpc_plugin() -> str:
+    # Look next to this interpreter first (a venv or tox env need not be on PATH), then on PATH,
+    # and hand protoc the full path, so the plugin that runs is the one installed with this Python.
+    search = os.pathsep.join(p for p in (sysconfig.get_path("scripts"), os.environ.get("PATH", "")) if p)
+    found = shutil.which(MYPY_GRPC_PLUGIN, path=search)
+    if found is None:
+        raise GenerationError(
+            f"{MYPY_GRPC_PLUGIN} not found: install mypy-protobuf at the version tox.ini [pins] gives "
+            "(`pip install -e .[test]`, or run `tox -e proto`)"
+        )
+    return found
+
+
 def run_protoc(*, sources: list[Path], dest: Path, repo: Path = REPO) -> None:
     """Compile ``sources`` (relative to ``repo``) into ``dest``, which mirrors the package path."""
     cmd = [
@@ -62,6 +82,8 @@ def run_protoc(*, sources: list[Path], dest: Path, repo: Path = REPO) -> None:
         f"--python_out={dest}",
         f"--pyi_out={dest}",
         f"--grpc_python_out={dest}",
+        f"--plugin={MYPY_GRPC_PLUGIN}={_mypy_grpc_plugin()}",
+        f"--mypy_grpc_out={dest}",
         *(str(s) for s in sources),
     ]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=PROTOC_TIMEOUT_S, check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import cast
 
 import click
 import grpc
@@ -108,7 +109,8 @@ def list_(phase: str | None, page_size: int, page_token: str, address: str, outp
     """List agent executions, newest first."""
     request = agent_execution_pb2.ListAgentExecutionsRequest(page_size=page_size, page_token=page_token)
     if phase:
-        request.phase = common_pb2.ExecutionPhase.Value(phase.upper())
+        # Value() is typed as returning a plain int, the field (in protoc's .pyi) as the enum: the same number.
+        request.phase = cast("common_pb2.ExecutionPhase", common_pb2.ExecutionPhase.Value(phase.upper()))
     with api(address, timeout) as conn:
         stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
         page = call(conn, output, stub.List, request)

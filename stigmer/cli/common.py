@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import click
 import grpc
@@ -83,9 +83,11 @@ def emit_json(payload: Any) -> None:
 
 def fail(error: grpc.RpcError, *, address: str, output: str) -> NoReturn:
     """Print a gRPC error the way the contract says and exit with its code."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    details: str = error.details() or ""  # type: ignore[attr-defined]
-    trailing = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    details: str = error.details() or ""
+    # grpc's metadatum is a (key, value) namedtuple; types-grpcio declares it a plain class with
+    # .key and .value. Values are str except under '-bin' keys, and only our text keys are read.
+    trailing = dict(cast("tuple[tuple[str, str], ...]", error.trailing_metadata() or ()))
     ours = STATE_KEY in trailing or details == UNAVAILABLE_MESSAGE
     if code == grpc.StatusCode.UNAVAILABLE and not ours:
         message = f"cannot reach the stigmer server at {address} ({details or 'no answer'}). " + (

@@ -15,7 +15,7 @@ ICONS = {"PENDING": "⏳", "IN_PROGRESS": "⚙️ ", "COMPLETED": "✅", "FAILED
 
 
 def phase_name(value: int) -> str:
-    return str(common_pb2.ExecutionPhase.Name(value))  # type: ignore[arg-type]
+    return str(common_pb2.ExecutionPhase.Name(value))
 
 
 def clock(ts: Timestamp, *, has: bool = True) -> str:

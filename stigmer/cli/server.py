@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import grpc
@@ -22,8 +22,15 @@ from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
 from stigmer.process import exit_process
 
+# click 8.4 made ParamType generic; the older releases that pyproject allows (>=8.1) cannot be
+# subscripted at run time, so only mypy sees ParamType[float].
+if TYPE_CHECKING:
+    _FloatParamType = click.ParamType[float]
+else:
+    _FloatParamType = click.ParamType
 
-class _Duration(click.ParamType):
+
+class _Duration(_FloatParamType):
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
@@ -36,6 +43,13 @@ class _Duration(click.ParamType):
 
 
 DURATION = _Duration()
+
+
+class _ConfigUsageError(click.UsageError):
+    """A usage error that exits with EX_CONFIG (78) rather than click's 2."""
+
+    # Set on the class: click 8.5 declares exit_code a ClassVar, which an instance may not assign.
+    exit_code = ExitCode.CONFIG
 
 
 @click.group()
@@ -189,9 +203,7 @@ def start(
             exit_after_outage=exit_after_outage,
         )
     except ConfigError as err:
-        usage = click.UsageError(str(err))
-        usage.exit_code = ExitCode.CONFIG
-        raise usage from err
+        raise _ConfigUsageError(str(err)) from err
     exit_process(asyncio.run(_run_server(config, managed_temporal)))
 
 
@@ -298,7 +310,7 @@ def wait(address: str, output: str, timeout: float) -> None:
                 last = stub.GetStatus(status_pb2.GetStatusRequest(), timeout=2.0)
                 state = last.state
             except grpc.RpcError as error:
-                code = error.code()  # type: ignore[attr-defined]
+                code = error.code()
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     fail(error, address=address, output=output)
                 state = "server unreachable"

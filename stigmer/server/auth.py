@@ -42,7 +42,7 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
-class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class BearerTokenAuth(grpc.aio.ServerInterceptor):
     """Lets a call through only with the right bearer token (constant-time compare)."""
 
     def __init__(self, token: Secret, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -64,11 +64,13 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return INVALID
         return None
 
+    # Any request and response types: the interceptor sits in front of every service, and a rejected
+    # call gets a stand-in handler of its own (raw bytes in, nothing out).
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method: str = handler_call_details.method
         if method.startswith(HEALTH_PREFIX):
             return await continuation(handler_call_details)
@@ -78,14 +80,16 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         return self._reject(handler, method, problem)
 
-    def _reject(self, handler: grpc.RpcMethodHandler | None, method: str, problem: str) -> grpc.RpcMethodHandler:
+    def _reject(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str, problem: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         rejections = self._rejections
 
-        async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             rejections.record(method=method, peer=context.peer(), reason=problem)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
 
-        async def abort_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def abort_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             await abort(request, context)
             yield  # pragma: no cover - abort() raises; this only makes the function a generator
 
@@ -153,7 +157,9 @@ class ListenerSecurity:
         credentials = None
         if config.tls_cert is not None and config.tls_key is not None:
             credentials = server_credentials(cert=config.tls_cert, key=config.tls_key)
-        interceptors = [BearerTokenAuth(config.auth_token)] if config.auth_token is not None else []
+        interceptors: list[grpc.aio.ServerInterceptor] = (
+            [BearerTokenAuth(config.auth_token)] if config.auth_token is not None else []
+        )
         return cls(interceptors=interceptors, credentials=credentials)
 
 

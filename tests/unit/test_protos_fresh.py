@@ -5,7 +5,9 @@ What is compared: every generated file byte for byte, except the generator's ver
 ``GRPC_GENERATED_VERSION``). Those say which grpcio-tools ran, not what the API is; masking them
 lets someone with a newer patch release run the suite without a false alarm, while any change to
 a descriptor, a message, a service or the .pyi stubs still fails. If a different grpcio-tools also
-changes the code templates, the comparison fails and the message names both versions. Whether
+changes the code templates, the comparison fails and the message names both versions. The
+``_pb2_grpc.pyi`` stubs come from mypy-protobuf, which stamps no version, so they are compared
+whole; its pin must be the same in tox.ini and pyproject.toml (checked here too). Whether
 the stamped versions can run is checked separately: every module must import cleanly with
 warnings as errors (protobuf warns when gencode and runtime majors differ, and the grpc stubs raise
 when grpcio is older than the generator).
@@ -13,11 +15,14 @@ when grpcio is older than the generator).
 
 from __future__ import annotations
 
+import configparser
 import difflib
 import importlib
+import importlib.metadata
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grpc
@@ -26,7 +31,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 API_DIR = REPO / "stigmer" / "api"
 GENERATOR = REPO / "tools" / "gen_protos.py"
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 FIX = "Run `tox -e proto` to regenerate stigmer/api from the .proto files, and commit the result."
 SUBPROCESS_TIMEOUT_S = 120.0
 
@@ -81,6 +86,20 @@ def generator_versions(directory: Path) -> str:
     return ", ".join(found)
 
 
+def installed_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def tox_pins() -> dict[str, str]:
+    """tox.ini's [pins] section: name -> requirement (e.g. 'grpcio_tools' -> 'grpcio-tools==1.85.1')."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(REPO / "tox.ini", encoding="utf-8")
+    return dict(parser["pins"])
+
+
 def generated_names(directory: Path) -> set[str]:
     return {p.name for p in directory.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
 
@@ -97,8 +116,8 @@ def fresh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert proc.returncode == 0, (
-        f"tools/gen_protos.py failed (exit {proc.returncode}); it needs grpcio-tools "
-        f"(`pip install -e .[dev]`, or run the suite through tox).\n{proc.stdout}{proc.stderr}"
+        f"tools/gen_protos.py failed (exit {proc.returncode}); it needs grpcio-tools and mypy-protobuf "
+        f"(`pip install -e .[test]`, or run the suite through tox).\n{proc.stdout}{proc.stderr}"
     )
     return out
 
@@ -111,10 +130,12 @@ def test_no_missing_or_stale_stub_files(fresh_dir: Path) -> None:
 
 def test_committed_stubs_match_protos(fresh_dir: Path) -> None:
     diffs: list[str] = []
+    differing: list[str] = []
     for name in sorted(generated_names(fresh_dir) & generated_names(API_DIR)):
         want = normalize((fresh_dir / name).read_text(encoding="utf-8"))
         have = normalize((API_DIR / name).read_text(encoding="utf-8"))
         if want != have:
+            differing.append(name)
             diff = difflib.unified_diff(
                 have.splitlines(),
                 want.splitlines(),
@@ -134,6 +155,12 @@ def test_committed_stubs_match_protos(fresh_dir: Path) -> None:
         if committed_v != fresh_v
         else ""
     )
+    pinned, installed = tox_pins()["mypy_protobuf"], installed_version("mypy-protobuf")
+    if any(name.endswith("_pb2_grpc.pyi") for name in differing) and pinned != f"mypy-protobuf=={installed}":
+        hint += (
+            f"\nThe *_pb2_grpc.pyi stubs come from mypy-protobuf (this run: {installed}; tox.ini pins {pinned}): "
+            "if the .proto files did not change, install the pinned version or run the suite through tox."
+        )
     pytest.fail(f"Generated stubs differ from the .proto sources. {FIX}{hint}\n\n" + "\n\n".join(diffs))
 
 
@@ -188,6 +215,25 @@ def test_stubs_import_cleanly_with_warnings_as_errors() -> None:
         check=False,
     )
     assert proc.returncode == 0, f"importing the stubs failed or warned:\n{proc.stderr}\n{FIX}"
+
+
+def test_generator_pins_match_the_test_extra() -> None:
+    # CI installs `.[test]` and tox installs [pins]; both must run the same generators, or the
+    # freshness check passes in one and fails in the other.
+    with (REPO / "pyproject.toml").open("rb") as f:
+        test_extra = set(tomllib.load(f)["project"]["optional-dependencies"]["test"])
+    pins = tox_pins()
+    assert set(pins) == {"grpcio_tools", "mypy_protobuf"}
+    for requirement in pins.values():
+        assert "==" in requirement and requirement in test_extra, f"{requirement} (tox.ini [pins]) not in .[test]"
+
+
+def test_mypy_override_lists_every_pb2_module() -> None:
+    # pyproject.toml lets protoc's *_pb2.pyi spell `Mapping` bare; it has to name each module.
+    with (REPO / "pyproject.toml").open("rb") as f:
+        overrides = tomllib.load(f)["tool"]["mypy"]["overrides"]
+    relaxed = {m for o in overrides if o.get("disallow_any_generics") is False for m in o["module"]}
+    assert relaxed == {f"stigmer.api.{p.stem}_pb2" for p in API_DIR.glob("*.proto")}
 
 
 def test_every_proto_has_stubs_and_is_expected() -> None:
