@@ -36,13 +36,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from stigmer.temporal.tls import TemporalSecurity, read_pem
 from stigmer.temporal.wire import Refused, is_ip, replies_to_hello, split_host_port
 
 #: The frontend registers its health status under the workflow service's full name.
 FRONTEND_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
+CHECK_METHOD = "/grpc.health.v1.Health/Check"
+_Check = grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
 
 #: Codes that only a gRPC server that received the call can give: Temporal (or a gateway in
 #: front of it that speaks gRPC) answered. Credentials refused still means "it is up": the real
@@ -87,14 +89,14 @@ class TemporalProbe:
         self._security = security or TemporalSecurity()
         self._namespace = namespace
         self._channel: grpc.aio.Channel | None = None
-        self._stub: health_pb2_grpc.HealthStub | None = None
+        self._check: _Check | None = None
 
     async def answers(self, timeout: float) -> str | None:  # noqa: ASYNC109 -- a gRPC deadline, not a wait
         """None when Temporal answered within ``timeout`` s, else the reason in words."""
-        stub = self._stub or self._open()
+        check = self._check or self._open()
         request = health_pb2.HealthCheckRequest(service=FRONTEND_SERVICE)
         try:
-            reply = await stub.Check(request, timeout=timeout, metadata=self._metadata())
+            reply = await check(request, timeout=timeout, metadata=self._metadata())
         except grpc.aio.AioRpcError as err:
             if err.code() in _ANSWERED:
                 return None
@@ -108,7 +110,7 @@ class TemporalProbe:
     async def close(self) -> None:
         await self._drop()
 
-    def _open(self) -> health_pb2_grpc.HealthStub:
+    def _open(self) -> _Check:
         security = self._security
         options = list(_CHANNEL_OPTIONS)
         if security.uses_tls:
@@ -122,8 +124,13 @@ class TemporalProbe:
             self._channel = grpc.aio.secure_channel(_target(self.host_port), credentials, options=options)
         else:
             self._channel = grpc.aio.insecure_channel(_target(self.host_port), options=options)
-        self._stub = health_pb2_grpc.HealthStub(self._channel)
-        return self._stub
+        # The method itself rather than health_pb2_grpc.HealthStub, whose stubs leave Check out.
+        self._check = self._channel.unary_unary(
+            CHECK_METHOD,
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        return self._check
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         security = self._security
@@ -133,7 +140,7 @@ class TemporalProbe:
         return tuple(pairs)
 
     async def _drop(self) -> None:
-        channel, self._channel, self._stub = self._channel, None, None
+        channel, self._channel, self._check = self._channel, None, None
         if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close()

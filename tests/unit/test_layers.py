@@ -33,10 +33,18 @@ def _top_level_imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
-        elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+        elif (isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test)) or isinstance(
+            node, ast.With | ast.Try
+        ):
             yield from (n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom))
-        elif isinstance(node, ast.With | ast.Try):  # `with workflow.unsafe.imports_passed_through():`
-            yield from (n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom))
+
+
+def _runs_at_import(node: ast.stmt) -> bool:
+    """A block whose imports run at import time: ``with`` (the sandbox's passthrough), ``try``,
+    an ``if`` other than ``if TYPE_CHECKING:``."""
+    if isinstance(node, ast.If):
+        return "TYPE_CHECKING" not in ast.unparse(node.test)
+    return isinstance(node, ast.With | ast.Try)
 
 
 def _targets(module: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:

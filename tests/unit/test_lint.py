@@ -1,4 +1,4 @@
-"""The tree stays ruff-clean (lint and format) and the state machine stays mypy --strict clean (CI runs these)."""
+"""The tree stays ruff-clean (lint and format) and both packages stay mypy --strict clean (CI runs these)."""
 
 import subprocess
 import sys
@@ -21,6 +21,6 @@ def test_ruff_format_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_statemachine():
-    result = run("mypy", "--strict", "statemachine")
+def test_mypy_strict_everywhere():
+    result = run("mypy", "--strict", "stigmer", "statemachine")
     assert result.returncode == 0, result.stdout + result.stderr
