@@ -70,7 +70,7 @@ _TCP_STATES = {
 def _tcp_sockets(pid: int, inodes: list[str]) -> collections.Counter[str]:
     """What each of the process's TCP sockets is, by inode, from /proc/<pid>/net/tcp{,6}."""
     wanted, found = set(inodes), collections.Counter[str]()
-    rows: list[tuple[int, int, str]] = []
+    rows: list[tuple[int, int, str, str]] = []
     for table in ("tcp", "tcp6"):
         try:
             lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
@@ -80,15 +80,16 @@ def _tcp_sockets(pid: int, inodes: list[str]) -> collections.Counter[str]:
             fields = line.split()
             if len(fields) > 9 and fields[9] in wanted:
                 local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
-                rows.append((local, remote, _TCP_STATES.get(fields[3], fields[3])))
-    listening = {local for local, _, state in rows if state == "LISTEN"}
-    for local, remote, state in rows:
+                rows.append((local, remote, _TCP_STATES.get(fields[3], fields[3]), table))
+    listening = {local for local, _, state, _ in rows if state == "LISTEN"}
+    for local, remote, state, table in rows:
+        # grpc core (the probes' channels) opens AF_INET6 sockets, v4-mapped; tokio (the SDK) AF_INET.
         if state == "LISTEN":
             found[f"LISTEN :{local}"] += 1
         elif local in listening:  # accepted: the peer's port is the ephemeral one
-            found[f"{state} :{local} <- *"] += 1
+            found[f"{state} {table} :{local} <- *"] += 1
         else:
-            found[f"{state} * -> :{remote}"] += 1
+            found[f"{state} {table} * -> :{remote}"] += 1
     return found
 
 

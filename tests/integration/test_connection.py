@@ -197,6 +197,7 @@ async def test_a_retired_generation_leaves_no_client_behind(temporal_factory, tm
 
                 # The current generation has two (the workers' and the API's).
                 await eventually(lambda: clients_alive() == 2, timeout=5, what="the old clients released")
+                assert rig.connection.reaper.alive == 0
         finally:
             gc.enable()
         await rig.run_agent_execution("after")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,15 +70,67 @@ def make_runtime() -> Runtime:
     )
 
 
-def release_unreferenced_clients() -> None:
-    """Collect garbage now: a temporalio ``Client`` and its implementation refer to each other,
-    so a client nobody holds any more goes only with the cyclic garbage collector -- and its
-    connection with it. A quiet server rarely collects: the chaos soak found a retired
-    generation's connection (re-dialled by its workers' ShutdownWorker calls once Temporal was
-    back) still open 25 s after the workers had stopped. Called once per retired generation;
-    the SDK offers no close (temporalio/sdk-python#1202)."""
-    started = time.perf_counter()
-    found = gc.collect()
-    logger.debug(
-        "Released unreferenced Temporal clients", objects=found, ms=round((time.perf_counter() - started) * 1000, 1)
-    )
+class ClientReaper:
+    """Releases the connections of clients the connection has dropped.
+
+    A temporalio ``Client`` and its implementation refer to each other, so a client nobody holds
+    any more goes only with the cyclic garbage collector -- and its connection with it (the SDK
+    offers no close: temporalio/sdk-python#1202). A quiet server rarely collects: the chaos soak
+    found a retired generation's connection (re-dialled by its old workers' ShutdownWorker calls
+    once Temporal was back) still open 25 s after the workers had stopped.
+
+    :meth:`dropped` is told of each generation the lifecycle lets go of, :meth:`soon` when one
+    has probably become garbage (its workers retired, a new generation connected). A collection
+    then runs ``first_delay`` s later (~20-30 ms of CPU), and again, ``first_delay`` doubling up
+    to ``max_delay``, for as long as a dropped client is still alive (weak references say):
+    whatever held it last (an old worker finishing, a request in flight) lets go on its own time.
+    """
+
+    def __init__(self, *, first_delay: float = RELEASE_DELAY, max_delay: float = 8.0) -> None:
+        self._first_delay, self._max_delay = first_delay, max_delay
+        self._delay = first_delay
+        self._dropped: list[weakref.ref[Client]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        #: Collections run (for tests and the log).
+        self.collections = 0
+
+    @property
+    def alive(self) -> int:
+        """Dropped clients not collected yet."""
+        return sum(ref() is not None for ref in self._dropped)
+
+    def dropped(self, clients: TemporalClients) -> None:
+        known = {id(ref()) for ref in self._dropped}
+        for client in (clients.workers, clients.api):
+            if id(client) not in known:
+                self._dropped.append(weakref.ref(client))
+                known.add(id(client))
+
+    def soon(self) -> None:
+        """Collect a moment from now (and until every dropped client is gone)."""
+        self._delay = self._first_delay
+        if self._timer is None and not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._collect)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _collect(self) -> None:
+        self._timer = None
+        started = time.perf_counter()
+        found = gc.collect()
+        self.collections += 1
+        self._dropped = [ref for ref in self._dropped if ref() is not None]
+        logger.debug(
+            "Collected garbage to release dropped Temporal clients",
+            objects=found,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            still_referenced=len(self._dropped),
+        )
+        if self._dropped and not self._closed:
+            self._delay = min(self._delay * 2, self._max_delay)
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._collect)

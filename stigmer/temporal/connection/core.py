@@ -37,7 +37,7 @@ from stigmer.temporal.wire import accepts, speaks_http1, speaks_tls
 from stigmer.temporal.workers import build_workers
 
 from . import running
-from .clients import RELEASE_DELAY, CreatorTargets, TemporalClients, make_runtime, release_unreferenced_clients
+from .clients import ClientReaper, CreatorTargets, TemporalClients, make_runtime
 from .running import WORKER_NAMES
 from .settings import ConnectionSettings
 
@@ -73,7 +73,7 @@ class TemporalConnection:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
         self._reports: set[asyncio.Task[bool]] = set()
-        self._release: asyncio.TimerHandle | None = None
+        self.reaper = ClientReaper()
         self._closing = False
         self._on_connected = on_connected
         self._hooks: set[asyncio.Task[object]] = set()
@@ -157,8 +157,7 @@ class TemporalConnection:
         """Stop loops, workers, client; bounded. Safe to call twice."""
         self._closing = True
         await self.supervisor.close()
-        if self._release is not None:
-            self._release.cancel()
+        self.reaper.close()
         for task in [*self._reports, *self._hooks]:
             task.cancel()
         if self._hooks:
@@ -226,7 +225,7 @@ class TemporalConnection:
         try:
             return await asyncio.wait_for(self._dial(), timeout=self.settings.dial_timeout)
         except asyncio.CancelledError:  # a superseded attempt: a client it made is dropped
-            self._release_clients_soon()
+            self.reaper.soon()
             raise
         except Exception as err:
             raise await self._diagnose(err) from err
@@ -322,17 +321,7 @@ class TemporalConnection:
     def _retired(self, task: asyncio.Task[None]) -> None:
         self._retiring.discard(task)
         if not self._retiring:
-            self._release_clients_soon()
-
-    def _release_clients_soon(self) -> None:
-        """Collect dropped clients (see release_unreferenced_clients) a moment from now, once for
-        any number of calls: by then the callers have let go of them."""
-        if self._release is None and not self._closing:
-            self._release = asyncio.get_running_loop().call_later(RELEASE_DELAY, self._release_now)
-
-    def _release_now(self) -> None:
-        self._release = None
-        release_unreferenced_clients()
+            self.reaper.soon()
 
     async def inject_creators(self, clients: TemporalClients) -> None:
         queues = self.settings.queues
@@ -355,9 +344,9 @@ class TemporalConnection:
 
     async def close_client(self, clients: TemporalClients) -> None:
         # temporalio clients have no close(): the connection goes with the client object, which
-        # old workers hold until they have shut down (what we want). The next CONNECTED, or the
-        # end of their retirement if later, releases it (see release_unreferenced_clients).
-        return None
+        # old workers hold until they have shut down (what we want); the reaper collects it then.
+        self.reaper.dropped(clients)
+        self.reaper.soon()
 
     # ------------------------------------------------------------------ loops' helpers
 
@@ -408,8 +397,8 @@ class TemporalConnection:
         clients = self.lifecycle.client
         if event.dest is not State.CONNECTED or clients is None or self._closing:
             return
-        if not self._retiring:  # the previous generation is dropped by now (or at _retired)
-            self._release_clients_soon()
+        if not self._retiring:  # the previous generation is garbage by now (or at _retired)
+            self.reaper.soon()
         if self._on_connected is None:
             return
         # The workers' client: background work is better served by the SDK's patient retries.
