@@ -6,9 +6,10 @@ Pure Python plus `transitions`; no Temporal, no gRPC. The service binds the effe
 from statemachine.backoff import BackoffPolicy
 from statemachine.clock import Clock, ManualClock, SystemClock, with_timeout
 from statemachine.events import EventLog, TransitionEvent
-from statemachine.lifecycle import TRANSITIONS, ConnectionLifecycle, Edge, Effects, Misconfiguration, Snapshot, describe
+from statemachine.lifecycle import ConnectionLifecycle, Effects, Snapshot
 from statemachine.states import State, Trigger
 from statemachine.supervisor import Supervisor
+from statemachine.table import TRANSITIONS, Edge, Misconfiguration, describe
 
 __all__ = [
     "TRANSITIONS",

@@ -6,8 +6,8 @@ from typing import Final, Literal
 
 from transitions.extensions.diagrams import GraphMachine
 
-from statemachine.lifecycle import machine_transitions
 from statemachine.states import State
+from statemachine.table import machine_transitions
 
 Format = Literal["mermaid", "dot", "svg"]
 FORMATS: Final[tuple[Format, ...]] = ("mermaid", "dot", "svg")

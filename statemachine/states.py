@@ -37,7 +37,7 @@ class State(enum.Enum):
 
 
 class Trigger(enum.StrEnum):
-    """What moves the machine from one state to another (statemachine.lifecycle.TRANSITIONS).
+    """What moves the machine from one state to another (statemachine.table.TRANSITIONS).
 
     A StrEnum: ``transitions`` binds each value as a method of the lifecycle, and an event's
     trigger still compares equal to its name (``event.trigger == "start"``).

@@ -14,8 +14,9 @@ from typing import Generic, TypeVar
 
 from statemachine.clock import Clock, SystemClock, with_timeout
 from statemachine.events import TransitionEvent
-from statemachine.lifecycle import ConnectionLifecycle, describe
+from statemachine.lifecycle import ConnectionLifecycle
 from statemachine.states import State
+from statemachine.table import describe
 
 C = TypeVar("C")
 

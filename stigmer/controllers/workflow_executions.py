@@ -11,7 +11,7 @@ import builtins
 from stigmer import store as st
 from stigmer.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from stigmer.store import Phase, Workflow, WorkflowExecution
-from stigmer.workflows import workflowdoc
+from stigmer.workflows import jsontext, workflowdoc
 
 from . import validation as check
 from .executions import ExecutionController
@@ -33,7 +33,7 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Starter
         ref = check.check_size("workflow", workflow, max_bytes=MAX_WORKFLOW_REF_BYTES)
         check.check_required("workflow", ref, what="a workflow id 'wf-...' or name")
         try:
-            workflowdoc.parse_input(input)
+            jsontext.parse_input(input)
         except ValueError as exc:
             raise InvalidArgumentError("input", str(exc).removeprefix("input: ")) from None
         stored = self._workflow(ref)

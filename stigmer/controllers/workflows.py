@@ -14,7 +14,7 @@ import json
 
 from stigmer.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, TemporalUnavailableError
 from stigmer.store import Store, Workflow
-from stigmer.workflows import workflowdoc
+from stigmer.workflows import jsontext, workflowdoc
 from stigmer.workflows.workflowdoc import ValidationResult
 
 from . import validation as check
@@ -31,7 +31,7 @@ class WorkflowController:
         self._store = store
         self._availability = availability
         self._validate_timeout = validate_timeout
-        self._validator: Validator | None = None  # see AgentExecutionController._creator
+        self._validator: Validator | None = None  # set like ExecutionController._creator
 
     def set_validator(self, validator: Validator | None) -> None:
         self._validator = validator
@@ -109,7 +109,7 @@ def declared_name(document: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidArgumentError("document", "name: required (the workflow name, a non-empty string)")
     # A lone surrogate ("\\ud800" in the JSON) cannot be stored as text at all.
-    unusable = any(ord(c) < 0x20 or c == "\x7f" for c in name) or workflowdoc.has_lone_surrogate(name)
+    unusable = any(ord(c) < 0x20 or c == "\x7f" for c in name) or jsontext.has_lone_surrogate(name)
     if len(name) > workflowdoc.MAX_NAME_LENGTH or unusable:
         raise InvalidArgumentError(
             "document",

@@ -19,9 +19,9 @@ import re
 
 from temporalio.service import RPCError, RPCStatusCode
 
-from statemachine import Misconfiguration
-from statemachine.lifecycle import describe
+from statemachine import Misconfiguration, describe
 from stigmer.errors import TemporalUnavailableError
+from stigmer.temporal.wire import speaks_http1, speaks_tls, split_host_port
 
 
 class AcceptedThenClosed(TemporalUnavailableError):
@@ -141,3 +141,21 @@ def plaintext_to_tls(host_port: str) -> TemporalMisconfiguredError:
         f"{host_port} speaks TLS but we connect in plaintext: set TEMPORAL_TLS=true (and TEMPORAL_TLS_CA if its "
         "certificate is not from a public CA)"
     )
+
+
+async def diagnose_dial(err: BaseException, host_port: str, *, tls: bool) -> TemporalUnavailableError:
+    """:func:`diagnose` for a failed dial, asking the address one more question when that is ambiguous.
+
+    Accepted, then closed: a load balancer with nothing behind it -- or a TLS port we speak
+    plaintext to, or an HTTP/1 server that reset before its 400 was read. A TLS handshake and an
+    HTTP/1 request tell them apart (only on this failure, at the backoff's pace).
+    """
+    found = diagnose(err, host_port)
+    if not isinstance(found, AcceptedThenClosed):
+        return found
+    host, port = split_host_port(host_port)
+    if not tls and await speaks_tls(host, port):
+        return plaintext_to_tls(host_port)
+    if await speaks_http1(host, port):
+        return not_grpc(host_port)
+    return found

@@ -1,4 +1,4 @@
-"""The log lines users grep for (../shared/LOG_CONTRACT.md), written from the lifecycle's record.
+"""The log lines users grep for (docs/log-contract.md), written from the lifecycle's record.
 
 Each state change is logged once and in order, from the machine's transition events; repeats of
 an outage's attempts are summarised (the first three at INFO/WARN, then one per

@@ -1,6 +1,6 @@
 """Worker factory: three workers, one per task queue, each registering only what it runs.
 
-Workers are built fresh for every connection (the lead's `TemporalConnection` starts them on
+Workers are built fresh for every connection (stigmer.temporal.connection's `TemporalConnection` starts them on
 entering CONNECTED and shuts them down on leaving it): a worker is tied to the client it was
 built with, and re-pointing an old worker at a new client does not unstick its polls.
 """
@@ -44,6 +44,7 @@ PASSTHROUGH_MODULES = (
     "stigmer.temporal.names",
     "stigmer.temporal.payloads",
     "stigmer.workflows",
+    "stigmer.workflows.jsontext",
     "stigmer.workflows.limits",
     "stigmer.workflows.templating",
     "stigmer.workflows.workflowdoc",

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowExecutionResult,
         WorkflowExecutionView,
     )
-    from stigmer.workflows import templating, workflowdoc
+    from stigmer.workflows import jsontext, templating, workflowdoc
     from stigmer.workflows.limits import TEXT_BUDGET_BYTES, encoded_size
     from stigmer.workflows.workflowdoc import ValidationResult
 
@@ -208,7 +208,7 @@ class WorkflowExecutionWorkflow:
             )
         try:
             document = workflowdoc.parse(view.document)
-            self._input = workflowdoc.parse_input(view.input)
+            self._input = jsontext.parse_input(view.input)
         except ValueError as exc:  # InvalidDocument is a ValueError too
             return await self._fail(f"cannot run: {exc}", failed_task="")
         for index, task in enumerate(document.tasks):

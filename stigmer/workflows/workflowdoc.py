@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from stigmer.errors import StigmerError
+from stigmer.workflows import jsontext
+from stigmer.workflows.jsontext import JSONValue
 from stigmer.workflows.limits import TEXT_BUDGET_BYTES, encoded_size
 from stigmer.workflows.templating import REFERENCE
 
@@ -49,20 +51,12 @@ RESERVED_KEYS = ("input", "tasks")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _REF = REFERENCE
 _REF_PATH = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
-# JSON may spell half of a surrogate pair alone ("\\ud800"); decoded, that is a string no UTF-8
-# text can hold (the store, protobuf and Temporal payloads all refuse it). Proper pairs decode to
-# one code point, so any surrogate left in a decoded string is a lone one.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_LONE_SURROGATE_ERROR = "contains a \\u escape of a lone surrogate (\\ud800-\\udfff without its pair): not valid text"
-
 _TOP_FIELDS = ("name", "description", "tasks")
 _TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "set": ("name", "kind", "values"),
     "wait": ("name", "kind", "seconds"),
     "agent": ("name", "kind", "agent", "message", "runtime_env"),
 }
-
-JSONValue: TypeAlias = Any
 
 
 @dataclass(frozen=True)
@@ -106,10 +100,6 @@ class InvalidDocument(StigmerError, ValueError):
         self.errors = errors
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
 # ---------------------------------------------------------------------------------------------
 # validation
 
@@ -135,16 +125,16 @@ def _problems(document: str | bytes) -> list[str]:
     if errors:
         return errors
     if not isinstance(data, dict):
-        return [f"document: must be a JSON object, got {_type_name(data)}"]
+        return [f"document: must be a JSON object, got {jsontext.type_name(data)}"]
     _check_unknown_fields(data, _TOP_FIELDS, "document", errors)
     _check_name(data.get("name"), "name", "workflow", errors)
     if "description" in data and not isinstance(data["description"], str):
-        errors.append(f"description: must be a string, got {_type_name(data['description'])}")
+        errors.append(f"description: must be a string, got {jsontext.type_name(data['description'])}")
     tasks = data.get("tasks")
     if tasks is None:
         errors.append("tasks: required (a non-empty list of tasks)")
     elif not isinstance(tasks, list):
-        errors.append(f"tasks: must be a list, got {_type_name(tasks)}")
+        errors.append(f"tasks: must be a list, got {jsontext.type_name(tasks)}")
     elif not tasks:
         errors.append("tasks: must contain at least one task")
     else:
@@ -195,40 +185,18 @@ def _load(document: str | bytes) -> tuple[Any, list[str]]:
     if not document.strip():
         return None, ["document: empty (expected a JSON object)"]
     try:
-        data = json.loads(document, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except _DuplicateKey as exc:
+        data = json.loads(document, object_pairs_hook=jsontext.no_duplicates, parse_constant=jsontext.no_constant)
+    except jsontext.DuplicateKey as exc:
         return None, [f"document: {exc}"]
     except json.JSONDecodeError as exc:
         return None, [f"document: not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"]
     except ValueError as exc:  # a number beyond Python's digit limit for int()
-        return None, [f"document: not valid JSON: {_json_value_error(exc)}"]
+        return None, [f"document: not valid JSON: {jsontext.json_value_error(exc)}"]
     except RecursionError:
         return None, ["document: nested too deeply"]
-    if has_lone_surrogate(data):
-        return None, [f"document: {_LONE_SURROGATE_ERROR}"]
+    if jsontext.has_lone_surrogate(data):
+        return None, [f"document: {jsontext.LONE_SURROGATE_ERROR}"]
     return data, []
-
-
-def has_lone_surrogate(value: Any) -> bool:
-    """True if a string anywhere in a decoded JSON value (keys too) holds a lone surrogate."""
-    pending = [value]  # a loop, not recursion: json.loads accepts nesting deeper than our stack
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if _LONE_SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
-
-
-def _json_value_error(exc: ValueError) -> str:
-    # "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use
-    # sys.set_int_max_str_digits() ..." -- the advice after ";" is for Python programmers.
-    return str(exc).split(";")[0]
 
 
 def too_large(document: str) -> bool:
@@ -248,41 +216,6 @@ def _size_error(size: int) -> str:
     return f"document: {size} bytes exceeds the limit of {MAX_DOCUMENT_BYTES} bytes (1 MiB)"
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"duplicate key {key!r} in an object")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not allowed", name, 0)
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 would decode to infinity and come back out in the output as `Infinity`, which is not JSON.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:30]} is out of range")
-    return value
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _check_unknown_fields(obj: dict[str, Any], allowed: tuple[str, ...], path: str, errors: list[str]) -> None:
     for key in obj:
         if key not in allowed:
@@ -294,7 +227,7 @@ def _check_name(value: Any, path: str, what: str, errors: list[str]) -> bool:
     if value is None:
         errors.append(f"{path}: required (the {what} name)")
     elif not isinstance(value, str):
-        errors.append(f"{path}: must be a string, got {_type_name(value)}")
+        errors.append(f"{path}: must be a string, got {jsontext.type_name(value)}")
     elif not value:
         errors.append(f"{path}: must not be empty")
     elif len(value) > MAX_NAME_LENGTH:
@@ -325,7 +258,7 @@ def _check_tasks(tasks: list[Any], errors: list[str]) -> None:
     for i, task in enumerate(tasks):
         path = f"tasks[{i}]"
         if not isinstance(task, dict):
-            errors.append(f"{path}: must be an object, got {_type_name(task)}")
+            errors.append(f"{path}: must be an object, got {jsontext.type_name(task)}")
             continue
         name = task.get("name")
         if _check_name(name, f"{path}.name", "task", errors) and first_use[str(name)] != i:
@@ -335,7 +268,7 @@ def _check_tasks(tasks: list[Any], errors: list[str]) -> None:
         if kind is None:
             errors.append(f"{path}.kind: required (one of {', '.join(KINDS)})")
         elif not isinstance(kind, str) or kind not in KINDS:
-            shown = repr(kind) if isinstance(kind, str) else _type_name(kind)
+            shown = repr(kind) if isinstance(kind, str) else jsontext.type_name(kind)
             errors.append(f"{path}.kind: unknown kind {shown} (expected one of {', '.join(KINDS)})")
         else:
             _check_unknown_fields(task, _TASK_FIELDS[kind], path, errors)
@@ -355,7 +288,7 @@ def _check_set(task: dict[str, Any], path: str, ctx: _Context, errors: list[str]
         errors.append(f"{path}.values: required (an object of keys to set)")
         return
     if not isinstance(values, dict):
-        errors.append(f"{path}.values: must be an object, got {_type_name(values)}")
+        errors.append(f"{path}.values: must be an object, got {jsontext.type_name(values)}")
         return
     if not values:
         errors.append(f"{path}.values: must set at least one key")
@@ -375,7 +308,7 @@ def _check_wait(task: dict[str, Any], path: str, errors: list[str]) -> None:
     if seconds is None:
         errors.append(f"{path}.seconds: required (a number of seconds, 0 to {MAX_WAIT_SECONDS})")
     elif isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        errors.append(f"{path}.seconds: must be a number, got {_type_name(seconds)}")
+        errors.append(f"{path}.seconds: must be a number, got {jsontext.type_name(seconds)}")
     elif not math.isfinite(seconds) or not 0 <= seconds <= MAX_WAIT_SECONDS:
         errors.append(f"{path}.seconds: {seconds} is out of range (0 to {MAX_WAIT_SECONDS})")
 
@@ -386,7 +319,7 @@ def _check_agent(task: dict[str, Any], path: str, ctx: _Context, errors: list[st
     if message is None:
         errors.append(f"{path}.message: required (the text sent to the agent)")
     elif not isinstance(message, str):
-        errors.append(f"{path}.message: must be a string, got {_type_name(message)}")
+        errors.append(f"{path}.message: must be a string, got {jsontext.type_name(message)}")
     elif not message.strip():
         errors.append(f"{path}.message: must not be empty")
     else:
@@ -395,14 +328,14 @@ def _check_agent(task: dict[str, Any], path: str, ctx: _Context, errors: list[st
     if env is None:
         return
     if not isinstance(env, dict):
-        errors.append(f"{path}.runtime_env: must be an object of strings, got {_type_name(env)}")
+        errors.append(f"{path}.runtime_env: must be an object of strings, got {jsontext.type_name(env)}")
         return
     for key, value in env.items():
         key_path = f"{path}.runtime_env.{key}"
         if not key:
             errors.append(f"{path}.runtime_env: keys must not be empty")
         if not isinstance(value, str):
-            errors.append(f"{key_path}: must be a string, got {_type_name(value)}")
+            errors.append(f"{key_path}: must be a string, got {jsontext.type_name(value)}")
         else:
             _check_refs(value, key_path, ctx, errors)
 
@@ -455,27 +388,6 @@ def _ref_problem(ref: str, ctx: _Context) -> str:
         f"does not resolve: {head!r} is not set by an earlier set task "
         "(references name input.*, an earlier set key, or tasks.<earlier task>.output)"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# run-time input
-
-
-def parse_input(text: str) -> dict[str, JSONValue]:
-    """An execution's input: a JSON object, or empty text for no input. Raises ValueError."""
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"input: not valid JSON: {exc}") from None
-    except ValueError as exc:  # a number out of float range, or beyond Python's digit limit for int()
-        raise ValueError(f"input: not valid JSON: {_json_value_error(exc)}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"input: must be a JSON object, got {_type_name(value)}")
-    if has_lone_surrogate(value):
-        raise ValueError(f"input: {_LONE_SURROGATE_ERROR}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,8 @@ async def test_long_outage_recovers_with_fresh_workers(temporal_factory, tmp_pat
     settings = fast_settings(server.address)
     async with connection_rig(settings, tmp_path / "data") as rig:
         await eventually(rig.connection.is_connected, timeout=10, what="CONNECTED")
-        old_workers = list(rig.connection._workers)
-        old_tasks = list(rig.connection._worker_tasks)
+        old_workers = list(rig.connection.workers)
+        old_tasks = list(rig.connection.worker_tasks)
         await asyncio.to_thread(server.kill)
         down = time.monotonic()
         # An outage of more than 90 s: the backoff reaches its 30 s cap on the way.
@@ -167,7 +167,7 @@ async def test_long_outage_recovers_with_fresh_workers(temporal_factory, tmp_pat
         recovered = time.monotonic() - answered
         assert all(task.done() for task in old_tasks), "old workers still running"
         assert rig.connection.retiring == 0
-        assert not {id(w) for w in old_workers} & {id(w) for w in rig.connection._workers}
+        assert not {id(w) for w in old_workers} & {id(w) for w in rig.connection.workers}
         await rig.run_agent_execution("after a long outage")
     print(f"long outage: CONNECTED {recovered:.2f}s after Temporal answered (backoff was 30 s)")
 
@@ -234,7 +234,7 @@ async def test_close_in_every_state_is_bounded_and_leaves_nothing(
         took = time.monotonic() - started
     assert rig.connection.lifecycle.state is State.STOPPED
     assert took < 10, f"close took {took:.1f}s"
-    assert all(task.done() for task in rig.connection._worker_tasks)
+    assert all(task.done() for task in rig.connection.worker_tasks)
     assert rig.connection.retiring == 0
     assert rig.creators.none_set
     leftover = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}

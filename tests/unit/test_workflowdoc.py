@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stigmer.workflows import templating, workflowdoc
+from stigmer.workflows import jsontext, templating, workflowdoc
 from stigmer.workflows.templating import UnresolvedReference
 from stigmer.workflows.workflowdoc import AgentTask, InvalidDocument, SetTask, WaitTask
 
@@ -277,7 +277,7 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
 def test_hostile_documents_are_answered_not_raised(document: str, error: str) -> None:
     errors = workflowdoc.validate(document)
     assert errors[0].startswith(error), errors
-    assert all(not workflowdoc.has_lone_surrogate(e) for e in errors)
+    assert all(not jsontext.has_lone_surrogate(e) for e in errors)
     "".join(errors).encode("utf-8")  # storable and sendable as text
 
 
@@ -379,7 +379,7 @@ def test_unresolved_reference_at_run_time(ref: str) -> None:
     [("", {}), ("  ", {}), ('{"user": "Ada"}', {"user": "Ada"})],
 )
 def test_parse_input(text: str, expected: dict[str, Any]) -> None:
-    assert workflowdoc.parse_input(text) == expected
+    assert jsontext.parse_input(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -395,4 +395,4 @@ def test_parse_input(text: str, expected: dict[str, Any]) -> None:
 )
 def test_parse_input_rejects(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        workflowdoc.parse_input(text)
+        jsontext.parse_input(text)

@@ -21,19 +21,17 @@ from temporalio.runtime import Runtime
 from temporalio.service import KeepAliveConfig, RetryConfig, RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from statemachine import Clock, ConnectionLifecycle, State, Supervisor, TransitionEvent
-from statemachine.lifecycle import describe
-from stigmer.errors import TemporalUnavailableError
+from statemachine import Clock, ConnectionLifecycle, State, Supervisor, TransitionEvent, describe
 from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
-from stigmer.temporal.diagnose import AcceptedThenClosed, NamespaceMissing, diagnose, not_grpc, plaintext_to_tls
+from stigmer.temporal.diagnose import NamespaceMissing, diagnose, diagnose_dial
 from stigmer.temporal.log_contract import TransitionLog
 from stigmer.temporal.loop_thread import LoopThread
 from stigmer.temporal.probe import ComebackProbe, TemporalProbe
 from stigmer.temporal.session import TemporalSession
 from stigmer.temporal.status import ConnectionStatus
-from stigmer.temporal.wire import accepts, speaks_http1, speaks_tls
+from stigmer.temporal.wire import accepts
 from stigmer.temporal.workers import build_workers
 
 from . import running
@@ -228,21 +226,7 @@ class TemporalConnection:
             self.reaper.soon()
             raise
         except Exception as err:
-            raise await self._diagnose(err) from err
-
-    async def _diagnose(self, err: BaseException) -> TemporalUnavailableError:
-        found = diagnose(err, self.settings.host_port)
-        # Accepted, then closed: a load balancer with nothing behind it -- or a TLS port we speak
-        # plaintext to, or an HTTP/1 server that reset before its 400 was read. A TLS handshake
-        # and an HTTP/1 request tell them apart (only on this failure, at the backoff's pace).
-        if not isinstance(found, AcceptedThenClosed):
-            return found
-        host, port = self.settings.host, self.settings.port
-        if not self.settings.security.uses_tls and await speaks_tls(host, port):
-            return plaintext_to_tls(self.settings.host_port)
-        if await speaks_http1(host, port):
-            return not_grpc(self.settings.host_port)
-        return found
+            raise await diagnose_dial(err, self.settings.host_port, tls=self.settings.security.uses_tls) from err
 
     async def _dial(self) -> TemporalClients:
         """Both connections at once; if one fails, the other is abandoned."""
@@ -312,6 +296,16 @@ class TemporalConnection:
         )
         self._retiring.add(retire)
         retire.add_done_callback(self._retired)
+
+    @property
+    def workers(self) -> tuple[Worker, ...]:
+        """The current generation's workers (empty unless CONNECTED, or while one starts)."""
+        return tuple(self._workers)
+
+    @property
+    def worker_tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """Their ``run()`` tasks, on the workers' event loop."""
+        return tuple(self._worker_tasks)
 
     @property
     def retiring(self) -> int:

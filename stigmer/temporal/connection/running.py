@@ -7,7 +7,7 @@ import asyncio
 from loguru import logger
 from temporalio.worker import Worker
 
-from statemachine.lifecycle import describe
+from statemachine import describe
 from stigmer.errors import StigmerError
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
