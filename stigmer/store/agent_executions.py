@@ -86,17 +86,7 @@ get = _TABLE.get
 list_page = _TABLE.list_page
 delete = _TABLE.delete
 unfinished = _TABLE.unfinished
-
-
-def mark_started(conn: sqlite3.Connection, id: str, *, at: float) -> tuple[AgentExecution, bool]:
-    current = get(conn, id)
-    if current.phase is not Phase.PENDING:
-        return current, False
-    cursor = conn.execute(
-        "UPDATE agent_executions SET phase = ?, started_at = ?, version = version + 1 WHERE id = ? AND phase = ?",
-        (Phase.IN_PROGRESS.value, at, id, Phase.PENDING.value),
-    )
-    return get(conn, id), cursor.rowcount == 1
+mark_started = _TABLE.mark_started
 
 
 def complete(

@@ -1,18 +1,24 @@
-"""What the two execution tables share: read one, a page, delete, and the unfinished ones."""
+"""What the two execution tables share: read one, a page, delete, the unfinished ones, and start one."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from stigmer.errors import NotFoundError
 
 from .models import Phase
 from .paging import select_page
 
-R = TypeVar("R")
+
+class _Record(Protocol):
+    @property
+    def phase(self) -> Phase: ...
+
+
+R = TypeVar("R", bound=_Record)
 
 UNFINISHED = (Phase.PENDING.value, Phase.IN_PROGRESS.value)
 
@@ -52,3 +58,15 @@ class ExecutionTable(Generic[R]):
         """PENDING or IN_PROGRESS, oldest first (for the reconciler)."""
         rows = conn.execute(f"SELECT * FROM {self.table} WHERE phase IN (?, ?) ORDER BY id ASC", UNFINISHED)
         return [self.convert(row) for row in rows.fetchall()]
+
+    def mark_started(self, conn: sqlite3.Connection, id: str, *, at: float) -> tuple[R, bool]:
+        """PENDING -> IN_PROGRESS (conditional on the phase, so two starters cannot both win);
+        (the record, whether this call changed it)."""
+        current = self.get(conn, id)
+        if current.phase is not Phase.PENDING:
+            return current, False
+        cursor = conn.execute(
+            f"UPDATE {self.table} SET phase = ?, started_at = ?, version = version + 1 WHERE id = ? AND phase = ?",
+            (Phase.IN_PROGRESS.value, at, id, Phase.PENDING.value),
+        )
+        return self.get(conn, id), cursor.rowcount == 1
