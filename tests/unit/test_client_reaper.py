@@ -29,7 +29,7 @@ async def test_collects_until_what_held_the_clients_lets_go() -> None:
         holder.clear()  # the cycle is garbage now: only a collection frees it
         await eventually(lambda: reaper.alive == 0, timeout=5, what="the clients collected")
         done = reaper.collections
-        await eventually(lambda: reaper._timer is None, timeout=5, what="the reaper to stop")
+        await eventually(lambda: not reaper.scheduled, timeout=5, what="the reaper to stop")
         assert reaper.collections == done  # nothing left to wait for: no more collections
     finally:
         gc.enable()
@@ -44,4 +44,4 @@ async def test_the_same_client_twice_counts_once_and_close_stops_it() -> None:
     reaper.soon()
     reaper.close()
     reaper.soon()  # after close: nothing is scheduled
-    assert reaper._timer is None and reaper.collections == 0
+    assert not reaper.scheduled and reaper.collections == 0

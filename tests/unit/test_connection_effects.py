@@ -153,7 +153,7 @@ async def test_a_report_about_a_replaced_api_client_is_ignored(rig):
         lambda: connection.is_connected() and connection.lifecycle.client is not old, timeout=5, what="reconnected"
     )
     connection.report_unavailable("late news", client=old.api)  # a create that used the old client
-    await eventually(lambda: not connection._reports, timeout=5, what="reports to settle")
+    await eventually(lambda: connection.reports_in_flight == 0, timeout=5, what="reports to settle")
     assert connection.lifecycle.state is State.CONNECTED
     connection.report_unavailable("current news", client=connection.lifecycle.client.api)
     await eventually(

@@ -96,6 +96,11 @@ class ClientReaper:
         self.collections = 0
 
     @property
+    def scheduled(self) -> bool:
+        """A collection is due."""
+        return self._timer is not None
+
+    @property
     def alive(self) -> int:
         """Dropped clients not collected yet."""
         return sum(ref() is not None for ref in self._dropped)

@@ -255,10 +255,13 @@ class TemporalConnection:
         )
 
     async def verify(self, clients: TemporalClients) -> None:
+        await self._describe_namespace(clients, self.settings.verify_timeout)
+
+    async def _describe_namespace(self, clients: TemporalClients, timeout: float) -> None:  # noqa: ASYNC109
+        """Does Temporal answer for our namespace (the dial's verification, and the health check)?"""
         try:
             await clients.api.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=self.settings.namespace),
-                timeout=timedelta(seconds=self.settings.verify_timeout),
+                DescribeNamespaceRequest(namespace=self.settings.namespace), timeout=timedelta(seconds=timeout)
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
@@ -308,6 +311,11 @@ class TemporalConnection:
         return tuple(self._worker_tasks)
 
     @property
+    def reports_in_flight(self) -> int:
+        """Failure reports (from requests, workers) not yet handled by the lifecycle."""
+        return len(self._reports)
+
+    @property
     def retiring(self) -> int:
         """Generations of old workers still shutting down in the background."""
         return len(self._retiring)
@@ -345,13 +353,7 @@ class TemporalConnection:
     # ------------------------------------------------------------------ loops' helpers
 
     async def _check(self, clients: TemporalClients) -> None:
-        try:
-            await clients.api.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=self.settings.namespace),
-                timeout=timedelta(seconds=self.settings.health_timeout),
-            )
-        except RPCError as err:
-            raise diagnose(err, self.settings.host_port) from err
+        await self._describe_namespace(clients, self.settings.health_timeout)
 
     async def _liveness(self) -> str | None:
         return await self._health_probe.answers(self.settings.liveness_timeout)
