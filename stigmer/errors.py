@@ -2,8 +2,8 @@
 
 A leaf module: it imports nothing from stigmer, so every layer may raise and catch these
 without an import circle. The gRPC layer (stigmer.server.errors) maps each class to one status
-code and the CLI maps each to one exit code; anything that is not a :class:`StigmerError` is a
-bug, answered INTERNAL with its traceback in the server log only.
+code, which the CLI maps to an :class:`ExitCode` (stigmer.cli.common); anything that is not a
+:class:`StigmerError` is a bug, answered INTERNAL with its traceback in the server log only.
 
 ::
 
@@ -51,6 +51,8 @@ class ExitCode(enum.IntEnum):
     TEMPFAIL = 75
     #: EX_CONFIG: the settings, the data dir or its database cannot work.
     CONFIG = 78
+    #: 128 + SIGINT: ``server start`` got a second Ctrl+C (or SIGTERM) and exited at once.
+    INTERRUPTED = 130
 
 
 class StigmerError(Exception):

@@ -214,7 +214,7 @@ async def _run_server(config: Config, managed_temporal: bool) -> int:
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
             logger.warning("Second {} - exiting at once", sig.name)
-            exit_process(130)
+            exit_process(ExitCode.INTERRUPTED)
         logger.info("Received {} - shutting down gracefully (again to exit at once)", sig.name)
         stop.set()
 
@@ -226,7 +226,7 @@ async def _run_server(config: Config, managed_temporal: bool) -> int:
         return await StigmerServer(config, managed_temporal=managed_temporal).run(stop)
     except Exception:
         logger.exception("Stigmer Server failed")
-        return 70
+        return ExitCode.SOFTWARE
 
 
 def _ago(seconds: float) -> str:

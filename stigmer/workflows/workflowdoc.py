@@ -1,4 +1,4 @@
-"""Workflow documents: parsing, validation and `${ref}` substitution. Pure functions, no I/O.
+"""Workflow documents: parsing and validation (substitution is stigmer.workflows.templating). Pure, no I/O.
 
 A document is JSON text::
 

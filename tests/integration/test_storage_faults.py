@@ -235,6 +235,7 @@ async def check_refused_then_recovered(stack: Stack, *, break_it: Any, fix_it: A
     assert stream[-1].phase == common_pb2.COMPLETED and stream[-1].messages[-1].text == f"[echo] {'x' * PAYLOAD}"
 
 
+@pytest.mark.temporal
 async def test_disk_full_on_a_real_tiny_file_system(temporal, tmp_path: Path) -> None:
     with tiny_tmpfs(tmp_path / "tmpfs") as mounted:
         async with serving(fast_settings(temporal.address), mounted / "data") as stack:
@@ -249,6 +250,7 @@ async def test_disk_full_on_a_real_tiny_file_system(temporal, tmp_path: Path) ->
             )
 
 
+@pytest.mark.temporal
 async def test_disk_full_by_sqlite_page_limit(temporal, tmp_path: Path) -> None:
     async with serving(fast_settings(temporal.address), tmp_path / "data") as stack:
         await stack.connected()
@@ -265,6 +267,7 @@ async def test_disk_full_by_sqlite_page_limit(temporal, tmp_path: Path) -> None:
         )  # fmt: skip
 
 
+@pytest.mark.temporal
 async def test_data_dir_turned_read_only_while_serving(temporal, tmp_path: Path) -> None:
     chattr = shutil.which("chattr")
     if os.geteuid() != 0 or chattr is None:
