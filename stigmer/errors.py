@@ -16,8 +16,12 @@ code, which the CLI maps to an :class:`ExitCode` (stigmer.cli.common); anything 
      │    ├── AlreadyExistsError              a record with that id or name is already stored
      │    └── DatabaseError                   the database cannot be used (file, schema, permissions)
      │         └── StoreFullError             its disk is full; the write was rolled back
-     └── TemporalUnavailableError             Temporal did not answer: nothing was done, retry later
-          (stigmer.temporal.diagnose adds the dial's kinds: accepted-then-closed, misconfigured)
+     ├── TemporalUnavailableError             Temporal did not answer: nothing was done, retry later
+     │    (stigmer.temporal.diagnose adds the dial's kinds: accepted-then-closed, misconfigured)
+     ├── ServerUnreachableError               the stigmer server itself did not answer (.address)
+     ├── UnauthenticatedError                 the server refused the client's token or certificate
+     ├── WaitTimeoutError (TimeoutError)      a client's wait ran out before what it waited for
+     └── PhaseNotReachedError                 the execution ended in another phase (.execution)
 
 Messages are written for whoever must act: they name the field, record or file and say what
 to do, and never carry a traceback.
@@ -123,6 +127,30 @@ class TemporalUnavailableError(StigmerError):
         self.cause = cause
 
 
+class ServerUnreachableError(StigmerError):
+    """The stigmer server at ``address`` did not answer (not running, wrong address, network)."""
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class UnauthenticatedError(StigmerError):
+    """The server refused the client's credentials (STIGMER_AUTH_TOKEN, or the TLS setup)."""
+
+
+class WaitTimeoutError(StigmerError, TimeoutError):
+    """A client's wait (for the connection, for a phase) ran out of time."""
+
+
+class PhaseNotReachedError(StigmerError):
+    """The execution ended in a phase other than the ones waited for; ``execution`` is its last state."""
+
+    def __init__(self, message: str, *, execution: object) -> None:
+        super().__init__(message)
+        self.execution = execution
+
+
 __all__ = [
     "UNAVAILABLE_MESSAGE",
     "AlreadyExistsError",
@@ -132,8 +160,12 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "PhaseNotReachedError",
+    "ServerUnreachableError",
     "StigmerError",
     "StoreError",
     "StoreFullError",
     "TemporalUnavailableError",
+    "UnauthenticatedError",
+    "WaitTimeoutError",
 ]

@@ -18,7 +18,8 @@ FACES = {
     "stigmer.errors": {
         "AlreadyExistsError", "ConfigError", "DatabaseError", "ExitCode", "FailedPreconditionError",
         "InvalidArgumentError", "NotFoundError", "StigmerError", "StoreError", "StoreFullError",
-        "TemporalUnavailableError", "UNAVAILABLE_MESSAGE",
+        "TemporalUnavailableError", "UNAVAILABLE_MESSAGE", "PhaseNotReachedError", "ServerUnreachableError",
+        "UnauthenticatedError", "WaitTimeoutError",
     },
     "stigmer.controllers": {
         "AgentExecutionController", "Availability", "LOST_REASON", "NO_RESULT_REASON", "ReconcileReport",
