@@ -43,7 +43,7 @@ from typing import Any
 
 from bench.harness import PATCH_ENV, ROOT, Context, Stigmer, StigmerApi, start_stigmer
 from bench.stats import Summary, Table, fmt_ms, fmt_ratio, ratio, verdict
-from tests.support.temporal_server import TemporalDevServer
+from stigmer.testing.temporal import TemporalDevServer
 
 NAME = "happy"
 STIGMER, RAW = "stigmer-py gRPC Create", "raw client.start_workflow"

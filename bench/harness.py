@@ -1,7 +1,7 @@
 """What every benchmark needs: stigmer servers as processes, a gRPC client for their API, and
 probes of Temporal that see a restart as soon as it happens.
 
-Processes come from tests/support (TemporalDevServer, StigmerServer), so benchmarks and tests
+Processes come from stigmer.testing (TemporalDevServer, StigmerServerProcess), so benchmarks and tests
 start, kill and clean up the same way. Every probe of Temporal dials a fresh channel: a reused
 grpc channel sits in reconnect backoff (1 s and up) after a refused dial and would report a
 restart late. Times are wall-clock (time.time()): the server reports its transitions in wall
@@ -33,8 +33,8 @@ from stigmer.temporal.names import (
     WORKFLOW_VALIDATION_QUEUE_ENV,
     TaskQueues,
 )
-from tests.support.stigmer_process import StigmerServer
-from tests.support.temporal_server import TemporalDevServer
+from stigmer.testing.server import StigmerServerProcess
+from stigmer.testing.temporal import TemporalDevServer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "default"
@@ -54,7 +54,7 @@ class Stigmer:
     """One `stigmer server start` process with its own data dir and task queues."""
 
     name: str
-    server: StigmerServer
+    server: StigmerServerProcess
     queues: TaskQueues
 
     @property
@@ -69,7 +69,7 @@ class Stigmer:
 
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
-    # StigmerServer passes this process's environment on; the queues are env-only settings.
+    # StigmerServerProcess passes this process's environment on; the queues are env-only settings.
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -100,7 +100,7 @@ def start_stigmer(
     ``legacy`` adds the original Go server's reconnection design to it (bench/legacy.py).
     """
     queues = TaskQueues.with_suffix(f"bench-{name}")
-    server = StigmerServer(
+    server = StigmerServerProcess(
         data_dir=workdir / name, temporal=temporal, extra=list(extra), health_interval=health_interval
     )
     env = {
@@ -113,7 +113,7 @@ def start_stigmer(
         patch = ",".join(name for name in ("legacy", *patch.split(",")) if name)
     if patch:
         # An experiment (run.py --patch): the same command line through bench/patched_server.py.
-        # StigmerServer has no launcher option, so its argv's first word is swapped.
+        # StigmerServerProcess has no launcher option, so its argv's first word is swapped.
         server._args[:1] = [sys.executable, str(ROOT / "bench" / "patched_server.py")]
         env[PATCH_ENV] = patch
     stack.callback(server.kill)  # registered first: a failed start is still cleaned up

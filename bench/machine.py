@@ -8,7 +8,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from tests.support.temporal_server import find_temporal_binary
+from stigmer.testing.temporal import find_temporal_binary
 
 
 def _cpu_model() -> str:

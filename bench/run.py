@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench`, `stigmer` and `t
 from bench import detection, happy_path, idle, lb_recovery, machine, reconnect, recovery, sporadic  # noqa: E402
 from bench.harness import PATCH_ENV, Context  # noqa: E402
 from bench.stats import Table  # noqa: E402
-from tests.support.temporal_server import TemporalDevServer  # noqa: E402
+from stigmer.testing.temporal import TemporalDevServer  # noqa: E402
 
 Benchmark = Callable[[Context], Awaitable[list[Table]]]
 

@@ -8,9 +8,9 @@ from typing import Literal
 
 import pytest
 
-from tests.support.stigmer_process import StigmerServer
+from stigmer.testing.server import StigmerServerProcess
+from stigmer.testing.temporal import TemporalDevServer
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.temporal_server import TemporalDevServer
 
 TemporalFactory = Callable[..., TemporalDevServer]
 TcpProxyFactory = Callable[..., TcpProxy]
@@ -83,12 +83,12 @@ def _close_all(closers: list[Callable[[], object]]) -> None:
 
 
 @pytest.fixture
-def stigmer_server_factory(tmp_path: Path) -> Iterator[Callable[..., StigmerServer]]:
+def stigmer_server_factory(tmp_path: Path) -> Iterator[Callable[..., StigmerServerProcess]]:
     """Start real `stigmer server start` processes; each is stopped (then killed) at teardown."""
-    servers: list[StigmerServer] = []
+    servers: list[StigmerServerProcess] = []
 
-    def make(*, temporal: str, extra: list[str] | None = None, health_interval: float = 1.0) -> StigmerServer:
-        server = StigmerServer(
+    def make(*, temporal: str, extra: list[str] | None = None, health_interval: float = 1.0) -> StigmerServerProcess:
+        server = StigmerServerProcess(
             data_dir=tmp_path / f"stigmer-{len(servers)}",
             temporal=temporal,
             extra=extra,

@@ -22,12 +22,12 @@ from pathlib import Path
 import grpc
 
 from stigmer.api import status_pb2
+from stigmer.testing.eventually import wait_until
+from stigmer.testing.server import StigmerServerProcess
+from stigmer.testing.temporal import TemporalDevServer
 from tests.chaos.load import Api, Attempt, Kind, Ledger, LoadClient, create
 from tests.chaos.procstats import ProcStats, resource_problems
-from tests.support.eventually import wait_until
-from tests.support.stigmer_process import StigmerServer
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.temporal_server import TemporalDevServer
 
 WORKFLOW_DOCUMENT = Path(__file__).resolve().parents[2] / "examples" / "hello-workflow.json"
 WORKFLOW_NAME = "hello-workflow"
@@ -151,7 +151,7 @@ class Soak:
         schedule: list[Fault],
         temporal: TemporalDevServer,
         proxy: TcpProxy,
-        stigmer: StigmerServer,
+        stigmer: StigmerServerProcess,
     ) -> None:
         self.mode, self.seed, self.schedule = mode, seed, schedule
         self.temporal, self.proxy, self.stigmer = temporal, proxy, stigmer

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stigmer.temporal import names
-from tests.support.stigmer_process import CliResult, StigmerServer, stigmer_binary
+from stigmer.testing.server import CliResult, StigmerServerProcess, stigmer_binary
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-workflow.json"
 # tasks[0].values.greeting refers to a key nobody sets; tasks[1].seconds is out of range.
@@ -30,7 +30,7 @@ BROKEN = {
 
 
 @pytest.fixture
-def server(temporal, stigmer_server_factory, monkeypatch: pytest.MonkeyPatch) -> StigmerServer:
+def server(temporal, stigmer_server_factory, monkeypatch: pytest.MonkeyPatch) -> StigmerServerProcess:
     """A server on the session's Temporal, with task queues of its own (the dev server is shared)."""
     suffix = uuid.uuid4().hex[:10]
     for env in (
@@ -39,7 +39,7 @@ def server(temporal, stigmer_server_factory, monkeypatch: pytest.MonkeyPatch) ->
         names.WORKFLOW_VALIDATION_QUEUE_ENV,
     ):
         monkeypatch.setenv(env, f"{env.lower()}-{suffix}")
-    srv: StigmerServer = stigmer_server_factory(temporal=temporal.address)
+    srv: StigmerServerProcess = stigmer_server_factory(temporal=temporal.address)
     ready = srv.cli("server", "wait", "--timeout", "30", timeout=40)
     assert ready.code == 0, ready.text + srv.log()[-3000:]
     return srv
@@ -57,7 +57,7 @@ def in_order(text: str, *parts: str) -> None:
 
 
 @pytest.mark.temporal
-def test_hello_workflow_from_the_command_line(server: StigmerServer, tmp_path: Path) -> None:
+def test_hello_workflow_from_the_command_line(server: StigmerServerProcess, tmp_path: Path) -> None:
     valid = server.cli("workflow", "validate", "-f", str(EXAMPLE))
     assert (valid.code, valid.out) == (0, "✅ Valid\n"), valid.text
 

@@ -7,16 +7,16 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.eventually import wait_until
-from tests.support.ports import free_port
-from tests.support.stigmer_process import StigmerServer
-from tests.support.temporal_server import TemporalDevServer
+from stigmer.testing.eventually import wait_until
+from stigmer.testing.ports import free_port
+from stigmer.testing.server import StigmerServerProcess
+from stigmer.testing.temporal import TemporalDevServer
 
 pytestmark = pytest.mark.temporal
 
 
 def test_a_server_that_never_reaches_temporal_stops_with_69(
-    stigmer_server_factory: Callable[..., StigmerServer],
+    stigmer_server_factory: Callable[..., StigmerServerProcess],
 ) -> None:
     server = stigmer_server_factory(temporal=f"127.0.0.1:{free_port()}", extra=["--exit-after-outage", "2s"])
     began = time.monotonic()
@@ -34,7 +34,7 @@ def test_a_server_that_never_reaches_temporal_stops_with_69(
 
 
 def test_an_outage_shorter_than_the_limit_is_ridden_out(
-    stigmer_server_factory: Callable[..., StigmerServer], temporal_factory: Callable[..., TemporalDevServer]
+    stigmer_server_factory: Callable[..., StigmerServerProcess], temporal_factory: Callable[..., TemporalDevServer]
 ) -> None:
     temporal = temporal_factory(persistent=True)
     server = stigmer_server_factory(temporal=temporal.address, extra=["--exit-after-outage", "20s"])
@@ -49,7 +49,7 @@ def test_an_outage_shorter_than_the_limit_is_ridden_out(
 def test_bad_durations_are_refused_at_start() -> None:
     import subprocess
 
-    from tests.support.stigmer_process import stigmer_binary
+    from stigmer.testing.server import stigmer_binary
 
     result = subprocess.run(
         [stigmer_binary(), "server", "start", "--exit-after-outage", "soon"], capture_output=True, text=True, timeout=30
@@ -59,7 +59,7 @@ def test_bad_durations_are_refused_at_start() -> None:
 
 
 def test_server_status_says_what_to_fix_for_a_missing_namespace(
-    stigmer_server_factory: Callable[..., StigmerServer], temporal: TemporalDevServer
+    stigmer_server_factory: Callable[..., StigmerServerProcess], temporal: TemporalDevServer
 ) -> None:
     import json
 

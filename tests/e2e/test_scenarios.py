@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tests.support.eventually import wait_until
-from tests.support.ports import free_port
-from tests.support.stigmer_process import stigmer_binary, wait_for_log
+from stigmer.testing.eventually import wait_until
+from stigmer.testing.ports import free_port
+from stigmer.testing.server import stigmer_binary, wait_for_log
 
 pytestmark = pytest.mark.temporal
 

@@ -16,9 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stigmer.testing.ports import free_port, is_port_free
+from stigmer.testing.server import StigmerServerProcess, stigmer_binary, wait_for_log
 from tests.support.certs import Certs, make_certs
-from tests.support.ports import free_port, is_port_free
-from tests.support.stigmer_process import StigmerServer, stigmer_binary, wait_for_log
 from tests.support.tls_proxy import TlsProxy
 
 TOKEN = "e2e-Token-9f8a7b6c5d4e3f2a1b0c"
@@ -130,15 +130,17 @@ def test_unusable_tls_files_stop_the_server_naming_the_flags(tmp_path: Path, cer
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., StigmerServer]]:
+def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., StigmerServerProcess]]:
     """Start `stigmer server start` with extra env (only for the server process) and args."""
-    servers: list[StigmerServer] = []
+    servers: list[StigmerServerProcess] = []
 
-    def start(*, env: dict[str, str], extra: list[str] | None = None, temporal: str | None = None) -> StigmerServer:
+    def start(
+        *, env: dict[str, str], extra: list[str] | None = None, temporal: str | None = None
+    ) -> StigmerServerProcess:
         with monkeypatch.context() as scoped:  # the server process inherits os.environ at spawn
             for name, value in env.items():
                 scoped.setenv(name, value)
-            server = StigmerServer(
+            server = StigmerServerProcess(
                 data_dir=tmp_path / f"server-{len(servers)}", temporal=temporal or nowhere(), extra=extra
             )
             servers.append(server)
@@ -149,12 +151,12 @@ def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
         server.stop()
 
 
-def at(server: StigmerServer, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def at(server: StigmerServerProcess, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return cli(*args, "--address", server.address, env=env)
 
 
 def test_with_a_token_every_rpc_but_health_needs_it_and_it_never_shows(
-    start_server: Callable[..., StigmerServer],
+    start_server: Callable[..., StigmerServerProcess],
 ) -> None:
     server = start_server(env={"STIGMER_AUTH_TOKEN": TOKEN}, extra=["--log-level", "DEBUG"])
     outputs: list[str] = []
@@ -191,7 +193,9 @@ def test_with_a_token_every_rpc_but_health_needs_it_and_it_never_shows(
 # ------------------------------------------------------------------------------ TLS
 
 
-def test_tls_with_a_token_and_the_cli_trusting_our_ca(start_server: Callable[..., StigmerServer], certs: Certs) -> None:
+def test_tls_with_a_token_and_the_cli_trusting_our_ca(
+    start_server: Callable[..., StigmerServerProcess], certs: Certs
+) -> None:
     server = start_server(
         env={"STIGMER_AUTH_TOKEN": TOKEN},
         extra=["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)],

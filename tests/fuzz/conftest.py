@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from stigmer.testing.temporal import TemporalDevServer
 from tests.fuzz.harness import Api
-from tests.support.temporal_server import TemporalDevServer
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -37,10 +37,10 @@ from stigmer.api import workflow_pb2_grpc as wf_grpc
 from stigmer.server import MAX_RECEIVE_MESSAGE_BYTES
 from stigmer.store import Phase
 from stigmer.temporal.agents import FAIL_ENV
+from stigmer.testing.eventually import wait_until
 from stigmer.workflows import workflowdoc
 from tests.fuzz import strategies as s
 from tests.fuzz.harness import Api
-from tests.support.eventually import wait_until
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.temporal, pytest.mark.timeout(180)]
 

@@ -20,7 +20,7 @@ from stigmer.temporal.agents import EchoAgentRunner
 from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
 from stigmer.temporal.names import TaskQueues
-from tests.support.eventually import eventually
+from stigmer.testing.eventually import eventually
 
 
 @dataclass

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from stigmer.process import exit_process
+from stigmer.testing.eventually import eventually
 from tests.integration.connection_rig import connection_rig, fast_settings
-from tests.support.eventually import eventually
 
 
 async def main(address: str, target: str, data_dir: Path) -> int:

@@ -25,7 +25,7 @@ from stigmer.client import (
 )
 from stigmer.contract import UNAVAILABLE_MESSAGE
 from stigmer.temporal.agents import FAIL_ENV
-from tests.support.ports import free_port
+from stigmer.testing.ports import free_port
 
 pytestmark = pytest.mark.temporal
 

@@ -16,9 +16,9 @@ from temporalio.client import Client
 
 from statemachine import State
 from stigmer.errors import TemporalUnavailableError
+from stigmer.testing.eventually import eventually
+from stigmer.testing.ports import free_port
 from tests.integration.connection_rig import connection_rig, fast_settings, pollers
-from tests.support.eventually import eventually
-from tests.support.ports import free_port
 
 pytestmark = pytest.mark.temporal
 

@@ -18,11 +18,11 @@ from stigmer.security import Secret
 from stigmer.temporal.connection import ConnectionSettings
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.tls import TemporalSecurity
+from stigmer.testing.eventually import eventually
+from stigmer.testing.temporal import TemporalDevServer
 from tests.integration.connection_rig import connection_rig
 from tests.support.certs import Certs, make_certs
-from tests.support.eventually import eventually
 from tests.support.key_gateway import ApiKeyGateway
-from tests.support.temporal_server import TemporalDevServer
 from tests.support.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.temporal

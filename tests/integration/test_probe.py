@@ -9,11 +9,11 @@ import pytest
 
 from stigmer.temporal.probe import ComebackProbe, TemporalProbe
 from stigmer.temporal.tls import TemporalSecurity
+from stigmer.testing.eventually import eventually
+from stigmer.testing.ports import free_port
+from stigmer.testing.temporal import TemporalDevServer
 from tests.conftest import TcpProxyFactory
 from tests.support.certs import make_certs
-from tests.support.eventually import eventually
-from tests.support.ports import free_port
-from tests.support.temporal_server import TemporalDevServer
 from tests.support.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.temporal

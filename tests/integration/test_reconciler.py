@@ -36,9 +36,9 @@ from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCr
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.session import TemporalSession
 from stigmer.temporal.workers import build_workers
+from stigmer.testing.eventually import eventually
+from stigmer.testing.temporal import TemporalDevServer
 from tests.conftest import TemporalFactory
-from tests.support.eventually import eventually
-from tests.support.temporal_server import TemporalDevServer
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 

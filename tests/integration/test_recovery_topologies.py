@@ -21,10 +21,10 @@ import pytest
 from stigmer.errors import TemporalUnavailableError
 from stigmer.temporal.connection import ConnectionSettings
 from stigmer.temporal.names import TaskQueues
+from stigmer.testing.eventually import eventually
+from stigmer.testing.temporal import TemporalDevServer
 from tests.conftest import TcpProxyFactory, TemporalFactory
 from tests.integration.connection_rig import Rig, connection_rig
-from tests.support.eventually import eventually
-from tests.support.temporal_server import TemporalDevServer
 
 pytestmark = pytest.mark.temporal
 

@@ -51,11 +51,11 @@ from stigmer.server import (
 from stigmer.store import Store, new_id
 from stigmer.temporal.agents import DELAY_ENV, EchoAgentRunner
 from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
+from stigmer.testing.eventually import eventually
+from stigmer.testing.ports import free_port
+from stigmer.testing.temporal import TemporalDevServer
 from tests.conftest import TemporalFactory
 from tests.integration.connection_rig import fast_settings
-from tests.support.eventually import eventually
-from tests.support.ports import free_port
-from tests.support.temporal_server import TemporalDevServer
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 

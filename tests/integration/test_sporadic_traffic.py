@@ -19,9 +19,9 @@ import pytest
 
 from stigmer.temporal.connection import ConnectionSettings
 from stigmer.temporal.names import TaskQueues
+from stigmer.testing.eventually import eventually
 from tests.conftest import TemporalFactory
 from tests.integration.connection_rig import connection_rig
-from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.temporal
 

@@ -40,10 +40,10 @@ from stigmer.api import workflow_execution_pb2 as wex
 from stigmer.api import workflow_pb2 as wf
 from stigmer.errors import ExitCode
 from stigmer.store import Store
+from stigmer.testing.ports import free_port
+from stigmer.testing.server import stigmer_binary
 from tests.integration.connection_rig import fast_settings
 from tests.integration.test_servicers import CALL, WATCH, Stack, document, serving, watch_all
-from tests.support.ports import free_port
-from tests.support.stigmer_process import stigmer_binary
 from tests.unit.test_store import read_only_dir
 
 pytestmark = [pytest.mark.timeout(120)]

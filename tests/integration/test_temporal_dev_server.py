@@ -17,10 +17,10 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from stigmer.testing.eventually import eventually, wait_until
+from stigmer.testing.ports import is_port_free
+from stigmer.testing.temporal import TemporalDevServer, TemporalExitedError
 from tests.conftest import TcpProxyFactory, TemporalFactory
-from tests.support.eventually import eventually, wait_until
-from tests.support.ports import is_port_free
-from tests.support.temporal_server import TemporalDevServer, TemporalExitedError
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 
@@ -147,7 +147,7 @@ def test_leftover_servers_are_killed_at_interpreter_exit(tmp_path: Path) -> None
     """The atexit registry: a process that forgets its server does not leak it."""
     script = textwrap.dedent(
         f"""
-        from tests.support.temporal_server import TemporalDevServer
+        from stigmer.testing.temporal import TemporalDevServer
         server = TemporalDevServer(log_path={str(tmp_path / "t.log")!r}).start()
         server.wait_ready()
         print(server.pid, server.port, flush=True)

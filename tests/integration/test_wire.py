@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from stigmer.temporal.wire import Refused, replies_to_hello, split_host_port
+from stigmer.testing.ports import free_port
+from stigmer.testing.temporal import TemporalDevServer
 from tests.conftest import TcpProxyFactory
 from tests.support.certs import make_certs
-from tests.support.ports import free_port
-from tests.support.temporal_server import TemporalDevServer
 from tests.support.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.temporal

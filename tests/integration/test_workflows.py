@@ -37,9 +37,9 @@ from stigmer.temporal.workflows import (
     WorkflowExecutionWorkflow,
     WorkflowValidationWorkflow,
 )
+from stigmer.testing.eventually import eventually
+from stigmer.testing.temporal import TemporalDevServer
 from tests.conftest import TemporalFactory
-from tests.support.eventually import eventually
-from tests.support.temporal_server import TemporalDevServer
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 

@@ -1,19 +1,7 @@
-"""Shared helpers for integration and e2e tests: polling, ports, a real Temporal dev server,
-and a TCP proxy that can cut connections."""
+"""Test-only helpers for integration and e2e tests: a TCP proxy that can cut connections, a TLS
+proxy, test certificates and a key gateway. The real-process helpers (dev servers, the stigmer
+server process, free ports, polling) ship in stigmer.testing, with the pytest plugin."""
 
-from tests.support.eventually import eventually, wait_until
-from tests.support.ports import free_port, is_port_free
 from tests.support.tcp_proxy import ProxyMode, TcpProxy
-from tests.support.temporal_server import TemporalDevServer, TemporalExitedError, TemporalNotFoundError
 
-__all__ = [
-    "ProxyMode",
-    "TcpProxy",
-    "TemporalDevServer",
-    "TemporalExitedError",
-    "TemporalNotFoundError",
-    "eventually",
-    "free_port",
-    "is_port_free",
-    "wait_until",
-]
+__all__ = ["ProxyMode", "TcpProxy"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from tests.support.ports import free_port
+from stigmer.testing.ports import free_port
 
 _HOP_BY_HOP = frozenset({"authorization"})
 

@@ -33,7 +33,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Literal
 
-from tests.support.ports import free_port
+from stigmer.testing.ports import free_port
 
 HOST = "127.0.0.1"
 _CALL_TIMEOUT = 5.0

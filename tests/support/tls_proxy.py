@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port
+from stigmer.testing.ports import free_port
 
 
 class TlsProxy:

@@ -26,8 +26,8 @@ from stigmer.cli import cli, render
 from stigmer.config import Config
 from stigmer.store import Phase, Store, TaskStatus, Workflow, WorkflowExecution
 from stigmer.temporal.names import TaskQueues
-from tests.support.eventually import wait_until
-from tests.support.ports import free_port
+from stigmer.testing.eventually import wait_until
+from stigmer.testing.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from stigmer.temporal.connection.clients import ClientReaper, TemporalClients
-from tests.support.eventually import eventually
+from stigmer.testing.eventually import eventually
 
 
 class CyclicClient:

@@ -12,7 +12,7 @@ import pytest
 from statemachine import State, Trigger
 from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
 from stigmer.temporal.diagnose import diagnose
-from tests.support.eventually import eventually
+from stigmer.testing.eventually import eventually
 
 
 class FakeService:

@@ -41,9 +41,9 @@ from stigmer.store import Message, Phase, Store, new_id
 from stigmer.temporal import names
 from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.session import TemporalSession
+from stigmer.testing.eventually import eventually
 from stigmer.workflows import workflowdoc
 from stigmer.workflows.workflowdoc import ValidationResult
-from tests.support.eventually import eventually
 
 MIB = 1024 * 1024
 TRICKY_TEXTS = [

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support.eventually import eventually, wait_until
+from stigmer.testing.eventually import eventually, wait_until
 
 
 class Countdown:

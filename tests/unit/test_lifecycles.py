@@ -19,7 +19,7 @@ from stigmer.store import Store
 from stigmer.temporal.agents import EchoAgentRunner
 from stigmer.temporal.connection import ConnectionSettings, TemporalConnection
 from stigmer.temporal.names import TaskQueues
-from tests.support.ports import free_port
+from stigmer.testing.ports import free_port
 
 NOWHERE = "127.0.0.1:1"
 

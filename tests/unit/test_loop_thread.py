@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from stigmer.temporal.loop_thread import LoopThread
-from tests.support.eventually import eventually
+from stigmer.testing.eventually import eventually
 
 
 async def forever(started: threading.Event, cancelled: threading.Event) -> None:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from stigmer.testing.eventually import eventually
+from stigmer.testing.ports import is_port_free
 from tests.conftest import TcpProxyFactory
-from tests.support.eventually import eventually
-from tests.support.ports import is_port_free
 from tests.support.tcp_proxy import ProxyMode, TcpProxy
 
 IO_TIMEOUT = 2.0

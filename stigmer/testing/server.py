@@ -1,4 +1,7 @@
-"""The real `stigmer` console script as processes: a server to start/stop, CLI calls to run."""
+"""The real `stigmer` console script as processes: a server to start/stop, CLI calls to run.
+
+StigmerServerProcess is what the pytest plugin's stigmer_server fixtures start (stigmer.testing.plugin).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.eventually import wait_until
-from tests.support.ports import free_port
+from stigmer.testing.eventually import wait_until
+from stigmer.testing.ports import free_port
 
 
 def stigmer_binary() -> str:
@@ -22,7 +25,8 @@ def stigmer_binary() -> str:
     if candidate.is_file():
         return str(candidate)
     found = shutil.which("stigmer")
-    assert found, "the `stigmer` console script is not installed: python3 -m pip install -e ."
+    if found is None:
+        raise FileNotFoundError("the `stigmer` console script is not installed: python3 -m pip install -e .")
     return found
 
 
@@ -37,7 +41,7 @@ class CliResult:
         return self.out + self.err
 
 
-class StigmerServer:
+class StigmerServerProcess:
     """`stigmer server start ...` in its own process group, log captured to a file."""
 
     def __init__(
@@ -57,7 +61,7 @@ class StigmerServer:
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> StigmerServer:
+    def start(self) -> StigmerServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -144,7 +148,7 @@ def _kill_all(pids: list[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def wait_for_log(server: StigmerServer, text: str, *, timeout: float = 30.0, after: int = 0) -> int:
+def wait_for_log(server: StigmerServerProcess, text: str, *, timeout: float = 30.0, after: int = 0) -> int:
     """Wait until ``text`` appears in the server log past offset ``after``; return its offset."""
     found: list[int] = []
 

@@ -30,8 +30,8 @@ import grpc
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.api.workflowservice.v1.service_pb2_grpc import WorkflowServiceStub
 
-from tests.support.eventually import eventually, wait_until
-from tests.support.ports import free_port, is_port_free
+from stigmer.testing.eventually import eventually, wait_until
+from stigmer.testing.ports import free_port, is_port_free
 
 HOST = "127.0.0.1"
 _PROBE_TIMEOUT = 1.0
