@@ -123,6 +123,11 @@ async def load(ctx: Context, server: Stigmer, temporal: TemporalDevServer, chunk
     else:
         target = ["raw", "--temporal", temporal.address, "--data-dir", str(server.server.data_dir),
                   "--queue", server.queues.agent_execution]  # fmt: skip
+    return await run_load(ctx, target, chunk)
+
+
+async def run_load(ctx: Context, target: list[str], chunk: Chunk) -> dict[str, Any]:
+    """One chunk of bench/load_client.py (``target``: its mode and arguments) in a process of its own."""
     log = ctx.workdir / "load-client.log"
     with log.open("ab") as err:
         proc = await asyncio.create_subprocess_exec(

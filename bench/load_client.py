@@ -1,6 +1,7 @@
 """Load for benchmark 3, run as its own process: creates through stigmer's gRPC API, or raw starts.
 
     python3 -m bench.load_client stigmer --address A --count 500 --in-flight 1 --interval 0.04
+    python3 -m bench.load_client client --address A --count 500 --in-flight 1   # through stigmer.client
     python3 -m bench.load_client raw --temporal T --data-dir D --queue Q --count 2000 --in-flight 50
 
 Both modes do the same thing from Temporal's and the workers' point of view: one agent execution
@@ -72,6 +73,18 @@ async def stigmer_operation(address: str) -> tuple[Operation, Callable[[], Await
     return create, channel.close
 
 
+async def client_operation(address: str) -> tuple[Operation, Callable[[], Awaitable[None]]]:
+    """The same Create through stigmer.client.AsyncClient (typed views, error mapping and all)."""
+    from stigmer.client import AsyncClient
+
+    client = AsyncClient(address=address, timeout=30.0)
+
+    async def create(index: int) -> None:
+        await client.create_agent_execution(agent="echo", message=f"load {index}")
+
+    return create, client.close
+
+
 async def raw_operation(
     temporal: str, data_dir: Path, queue: str, total: int
 ) -> tuple[Operation, Callable[[], Awaitable[None]]]:
@@ -112,6 +125,8 @@ async def raw_operation(
 async def main(args: argparse.Namespace) -> None:
     if args.mode == "stigmer":
         operation, close = await stigmer_operation(args.address)
+    elif args.mode == "client":
+        operation, close = await client_operation(args.address)
     else:
         operation, close = await raw_operation(args.temporal, args.data_dir, args.queue, WARMUP + args.count)
     try:
@@ -128,7 +143,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["stigmer", "raw"])
+    parser.add_argument("mode", choices=["stigmer", "client", "raw"])
     parser.add_argument("--address", help="stigmer server (mode stigmer)")
     parser.add_argument("--temporal", help="Temporal frontend (mode raw)")
     parser.add_argument("--data-dir", type=Path, help="the server's data dir (mode raw)")
@@ -137,8 +152,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in-flight", type=int, default=1)
     parser.add_argument("--interval", type=float, default=0.0, help="pace: seconds between operation starts")
     args = parser.parse_args(argv)
-    if args.mode == "stigmer" and not args.address:
-        parser.error("stigmer mode needs --address")
+    if args.mode in ("stigmer", "client") and not args.address:
+        parser.error(f"{args.mode} mode needs --address")
     if args.mode == "raw" and not (args.temporal and args.data_dir and args.queue):
         parser.error("raw mode needs --temporal, --data-dir and --queue")
     return args

@@ -27,7 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `bench`, `stigmer` and `tests.support` importable
     sys.path.insert(0, str(ROOT))
 
-from bench import detection, happy_path, idle, lb_recovery, machine, reconnect, recovery, sporadic  # noqa: E402
+from bench import (  # noqa: E402
+    client_overhead,
+    detection,
+    happy_path,
+    idle,
+    lb_recovery,
+    machine,
+    reconnect,
+    recovery,
+    sporadic,
+)
 from bench.harness import PATCH_ENV, Context  # noqa: E402
 from bench.stats import Table  # noqa: E402
 from stigmer.testing.temporal import TemporalDevServer  # noqa: E402
@@ -43,6 +53,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     idle.NAME: idle.run,
     sporadic.NAME: sporadic.run,
     happy_path.NAME: happy_path.run,
+    client_overhead.NAME: client_overhead.run,
 }
 
 

@@ -30,6 +30,8 @@ to do, and never carry a traceback.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 
 #: The exact message of every UNAVAILABLE answer while Temporal is unreachable (the log and CLI
 #: contract; stigmer.contract re-exports it).
@@ -60,7 +62,15 @@ class ExitCode(enum.IntEnum):
 
 
 class StigmerError(Exception):
-    """The root: an error stigmer raised on purpose, with a message for whoever must act."""
+    """The root: an error stigmer raised on purpose, with a message for whoever must act.
+
+    An error the client read from the server's answer also says how it came: ``code`` (the gRPC
+    status code's name), ``details`` (the server's own text) and ``trailing`` (its metadata).
+    """
+
+    code: str = ""
+    details: str = ""
+    trailing: Mapping[str, str] = MappingProxyType({})
 
 
 class ConfigError(StigmerError, ValueError):

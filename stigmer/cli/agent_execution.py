@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import cast
 
 import click
-import grpc
 
-from stigmer.api import agent_execution_pb2, agent_execution_pb2_grpc, common_pb2
 from stigmer.cli import render
 from stigmer.cli.common import (
     Api,
     address_option,
     api,
     call,
+    each,
     emit_json,
-    fail,
     output_option,
+    page_json,
     paging_options,
     phase_option,
     show,
     timeout_option,
     to_dict,
 )
+from stigmer.client.models import message_of
 from stigmer.errors import ExitCode
 
 
@@ -68,22 +67,18 @@ def create(
     While Temporal is unreachable this fails fast (exit 75) and nothing is stored: try again later.
     """
     with api(address, timeout) as conn:
-        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
         created = call(
-            conn,
-            output,
-            stub.Create,
-            agent_execution_pb2.CreateAgentExecutionRequest(agent=agent, message=message, runtime_env=runtime_env),
+            conn, output, conn.client.create_agent_execution, agent=agent, message=message, runtime_env=runtime_env
         )
         if not follow:
             if output == "json":
-                emit_json(to_dict(created))
+                emit_json(to_dict(message_of(created)))
             else:
                 click.echo(f"✅ Created: {created.id}")
             return
         if output != "json":
             click.echo(f"✅ Created: {created.id}")
-        _follow(conn, stub, created.id, output)
+        _follow(conn, created.id, output)
 
 
 @agent_execution.command()
@@ -94,8 +89,7 @@ def create(
 def get(execution_id: str, address: str, output: str, timeout: float) -> None:
     """Show one agent execution: phase, times, conversation, error."""
     with api(address, timeout) as conn:
-        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
-        record = call(conn, output, stub.Get, agent_execution_pb2.GetAgentExecutionRequest(id=execution_id))
+        record = call(conn, output, conn.client.get_agent_execution, execution_id)
     show(record, output, render.agent_execution)
 
 
@@ -107,19 +101,22 @@ def get(execution_id: str, address: str, output: str, timeout: float) -> None:
 @timeout_option
 def list_(phase: str | None, page_size: int, page_token: str, address: str, output: str, timeout: float) -> None:
     """List agent executions, newest first."""
-    request = agent_execution_pb2.ListAgentExecutionsRequest(page_size=page_size, page_token=page_token)
-    if phase:
-        # Value() is typed as returning a plain int, the field (in protoc's .pyi) as the enum: the same number.
-        request.phase = cast("common_pb2.ExecutionPhase", common_pb2.ExecutionPhase.Value(phase.upper()))
     with api(address, timeout) as conn:
-        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
-        page = call(conn, output, stub.List, request)
+        page = call(
+            conn,
+            output,
+            conn.client.list_agent_executions_page,
+            phase=phase.upper() if phase else None,
+            page_size=page_size,
+            page_token=page_token,
+        )
     if output == "json":
-        emit_json(to_dict(page))
+        emit_json(page_json("executions", page))
         return
+    records = [message_of(r) for r in page.items]
     rows = [
         [r.id, render.phase_name(r.phase), r.agent, render.clock(r.created_at), render.short(r.message)]
-        for r in page.executions
+        for r in records
     ]
     click.echo(render.table(rows, ["ID", "PHASE", "AGENT", "CREATED", "MESSAGE"]) if rows else "No agent executions.")
     if page.next_page_token:
@@ -133,24 +130,18 @@ def list_(phase: str | None, page_size: int, page_token: str, address: str, outp
 def watch(execution_id: str, address: str, output: str) -> None:
     """Stream an execution's status until it finishes; exit 1 unless it COMPLETED."""
     with api(address, 30.0) as conn:
-        stub = conn.stub(agent_execution_pb2_grpc.AgentExecutionServiceStub)
-        _follow(conn, stub, execution_id, output)
+        _follow(conn, execution_id, output)
 
 
-def _follow(
-    conn: Api, stub: agent_execution_pb2_grpc.AgentExecutionServiceStub, execution_id: str, output: str
-) -> None:
+def _follow(conn: Api, execution_id: str, output: str) -> None:
     last = None
-    try:
-        for update in stub.Watch(agent_execution_pb2.WatchAgentExecutionRequest(id=execution_id)):
-            last = update
-            if output == "json":
-                click.echo(json.dumps(to_dict(update), ensure_ascii=False))
-            else:
-                phase = render.phase_name(update.phase)
-                click.echo(f"{render.ICONS.get(phase, '')} {phase}")
-    except grpc.RpcError as error:
-        fail(error, address=conn.address, output=output)
+    for view in each(conn, output, conn.client.watch_agent_execution(execution_id)):
+        last = update = message_of(view)
+        if output == "json":
+            click.echo(json.dumps(to_dict(update), ensure_ascii=False))
+        else:
+            phase = render.phase_name(update.phase)
+            click.echo(f"{render.ICONS.get(phase, '')} {phase}")
     if last is None:
         sys.exit(ExitCode.ERROR)
     if output == "text":

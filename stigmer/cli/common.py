@@ -1,4 +1,4 @@
-"""What every client command shares: the gRPC channel, output formats, errors and exit codes."""
+"""What every client command shares: the client (stigmer.client), output formats, errors and exit codes."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
 import click
-import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from stigmer.client import Client, Page
+from stigmer.client.models import message_of
 from stigmer.config import DEFAULT_ADDRESS
 from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY, UNAVAILABLE_MESSAGE
-from stigmer.errors import ExitCode
+from stigmer.errors import ExitCode, StigmerError
 from stigmer.security import ClientSecurity, ClientSecurityError, tls_hint
 
 T = TypeVar("T")
@@ -50,27 +51,21 @@ timeout_option = click.option(
 
 @dataclass(frozen=True)
 class Api:
+    """A command's connection: the client, and the address and deadline it was made with."""
+
     address: str
     timeout: float
-    channel: grpc.Channel
-
-    def stub(self, factory: Callable[[grpc.Channel], T]) -> T:
-        return factory(self.channel)
+    client: Client
 
 
 @contextmanager
 def api(address: str, timeout: float) -> Iterator[Api]:
-    # No client-side size cap: a workflow execution with many agent steps can exceed gRPC's 4 MiB default.
-    options = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", -1)]
+    # Token and TLS come from the environment only (stigmer.security), never from a flag.
+    client = Client(address=address, timeout=timeout, security=ClientSecurity.from_env())
     try:
-        # Token and TLS come from the environment only (stigmer.security), never from a flag.
-        channel = ClientSecurity.from_env().channel(address, options=options)
-    except ClientSecurityError as err:
-        raise click.UsageError(str(err)) from err
-    try:
-        yield Api(address=address, timeout=timeout, channel=channel)
+        yield Api(address=address, timeout=timeout, client=client)
     finally:
-        channel.close()
+        client.close()
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -81,35 +76,31 @@ def emit_json(payload: Any) -> None:
     click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
 
 
-def fail(error: grpc.RpcError, *, address: str, output: str) -> NoReturn:
-    """Print a gRPC error the way the contract says and exit with its code."""
-    code: grpc.StatusCode = error.code()
-    details: str = error.details() or ""
-    # grpc's metadatum is a (key, value) namedtuple; types-grpcio declares it a plain class with
-    # .key and .value. Values are str except under '-bin' keys, and only our text keys are read.
-    trailing = dict(cast("tuple[tuple[str, str], ...]", error.trailing_metadata() or ()))
-    ours = STATE_KEY in trailing or details == UNAVAILABLE_MESSAGE
-    if code == grpc.StatusCode.UNAVAILABLE and not ours:
+def fail(error: StigmerError, *, address: str, output: str) -> NoReturn:
+    """Print a server's refusal the way the contract says and exit with its code."""
+    code, details, trailing = error.code or "UNKNOWN", error.details or str(error), error.trailing
+    ours = code == "UNAVAILABLE" and (STATE_KEY in trailing or details == UNAVAILABLE_MESSAGE)
+    if code == "UNAVAILABLE" and not ours:
         message = f"cannot reach the stigmer server at {address} ({details or 'no answer'}). " + (
             tls_hint(details, tls=ClientSecurity.from_env().tls)
             or "Start it with `stigmer server start` (add --managed-temporal to run a local Temporal too), "
             "or point STIGMER_SERVER_ADDRESS / --address at a running one."
         )
         exit_code = ExitCode.UNAVAILABLE
-    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    elif code == "DEADLINE_EXCEEDED":
         message, exit_code = f"the stigmer server at {address} did not answer in time ({details})", ExitCode.TEMPFAIL
     else:
         message = details
-        exit_code = ExitCode.TEMPFAIL if code == grpc.StatusCode.UNAVAILABLE else ExitCode.ERROR
+        exit_code = ExitCode.TEMPFAIL if code == "UNAVAILABLE" else ExitCode.ERROR
     if output == "json":
-        payload: dict[str, Any] = {"error": {"code": code.name, "message": message}}
+        payload: dict[str, Any] = {"error": {"code": code, "message": message}}
         if ours:
             payload["error"]["connection_state"] = trailing.get(STATE_KEY, "")
             payload["error"]["retry_after_seconds"] = int(trailing.get(RETRY_AFTER_KEY, "0") or 0)
         emit_json(payload)
     else:
         click.echo(f"❌ Error: {message}", err=True)
-        click.echo(f"Code: {code.name}", err=True)
+        click.echo(f"Code: {code}", err=True)
         if ours and trailing.get(RETRY_AFTER_KEY):
             click.echo(
                 f"Retry in about {trailing[RETRY_AFTER_KEY]}s (Temporal connection: {trailing.get(STATE_KEY, '?')}).",
@@ -118,11 +109,23 @@ def fail(error: grpc.RpcError, *, address: str, output: str) -> NoReturn:
     sys.exit(exit_code)
 
 
-def call(api_: Api, output: str, fn: Callable[..., T], request: Any) -> T:
-    """One unary call with the command's deadline; errors end the process per the contract."""
+def call(api_: Api, output: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """One client call; a refusal ends the process per the contract, bad client settings are usage errors."""
     try:
-        return fn(request, timeout=api_.timeout)
-    except grpc.RpcError as error:
+        return fn(*args, **kwargs)
+    except ClientSecurityError as err:
+        raise click.UsageError(str(err)) from err
+    except StigmerError as error:
+        fail(error, address=api_.address, output=output)
+
+
+def each(api_: Api, output: str, items: Iterator[T]) -> Iterator[T]:
+    """A client stream's items; a refusal or a broken stream ends the process like :func:`call`."""
+    try:
+        yield from items
+    except ClientSecurityError as err:
+        raise click.UsageError(str(err)) from err
+    except StigmerError as error:
         fail(error, address=api_.address, output=output)
 
 
@@ -140,12 +143,18 @@ phase_option = click.option(
 )
 
 
-def show(message: Message, output: str, text: Callable[[Any], str]) -> None:
-    """One record: as JSON (the API's fields) or rendered for people."""
+def show(view: Any, output: str, text: Callable[[Any], str]) -> None:
+    """One record (a client view): as JSON (the API's fields) or rendered for people."""
+    message = message_of(view)
     if output == "json":
         emit_json(to_dict(message))
     else:
         click.echo(text(message))
+
+
+def page_json(key: str, page: Page) -> dict[str, Any]:
+    """A List answer as the API's JSON: ``{key: [...], "next_page_token": ...}``."""
+    return {key: [to_dict(message_of(item)) for item in page.items], "next_page_token": page.next_page_token}
 
 
 def is_tty() -> bool:

@@ -8,7 +8,6 @@ import click
 
 from statemachine.diagram import FORMATS, DiagramError, Format, render
 from statemachine.states import State
-from stigmer.api import status_pb2, status_pb2_grpc
 from stigmer.cli.common import address_option, api, call
 
 
@@ -59,8 +58,6 @@ def diagram(fmt: Format, output: Path | None, live: bool, address: str) -> None:
 
 def _live_state(address: str) -> State:
     with api(address, 5.0) as conn:
-        status = call(
-            conn, "text", conn.stub(status_pb2_grpc.StatusServiceStub).GetStatus, status_pb2.GetStatusRequest()
-        )
+        status = call(conn, "text", conn.client.status)
     click.echo(f"Temporal connection: {status.state}", err=True)
     return State[status.state]

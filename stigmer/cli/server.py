@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import grpc
 from loguru import logger
 
-from stigmer.api import status_pb2, status_pb2_grpc
+from stigmer.api import status_pb2
 from stigmer.cli.common import address_option, api, call, emit_json, fail, is_tty, output_option, to_dict
+from stigmer.client.models import message_of
 from stigmer.config import Config
-from stigmer.errors import ConfigError, ExitCode
+from stigmer.errors import ConfigError, ExitCode, ServerUnreachableError, StigmerError
 from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
 from stigmer.process import exit_process
+from stigmer.security import ClientSecurityError
 
 # click 8.4 made ParamType generic; the older releases that pyproject allows (>=8.1) cannot be
 # subscripted at run time, so only mypy sees ParamType[float].
@@ -263,7 +264,8 @@ def render_status(status: status_pb2.ServerStatus) -> str:
 
 def _get_status(address: str, timeout: float, output: str) -> status_pb2.ServerStatus:
     with api(address, timeout) as conn:
-        return call(conn, output, conn.stub(status_pb2_grpc.StatusServiceStub).GetStatus, status_pb2.GetStatusRequest())
+        reply: status_pb2.ServerStatus = message_of(call(conn, output, conn.client.status))
+        return reply
 
 
 @server.command()
@@ -304,16 +306,16 @@ def wait(address: str, output: str, timeout: float) -> None:
     last: Any = None
     state = "unreachable"
     with api(address, 2.0) as conn:
-        stub = conn.stub(status_pb2_grpc.StatusServiceStub)
         while True:
             try:
-                last = stub.GetStatus(status_pb2.GetStatusRequest(), timeout=2.0)
+                last = message_of(conn.client.status(timeout=2.0))
                 state = last.state
-            except grpc.RpcError as error:
-                code = error.code()
-                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    fail(error, address=address, output=output)
+            except ClientSecurityError as err:
+                raise click.UsageError(str(err)) from err
+            except ServerUnreachableError:
                 state = "server unreachable"
+            except StigmerError as error:
+                fail(error, address=address, output=output)
             if state == "CONNECTED":
                 break
             if time.monotonic() >= deadline:

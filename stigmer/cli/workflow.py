@@ -7,10 +7,8 @@ import sys
 from typing import IO, Any
 
 import click
-import grpc
 from click.shell_completion import CompletionItem
 
-from stigmer.api import workflow_pb2, workflow_pb2_grpc
 from stigmer.cli import render
 from stigmer.cli.common import (
     address_option,
@@ -19,12 +17,14 @@ from stigmer.cli.common import (
     emit_json,
     is_tty,
     output_option,
+    page_json,
     paging_options,
     timeout_option,
     to_dict,
 )
+from stigmer.client.models import message_of
 from stigmer.config import DEFAULT_ADDRESS
-from stigmer.errors import ExitCode
+from stigmer.errors import ExitCode, StigmerError
 
 #: Completion runs on every <TAB>: a server that does not answer at once gets no say.
 COMPLETION_TIMEOUT = 1.0
@@ -62,12 +62,11 @@ def complete_workflow(ctx: click.Context, param: click.Parameter, incomplete: st
     """Names (and ids) of stored workflows, from the running server; nothing if it cannot be asked."""
     try:
         with api(completion_address(ctx), COMPLETION_TIMEOUT) as conn:
-            stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
-            page = stub.List(workflow_pb2.ListWorkflowsRequest(page_size=1000), timeout=COMPLETION_TIMEOUT)
-    except grpc.RpcError:
+            page = conn.client.list_workflows_page(page_size=1000)
+    except StigmerError:
         return []
     field = "id" if incomplete.startswith("wf-") else "name"
-    return [CompletionItem(getattr(w, field)) for w in page.workflows if getattr(w, field).startswith(incomplete)]
+    return [CompletionItem(getattr(w, field)) for w in page.items if getattr(w, field).startswith(incomplete)]
 
 
 def _print_invalid(result: Any, heading: str) -> None:
@@ -108,8 +107,7 @@ def create(document_file: IO[bytes], address: str, output: str, timeout: float) 
     """
     document = read_document(document_file)
     with api(address, timeout) as conn:
-        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
-        created = call(conn, output, stub.Create, workflow_pb2.CreateWorkflowRequest(document=document))
+        created = message_of(call(conn, output, conn.client.create_workflow, document))
     valid = created.validation.valid
     if output == "json":
         emit_json(to_dict(created))
@@ -141,8 +139,7 @@ def validate(document_file: IO[bytes], address: str, output: str, timeout: float
     """
     document = read_document(document_file)
     with api(address, timeout) as conn:
-        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
-        result = call(conn, output, stub.Validate, workflow_pb2.ValidateWorkflowRequest(document=document))
+        result = message_of(call(conn, output, conn.client.validate_workflow, document))
     if output == "json":
         emit_json(to_dict(result))
     elif result.valid:
@@ -172,8 +169,7 @@ def get(id_or_name: str, document_only: bool, address: str, output: str, timeout
       stigmer workflow get hello-workflow --document > hello-copy.json
     """
     with api(address, timeout) as conn:
-        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
-        record = call(conn, output, stub.Get, workflow_pb2.GetWorkflowRequest(id_or_name=id_or_name))
+        record = message_of(call(conn, output, conn.client.get_workflow, id_or_name))
     if output == "json":
         emit_json(to_dict(record))
     elif document_only:
@@ -197,14 +193,11 @@ def list_(page_size: int, page_token: str, address: str, output: str, timeout: f
       stigmer workflow list -o json | jq -r '.workflows[].name'
     """
     with api(address, timeout) as conn:
-        stub = conn.stub(workflow_pb2_grpc.WorkflowServiceStub)
-        page = call(
-            conn, output, stub.List, workflow_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
-        )
+        page = call(conn, output, conn.client.list_workflows_page, page_size=page_size, page_token=page_token)
     if output == "json":
-        emit_json(to_dict(page))
+        emit_json(page_json("workflows", page))
         return
-    rows = [render.workflow_row(r) for r in page.workflows]
+    rows = [render.workflow_row(message_of(r)) for r in page.items]
     click.echo(render.table(rows, ["ID", "NAME", "VALID", "TASKS", "CREATED"]) if rows else "No workflows.")
     if page.next_page_token:
         click.echo(f"More: --page-token {page.next_page_token}")

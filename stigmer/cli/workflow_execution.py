@@ -7,10 +7,8 @@ import sys
 from typing import IO, Any, NoReturn
 
 import click
-import grpc
 from click.shell_completion import CompletionItem
 
-from stigmer.api import workflow_execution_pb2, workflow_execution_pb2_grpc
 from stigmer.cli import render
 from stigmer.cli.common import (
     Api,
@@ -20,6 +18,7 @@ from stigmer.cli.common import (
     emit_json,
     fail,
     output_option,
+    page_json,
     paging_options,
     phase_option,
     show,
@@ -27,7 +26,9 @@ from stigmer.cli.common import (
     to_dict,
 )
 from stigmer.cli.workflow import COMPLETION_TIMEOUT, complete_workflow, completion_address
-from stigmer.errors import ExitCode
+from stigmer.client.models import message_of
+from stigmer.errors import ExitCode, StigmerError
+from stigmer.security import ClientSecurityError
 
 INPUT_EXAMPLE = '{"user": "Ada"}'
 
@@ -79,15 +80,10 @@ def complete_execution(ctx: click.Context, param: click.Parameter, incomplete: s
     """Ids of recent workflow executions, from the running server; nothing if it cannot be asked."""
     try:
         with api(completion_address(ctx), COMPLETION_TIMEOUT) as conn:
-            stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
-            page = stub.List(
-                workflow_execution_pb2.ListWorkflowExecutionsRequest(page_size=200), timeout=COMPLETION_TIMEOUT
-            )
-    except grpc.RpcError:
+            page = conn.client.list_workflow_executions_page(page_size=200)
+    except StigmerError:
         return []
-    return [
-        CompletionItem(e.id, help=render.phase_name(e.phase)) for e in page.executions if e.id.startswith(incomplete)
-    ]
+    return [CompletionItem(e.id, help=e.phase.value) for e in page.items if e.id.startswith(incomplete)]
 
 
 @click.group("workflow-execution")
@@ -152,12 +148,11 @@ def create(
     """
     if input_text is not None and input_from_file is not None:
         raise click.UsageError("give the input once: --input JSON or --input-file FILE, not both")
-    request = workflow_execution_pb2.CreateWorkflowExecutionRequest(
-        workflow=workflow_ref, input=input_text if input_text is not None else input_from_file or ""
-    )
+    input_ = input_text if input_text is not None else input_from_file or ""
     with api(address, timeout) as conn:
-        stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
-        created = call(conn, output, stub.Create, request)
+        created = message_of(
+            call(conn, output, conn.client.create_workflow_execution, workflow=workflow_ref, input=input_)
+        )
         if output == "text":
             click.echo(f"✅ Created: {created.id}")
         elif not follow:  # with --follow the stream's first line is this same record
@@ -179,8 +174,7 @@ def get(execution_id: str, address: str, output: str, timeout: float) -> None:
       stigmer workflow-execution get wex-01J0000000000000000000000
     """
     with api(address, timeout) as conn:
-        stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
-        record = call(conn, output, stub.Get, workflow_execution_pb2.GetWorkflowExecutionRequest(id=execution_id))
+        record = call(conn, output, conn.client.get_workflow_execution, execution_id)
     show(record, output, render.workflow_execution)
 
 
@@ -198,16 +192,19 @@ def list_(phase: str | None, page_size: int, page_token: str, address: str, outp
       stigmer workflow-execution list
       stigmer workflow-execution list --phase FAILED -o json
     """
-    request = workflow_execution_pb2.ListWorkflowExecutionsRequest(
-        phase=phase.upper() if phase else None, page_size=page_size, page_token=page_token
-    )
     with api(address, timeout) as conn:
-        stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
-        page = call(conn, output, stub.List, request)
+        page = call(
+            conn,
+            output,
+            conn.client.list_workflow_executions_page,
+            phase=phase.upper() if phase else None,
+            page_size=page_size,
+            page_token=page_token,
+        )
     if output == "json":
-        emit_json(to_dict(page))
+        emit_json(page_json("executions", page))
         return
-    rows = [render.workflow_execution_row(r) for r in page.executions]
+    rows = [render.workflow_execution_row(message_of(r)) for r in page.items]
     click.echo(
         render.table(rows, ["ID", "PHASE", "WORKFLOW", "TASKS DONE", "CREATED"]) if rows else "No workflow executions."
     )
@@ -236,19 +233,20 @@ def watch(execution_id: str, address: str, output: str, timeout: float | None) -
 
 def _follow(conn: Api, execution_id: str, output: str, *, timeout: float | None) -> NoReturn:
     """Print each change until a terminal phase; exit 0 only for COMPLETED."""
-    stub = conn.stub(workflow_execution_pb2_grpc.WorkflowExecutionServiceStub)
-    request = workflow_execution_pb2.WatchWorkflowExecutionRequest(id=execution_id)
     last: Any = None
     try:
-        for update in stub.Watch(request, timeout=timeout):
+        for view in conn.client.watch_workflow_execution(execution_id, timeout=timeout):
+            update = message_of(view)
             if output == "json":
                 click.echo(json.dumps(to_dict(update), ensure_ascii=False))
             else:
                 for line in render.execution_changes(last, update):
                     click.echo(line)
             last = update
-    except grpc.RpcError as error:
-        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and last is not None:
+    except ClientSecurityError as err:
+        raise click.UsageError(str(err)) from err
+    except StigmerError as error:
+        if error.code == "DEADLINE_EXCEEDED" and last is not None:
             waited = f" after {timeout:g}s" if timeout else ""
             _stop(
                 f"gave up{waited}: {execution_id} is still {render.phase_name(last.phase)}",

@@ -131,14 +131,17 @@ class AsyncClient:
                 raise error from None
             await asyncio.sleep(wait)
 
-    async def _stream(self, method: str, request: ProtoMessage, reply: type[T]) -> AsyncIterator[T]:
-        """A server stream; a broken one raises (ServerUnreachableError, ...), it never just ends."""
+    async def _stream(
+        self, method: str, request: ProtoMessage, reply: type[T], timeout: float | None = None
+    ) -> AsyncIterator[T]:
+        """A server stream (``timeout``: for all of it, none by default); a broken one raises
+        (ServerUnreachableError, ...) rather than just ending."""
         call = self._open().unary_stream(
             method,
             request_serializer=type(request).SerializeToString,
             response_deserializer=reply.FromString,  # type: ignore[attr-defined]
         )
-        stream = call(request, metadata=self._metadata)
+        stream = call(request, timeout=timeout, metadata=self._metadata)
         try:
             async for item in stream:
                 yield item
@@ -196,10 +199,10 @@ class AsyncClient:
             lambda token: self.list_agent_executions_page(phase=phase, page_size=page_size, page_token=token)
         )
 
-    async def watch_agent_execution(self, id: str) -> AsyncIterator[AgentExecution]:
+    async def watch_agent_execution(self, id: str, *, timeout: float | None = None) -> AsyncIterator[AgentExecution]:
         """The execution now, then after each change; ends after a terminal phase."""
         request = agent_execution_pb2.WatchAgentExecutionRequest(id=id)
-        async for m in self._stream(_AEX + "Watch", request, agent_execution_pb2.AgentExecution):
+        async for m in self._stream(_AEX + "Watch", request, agent_execution_pb2.AgentExecution, timeout):
             yield AgentExecution.from_proto(m)
 
     # -- workflows -------------------------------------------------------------------------
@@ -264,9 +267,12 @@ class AsyncClient:
             lambda token: self.list_workflow_executions_page(phase=phase, page_size=page_size, page_token=token)
         )
 
-    async def watch_workflow_execution(self, id: str) -> AsyncIterator[WorkflowExecution]:
+    async def watch_workflow_execution(
+        self, id: str, *, timeout: float | None = None
+    ) -> AsyncIterator[WorkflowExecution]:
+        """The execution now, then after each change (tasks too); ends after a terminal phase."""
         request = workflow_execution_pb2.WatchWorkflowExecutionRequest(id=id)
-        async for m in self._stream(_WEX + "Watch", request, workflow_execution_pb2.WorkflowExecution):
+        async for m in self._stream(_WEX + "Watch", request, workflow_execution_pb2.WorkflowExecution, timeout):
             yield WorkflowExecution.from_proto(m)
 
     # -- the connection to Temporal --------------------------------------------------------

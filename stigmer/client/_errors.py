@@ -39,7 +39,7 @@ def from_rpc(error: grpc.RpcError, *, address: str, tls: bool) -> StigmerError:
     details: str = error.details() or ""
     metadata = trailing(error)
     mapped = _map(code, details, metadata, address=address, tls=tls)
-    mapped.code = code.name  # type: ignore[attr-defined]
+    mapped.code, mapped.details, mapped.trailing = code.name, details, metadata
     return mapped
 
 

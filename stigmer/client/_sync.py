@@ -131,8 +131,8 @@ class Client:
     ) -> Iterator[AgentExecution]:
         return self._iterate(self._aio.list_agent_executions(phase=phase, page_size=page_size))
 
-    def watch_agent_execution(self, id: str) -> Iterator[AgentExecution]:
-        return self._iterate(self._aio.watch_agent_execution(id))
+    def watch_agent_execution(self, id: str, *, timeout: float | None = None) -> Iterator[AgentExecution]:
+        return self._iterate(self._aio.watch_agent_execution(id, timeout=timeout))
 
     # -- workflows
 
@@ -180,8 +180,8 @@ class Client:
     ) -> Iterator[WorkflowExecution]:
         return self._iterate(self._aio.list_workflow_executions(phase=phase, page_size=page_size))
 
-    def watch_workflow_execution(self, id: str) -> Iterator[WorkflowExecution]:
-        return self._iterate(self._aio.watch_workflow_execution(id))
+    def watch_workflow_execution(self, id: str, *, timeout: float | None = None) -> Iterator[WorkflowExecution]:
+        return self._iterate(self._aio.watch_workflow_execution(id, timeout=timeout))
 
     # -- the connection to Temporal
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
@@ -34,9 +34,12 @@ def _time(stamp: Timestamp, *, present: bool = True) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+M = TypeVar("M", bound=ProtoMessage)
+
+
 @dataclass(frozen=True)
-class _View:
-    _message: ProtoMessage = field(repr=False, compare=False)
+class _View(Generic[M]):
+    _message: M = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Message:
 
 
 @dataclass(frozen=True)
-class AgentExecution(_View):
+class AgentExecution(_View[agent_execution_pb2.AgentExecution]):
     id: str
     agent: str
     message: str
@@ -86,7 +89,7 @@ class AgentExecution(_View):
 
 
 @dataclass(frozen=True)
-class ValidationResult(_View):
+class ValidationResult(_View[workflow_pb2.ValidationResult]):
     valid: bool
     errors: tuple[str, ...]
 
@@ -96,7 +99,7 @@ class ValidationResult(_View):
 
 
 @dataclass(frozen=True)
-class Workflow(_View):
+class Workflow(_View[workflow_pb2.Workflow]):
     id: str
     name: str
     document: str
@@ -125,7 +128,7 @@ class TaskState:
 
 
 @dataclass(frozen=True)
-class WorkflowExecution(_View):
+class WorkflowExecution(_View[workflow_execution_pb2.WorkflowExecution]):
     id: str
     workflow_id: str
     workflow_name: str
@@ -174,7 +177,7 @@ class Transition:
 
 
 @dataclass(frozen=True)
-class ServerStatus(_View):
+class ServerStatus(_View[status_pb2.ServerStatus]):
     """The server's Temporal connection: ``state`` ("CONNECTED", "UNHEALTHY", ...), since when,
     why not (``cause``, the last error) and when it tries again (``retry_in`` seconds)."""
 
@@ -231,11 +234,11 @@ class Page:
     next_page_token: str
 
 
-def to_json(view: _View) -> dict[str, Any]:
+def to_json(view: _View[Any]) -> dict[str, Any]:
     """The API's JSON mapping of what ``view`` was read from (field names as in the .proto)."""
     return MessageToDict(view._message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
-def message_of(view: _View) -> ProtoMessage:
+def message_of(view: _View[M]) -> M:
     """The protobuf message a view was read from (for the CLI's renderers; not for users)."""
     return view._message
