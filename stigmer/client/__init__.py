@@ -39,7 +39,7 @@ from stigmer.errors import (
     UnauthenticatedError,
     WaitTimeoutError,
 )
-from stigmer.store.models import Phase, TaskStatus
+from stigmer.phases import Phase, TaskStatus
 
 __all__ = [
     "AgentExecution",

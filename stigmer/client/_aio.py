@@ -34,8 +34,8 @@ from stigmer.errors import (
     TemporalUnavailableError,
     WaitTimeoutError,
 )
+from stigmer.phases import Phase
 from stigmer.security import ClientSecurity
-from stigmer.store.models import Phase
 
 ADDRESS_ENV = "STIGMER_SERVER_ADDRESS"
 T = TypeVar("T")

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 from stigmer.client._aio import AsyncClient
 from stigmer.client.models import AgentExecution, Page, ServerStatus, ValidationResult, Workflow, WorkflowExecution
+from stigmer.phases import Phase
 from stigmer.security import ClientSecurity
-from stigmer.store.models import Phase
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer.api import agent_execution_pb2, common_pb2, status_pb2, workflow_execution_pb2, workflow_pb2
-from stigmer.store.models import Phase, TaskStatus
+from stigmer.phases import Phase, TaskStatus
 
 
 def phase_to_proto(phase: Phase | str) -> common_pb2.ExecutionPhase:

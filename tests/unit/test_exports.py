@@ -26,6 +26,13 @@ FACES = {
         "Reconciler", "RemoteStatus", "Session", "Starter", "Validator", "WorkflowController",
         "WorkflowExecutionController",
     },
+    "stigmer.client": {
+        "AgentExecution", "AlreadyExistsError", "AsyncClient", "Client", "FailedPreconditionError",
+        "InvalidArgumentError", "Message", "NotFoundError", "Page", "Phase", "PhaseNotReachedError", "ServerStatus",
+        "ServerUnreachableError", "StigmerError", "TaskState", "TaskStatus", "TemporalUnavailableError", "Transition",
+        "UnauthenticatedError", "ValidationResult", "WaitTimeoutError", "Workflow", "WorkflowExecution", "to_json",
+    },
+    "stigmer.phases": {"Phase", "TaskStatus"},
     "stigmer.controllers.ports": {"Availability", "RemoteStatus", "Session", "Starter", "Validator"},
     "stigmer.store": {
         "AGENT_EXECUTION", "AgentExecution", "Listener", "Message", "Phase", "Store", "TaskState", "TaskStatus",

@@ -137,6 +137,12 @@ def test_the_state_machine_imports_nothing_of_the_service_temporal_or_grpc() -> 
         ("stigmer.temporal", ("stigmer.server", "stigmer.cli", "stigmer.app")),
         ("stigmer.server", ("stigmer.cli", "stigmer.app")),
         ("stigmer.errors", ("stigmer",)),
+        ("stigmer.phases", ("stigmer",)),
+        # The client talks to the server over gRPC only: nothing of the server side.
+        (
+            "stigmer.client",
+            ("stigmer.store", "stigmer.temporal", "stigmer.controllers", "stigmer.server", "stigmer.app"),
+        ),
         # Client commands start fast: the server stack is imported late, by `server start` only.
         ("stigmer.cli", ("stigmer.controllers", "stigmer.store", "stigmer.temporal", "stigmer.server", "stigmer.app")),
     ],
