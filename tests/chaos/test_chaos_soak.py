@@ -47,8 +47,10 @@ def test_schedule_is_seeded_and_kills_stigmer_once():
 
 @pytest.mark.timeout(TIMEOUT)
 @pytest.mark.parametrize("persisted", [True, False], ids=["temporal-persisted", "temporal-in-memory"])
-def test_chaos_soak(persisted: bool, tmp_path: Path, temporal_factory, tcp_proxy_factory, stigmer_server_factory):
-    temporal = temporal_factory(persistent=persisted)
+def test_chaos_soak(
+    persisted: bool, tmp_path: Path, temporal_dev_server_factory, tcp_proxy_factory, stigmer_server_factory
+):
+    temporal = temporal_dev_server_factory(persistent=persisted)
     proxy = tcp_proxy_factory(temporal.address, upstream_down="close" if persisted else "hold")
     stigmer = stigmer_server_factory(temporal=proxy.address, health_interval=1.0)
     mode = "persisted" if persisted else "memory"

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
 from stigmer.testing.eventually import wait_until
+from stigmer.testing.factories import StigmerServerFactory, TemporalDevServerFactory
 from stigmer.testing.ports import free_port
-from stigmer.testing.server import StigmerServerProcess
 from stigmer.testing.temporal import TemporalDevServer
 
 pytestmark = pytest.mark.temporal
 
 
 def test_a_server_that_never_reaches_temporal_stops_with_69(
-    stigmer_server_factory: Callable[..., StigmerServerProcess],
+    stigmer_server_factory: StigmerServerFactory,
 ) -> None:
     server = stigmer_server_factory(temporal=f"127.0.0.1:{free_port()}", extra=["--exit-after-outage", "2s"])
     began = time.monotonic()
@@ -34,9 +33,10 @@ def test_a_server_that_never_reaches_temporal_stops_with_69(
 
 
 def test_an_outage_shorter_than_the_limit_is_ridden_out(
-    stigmer_server_factory: Callable[..., StigmerServerProcess], temporal_factory: Callable[..., TemporalDevServer]
+    stigmer_server_factory: StigmerServerFactory,
+    temporal_dev_server_factory: TemporalDevServerFactory,
 ) -> None:
-    temporal = temporal_factory(persistent=True)
+    temporal = temporal_dev_server_factory(persistent=True)
     server = stigmer_server_factory(temporal=temporal.address, extra=["--exit-after-outage", "20s"])
     assert server.cli("server", "wait", "--timeout", "30").code == 0
     temporal.kill()
@@ -59,7 +59,7 @@ def test_bad_durations_are_refused_at_start() -> None:
 
 
 def test_server_status_says_what_to_fix_for_a_missing_namespace(
-    stigmer_server_factory: Callable[..., StigmerServerProcess], temporal: TemporalDevServer
+    stigmer_server_factory: StigmerServerFactory, temporal: TemporalDevServer
 ) -> None:
     import json
 

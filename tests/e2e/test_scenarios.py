@@ -32,7 +32,7 @@ def assert_created(result) -> str:
     return result.out.split("Created: ", 1)[1].strip()
 
 
-def test_delayed_start_server_first_temporal_later(temporal_factory, stigmer_server_factory):
+def test_delayed_start_server_first_temporal_later(temporal_dev_server_factory, stigmer_server_factory):
     port = free_port()
     server = stigmer_server_factory(temporal=f"127.0.0.1:{port}")
     wait_for_log(server, "Failed initial Temporal connection - will retry automatically")
@@ -45,7 +45,7 @@ def test_delayed_start_server_first_temporal_later(temporal_factory, stigmer_ser
         timeout=15,
         what="5 s of retries",
     )
-    temporal_factory(port=port)
+    temporal_dev_server_factory(port=port)
     wait_for_log(server, "✅ Temporal reconnected successfully", timeout=10)
     for line in ("✅ Workers restarted successfully", "✅ Workflow creators reinjected successfully"):
         assert line in server.log()
@@ -54,8 +54,8 @@ def test_delayed_start_server_first_temporal_later(temporal_factory, stigmer_ser
     assert follow.code == 0 and "COMPLETED" in follow.out, follow.text
 
 
-def test_temporal_restart(temporal_factory, stigmer_server_factory):
-    temporal = temporal_factory()
+def test_temporal_restart(temporal_dev_server_factory, stigmer_server_factory):
+    temporal = temporal_dev_server_factory()
     server = stigmer_server_factory(temporal=temporal.address)
     wait_for_log(server, "✅ Initial Temporal connection successful")
     assert "All Temporal workers started" in server.log()
@@ -85,8 +85,8 @@ def test_temporal_restart(temporal_factory, stigmer_server_factory):
     print(f"restart: create succeeded {took:.2f}s after Temporal answered ({len(results)} tries)")
 
 
-def test_connection_loss_through_a_black_hole(temporal_factory, tcp_proxy_factory, stigmer_server_factory):
-    temporal = temporal_factory()
+def test_connection_loss_through_a_black_hole(temporal_dev_server_factory, tcp_proxy_factory, stigmer_server_factory):
+    temporal = temporal_dev_server_factory()
     proxy = tcp_proxy_factory(temporal.address)
     server = stigmer_server_factory(temporal=proxy.address)
     wait_for_log(server, "✅ Initial Temporal connection successful")

@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stigmer.testing.factories import StigmerServerFactory
 from stigmer.testing.ports import free_port, is_port_free
 from stigmer.testing.server import StigmerServerProcess, stigmer_binary, wait_for_log
 from tests.support.certs import Certs, make_certs
@@ -130,9 +131,10 @@ def test_unusable_tls_files_stop_the_server_naming_the_flags(tmp_path: Path, cer
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., StigmerServerProcess]]:
+def start_server(
+    stigmer_server_factory: StigmerServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., StigmerServerProcess]:
     """Start `stigmer server start` with extra env (only for the server process) and args."""
-    servers: list[StigmerServerProcess] = []
 
     def start(
         *, env: dict[str, str], extra: list[str] | None = None, temporal: str | None = None
@@ -140,15 +142,9 @@ def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
         with monkeypatch.context() as scoped:  # the server process inherits os.environ at spawn
             for name, value in env.items():
                 scoped.setenv(name, value)
-            server = StigmerServerProcess(
-                data_dir=tmp_path / f"server-{len(servers)}", temporal=temporal or nowhere(), extra=extra
-            )
-            servers.append(server)
-            return server.start()
+            return stigmer_server_factory(temporal=temporal or nowhere(), extra=extra)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def at(server: StigmerServerProcess, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -234,9 +230,9 @@ def tls_proxy(certs: Certs) -> Iterator[Callable[[str], TlsProxy]]:
 
 
 @pytest.mark.temporal
-def test_temporal_over_mtls_with_an_api_key(temporal_factory, tls_proxy, start_server, certs: Certs) -> None:
+def test_temporal_over_mtls_with_an_api_key(temporal_dev_server_factory, tls_proxy, start_server, certs: Certs) -> None:
     """`temporal server start-dev` has no TLS flags: a proxy demanding mTLS stands in front of it."""
-    temporal = temporal_factory()
+    temporal = temporal_dev_server_factory()
     proxy = tls_proxy(temporal.address)
     server = start_server(
         env={
@@ -261,9 +257,9 @@ def test_temporal_over_mtls_with_an_api_key(temporal_factory, tls_proxy, start_s
 
 
 @pytest.mark.temporal
-def test_temporal_refuses_plaintext_through_the_proxy(temporal_factory, tls_proxy, start_server) -> None:
+def test_temporal_refuses_plaintext_through_the_proxy(temporal_dev_server_factory, tls_proxy, start_server) -> None:
     """The negative twin: without the TLS settings the same path never connects, and says so."""
-    proxy = tls_proxy(temporal_factory().address)
+    proxy = tls_proxy(temporal_dev_server_factory().address)
     server = start_server(env={}, temporal=proxy.address)
     wait_for_log(server, "Failed initial Temporal connection - will retry automatically", timeout=20)
     assert "✅ Initial Temporal connection successful" not in server.log()

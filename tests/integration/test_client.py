@@ -104,13 +104,13 @@ def test_temporal_down_is_temporal_unavailable_with_retry_after(down_server) -> 
         assert time.monotonic() - started < 2
 
 
-def test_the_opt_in_retry_rides_out_temporal_coming_up(temporal_factory, stigmer_server_factory) -> None:
+def test_the_opt_in_retry_rides_out_temporal_coming_up(temporal_dev_server_factory, stigmer_server_factory) -> None:
     port = free_port()
     server = stigmer_server_factory(temporal=f"127.0.0.1:{port}")
     with Client(address=server.address, timeout=10, retry_unavailable=60) as client:
         with Client(address=server.address, timeout=10) as plain, pytest.raises(TemporalUnavailableError):
             plain.create_agent_execution(agent="echo", message="without the retry: refused")
-        starting = threading.Thread(target=temporal_factory, kwargs={"port": port, "wait": False})
+        starting = threading.Thread(target=temporal_dev_server_factory, kwargs={"port": port, "wait": False})
         starting.start()
         try:
             created = client.create_agent_execution(agent="echo", message="retried until Temporal answered")
@@ -138,14 +138,14 @@ def test_close_is_safe_twice_and_a_closed_client_says_so(server) -> None:
 
 
 async def test_the_async_client_waits_for_a_temporal_started_after_the_server(
-    temporal_factory, stigmer_server_factory
+    temporal_dev_server_factory, stigmer_server_factory
 ) -> None:
     port = free_port()
     server = await asyncio.to_thread(stigmer_server_factory, temporal=f"127.0.0.1:{port}")
     async with AsyncClient(address=server.address, timeout=10) as client:
         assert not await client.is_temporal_connected()
         waiting = asyncio.create_task(client.wait_temporal_connected(timeout=60))
-        temporal = await asyncio.to_thread(temporal_factory, port=port, wait=False)
+        temporal = await asyncio.to_thread(temporal_dev_server_factory, port=port, wait=False)
         await temporal.wait_ready_async()
         status = await waiting
         assert status.connected

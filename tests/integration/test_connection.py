@@ -23,7 +23,7 @@ from tests.integration.connection_rig import connection_rig, fast_settings, poll
 pytestmark = pytest.mark.temporal
 
 
-async def test_delayed_start_connects_within_two_seconds_of_temporal_answering(temporal_factory, tmp_path):
+async def test_delayed_start_connects_within_two_seconds_of_temporal_answering(temporal_dev_server_factory, tmp_path):
     port = free_port()
     address = f"127.0.0.1:{port}"
     settings = fast_settings(address)
@@ -33,7 +33,7 @@ async def test_delayed_start_connects_within_two_seconds_of_temporal_answering(t
             lambda: rig.connection.lifecycle.snapshot().attempt >= 2, timeout=10, what="two failed attempts"
         )
         assert rig.state == "DISCONNECTED" and rig.creators.none_set
-        server = temporal_factory(port=port, wait=False)
+        server = temporal_dev_server_factory(port=port, wait=False)
         await server.wait_ready_async()
         answered = time.monotonic()
         observer = await asyncio.wait_for(Client.connect(address), timeout=5)
@@ -54,8 +54,8 @@ async def test_delayed_start_connects_within_two_seconds_of_temporal_answering(t
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-async def test_restart_is_detected_and_recovered(temporal_factory, tmp_path, sig):
-    server = temporal_factory()
+async def test_restart_is_detected_and_recovered(temporal_dev_server_factory, tmp_path, sig):
+    server = temporal_dev_server_factory()
     settings = fast_settings(server.address)
     async with connection_rig(settings, tmp_path / "data") as rig:
         await eventually(rig.connection.is_connected, timeout=10, what="CONNECTED")
@@ -79,8 +79,8 @@ async def test_restart_is_detected_and_recovered(temporal_factory, tmp_path, sig
     print(f"{sig.name}: left CONNECTED {detected:.2f}s after the kill")
 
 
-async def test_a_failed_request_marks_the_connection_unhealthy_at_once(temporal_factory, tmp_path):
-    server = temporal_factory()
+async def test_a_failed_request_marks_the_connection_unhealthy_at_once(temporal_dev_server_factory, tmp_path):
+    server = temporal_dev_server_factory()
     # Neither the health ticker nor the health probe will notice: only the request can tell.
     settings = fast_settings(server.address, health_interval=600.0, liveness=False)
     async with connection_rig(settings, tmp_path / "data") as rig:
@@ -105,8 +105,10 @@ async def test_a_failed_request_marks_the_connection_unhealthy_at_once(temporal_
         assert any(e.trigger == "health_failed" and e.cause.startswith("request failed") for e in events)
 
 
-async def test_black_hole_is_detected_and_recovered_without_hanging(temporal_factory, tcp_proxy_factory, tmp_path):
-    server = temporal_factory()
+async def test_black_hole_is_detected_and_recovered_without_hanging(
+    temporal_dev_server_factory, tcp_proxy_factory, tmp_path
+):
+    server = temporal_dev_server_factory()
     proxy = tcp_proxy_factory(server.address)
     settings = fast_settings(proxy.address)
     async with connection_rig(settings, tmp_path / "data") as rig:
@@ -140,8 +142,8 @@ async def test_black_hole_is_detected_and_recovered_without_hanging(temporal_fac
     print(f"black hole: detected in {detected:.2f}s, recovered {recovered:.2f}s after forwarding resumed")
 
 
-async def test_long_outage_recovers_with_fresh_workers(temporal_factory, tmp_path):
-    server = temporal_factory()
+async def test_long_outage_recovers_with_fresh_workers(temporal_dev_server_factory, tmp_path):
+    server = temporal_dev_server_factory()
     settings = fast_settings(server.address)
     async with connection_rig(settings, tmp_path / "data") as rig:
         await eventually(rig.connection.is_connected, timeout=10, what="CONNECTED")
@@ -172,12 +174,12 @@ async def test_long_outage_recovers_with_fresh_workers(temporal_factory, tmp_pat
     print(f"long outage: CONNECTED {recovered:.2f}s after Temporal answered (backoff was 30 s)")
 
 
-async def test_a_retired_generation_leaves_no_client_behind(temporal_factory, tmp_path):
+async def test_a_retired_generation_leaves_no_client_behind(temporal_dev_server_factory, tmp_path):
     """Old clients (and their connections) go once their workers have stopped, not at whatever
     later garbage collection: a temporalio Client sits in a reference cycle, and a quiet server
     rarely collects (the chaos soak found one's connection open 25 s on). The collector is off
     here so that only the connection's own release can free them."""
-    server = temporal_factory()
+    server = temporal_dev_server_factory()
     async with connection_rig(fast_settings(server.address), tmp_path / "data") as rig:
         await eventually(rig.connection.is_connected, timeout=10, what="CONNECTED")
         await rig.run_agent_execution("before")
@@ -209,9 +211,9 @@ def _state_of(rig) -> State:
 
 @pytest.mark.parametrize("target", ["DISCONNECTED", "CONNECTING", "CONNECTED", "UNHEALTHY", "RECONNECTING"])
 async def test_close_in_every_state_is_bounded_and_leaves_nothing(
-    temporal_factory, tcp_proxy_factory, tmp_path, target
+    temporal_dev_server_factory, tcp_proxy_factory, tmp_path, target
 ):
-    server = temporal_factory()
+    server = temporal_dev_server_factory()
     proxy = tcp_proxy_factory(server.address)
     if target in ("DISCONNECTED", "CONNECTING"):
         # Never connected: refused (fails fast) or a black hole (the dial hangs until we stop).
@@ -242,8 +244,8 @@ async def test_close_in_every_state_is_bounded_and_leaves_nothing(
     print(f"close from {target}: {took:.2f}s")
 
 
-async def test_missing_namespace_is_named_with_the_fix_and_retried(temporal_factory, tmp_path):
-    server = temporal_factory()
+async def test_missing_namespace_is_named_with_the_fix_and_retried(temporal_dev_server_factory, tmp_path):
+    server = temporal_dev_server_factory()
     namespace = f"ns-{int(time.monotonic() * 1000) % 100000}"
     settings = fast_settings(server.address, namespace=namespace)
     async with connection_rig(settings, tmp_path / "data") as rig:

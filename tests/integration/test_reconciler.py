@@ -37,8 +37,8 @@ from stigmer.temporal.names import TaskQueues
 from stigmer.temporal.session import TemporalSession
 from stigmer.temporal.workers import build_workers
 from stigmer.testing.eventually import eventually
+from stigmer.testing.factories import TemporalDevServerFactory
 from stigmer.testing.temporal import TemporalDevServer
-from tests.conftest import TemporalFactory
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 
@@ -143,9 +143,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 async def test_in_memory_restart_fails_lost_and_restarts_pending(
-    temporal_factory: TemporalFactory, store: Store
+    temporal_dev_server_factory: TemporalDevServerFactory, store: Store
 ) -> None:
-    server = temporal_factory(wait=False)
+    server = temporal_dev_server_factory(wait=False)
     await server.wait_ready_async()
     queues = TaskQueues.with_suffix(uuid.uuid4().hex[:12])
 
@@ -189,9 +189,9 @@ async def test_in_memory_restart_fails_lost_and_restarts_pending(
 
 
 async def test_persistent_restart_completes_each_execution_exactly_once(
-    temporal_factory: TemporalFactory, store: Store
+    temporal_dev_server_factory: TemporalDevServerFactory, store: Store
 ) -> None:
-    server = temporal_factory(persistent=True, wait=False)
+    server = temporal_dev_server_factory(persistent=True, wait=False)
     await server.wait_ready_async()
     queues = TaskQueues.with_suffix(uuid.uuid4().hex[:12])
 
@@ -243,9 +243,9 @@ class RecordingAvailability:
 
 
 async def test_controller_create_runs_to_completion_and_a_failed_start_leaves_no_record(
-    temporal_factory: TemporalFactory, store: Store
+    temporal_dev_server_factory: TemporalDevServerFactory, store: Store
 ) -> None:
-    server = temporal_factory(wait=False)
+    server = temporal_dev_server_factory(wait=False)
     await server.wait_ready_async()
     queues = TaskQueues.with_suffix(uuid.uuid4().hex[:12])
     availability = RecordingAvailability()

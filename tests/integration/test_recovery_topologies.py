@@ -22,8 +22,9 @@ from stigmer.errors import TemporalUnavailableError
 from stigmer.temporal.connection import ConnectionSettings
 from stigmer.temporal.names import TaskQueues
 from stigmer.testing.eventually import eventually
+from stigmer.testing.factories import TemporalDevServerFactory
 from stigmer.testing.temporal import TemporalDevServer
-from tests.conftest import TcpProxyFactory, TemporalFactory
+from tests.conftest import TcpProxyFactory
 from tests.integration.connection_rig import Rig, connection_rig
 
 pytestmark = pytest.mark.temporal
@@ -34,9 +35,12 @@ BACK_WITHIN = 3.0
 
 @pytest.mark.parametrize("outage", [3.0, 35.0], ids=["short", "past-the-backoff-cap"])
 async def test_idle_recovery_needs_no_port_edge(
-    outage: float, temporal_factory: TemporalFactory, tcp_proxy_factory: TcpProxyFactory, tmp_path: Path
+    outage: float,
+    temporal_dev_server_factory: TemporalDevServerFactory,
+    tcp_proxy_factory: TcpProxyFactory,
+    tmp_path: Path,
 ) -> None:
-    temporal = temporal_factory(persistent=True)
+    temporal = temporal_dev_server_factory(persistent=True)
     proxies = [tcp_proxy_factory(temporal.address), tcp_proxy_factory(temporal.address, upstream_down="hold")]
     targets = {
         "direct": temporal.address,

@@ -52,9 +52,9 @@ from stigmer.store import Store, new_id
 from stigmer.temporal.agents import DELAY_ENV, EchoAgentRunner
 from stigmer.temporal.connection import ConnectionSettings, CreatorTargets, TemporalConnection
 from stigmer.testing.eventually import eventually
+from stigmer.testing.factories import TemporalDevServerFactory
 from stigmer.testing.ports import free_port
 from stigmer.testing.temporal import TemporalDevServer
-from tests.conftest import TemporalFactory
 from tests.integration.connection_rig import fast_settings
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
@@ -585,8 +585,10 @@ async def test_creates_fail_fast_with_unavailable_and_leave_no_record(tmp_path) 
         assert await stack.health_of(TEMPORAL_SERVICE) == NOT_SERVING
 
 
-async def test_a_start_that_fails_midway_removes_the_record(temporal_factory: TemporalFactory, tmp_path) -> None:
-    server: TemporalDevServer = temporal_factory()
+async def test_a_start_that_fails_midway_removes_the_record(
+    temporal_dev_server_factory: TemporalDevServerFactory, tmp_path
+) -> None:
+    server: TemporalDevServer = temporal_dev_server_factory()
     # The ticker and the health probe would notice the kill; with them off the creator is still injected and the
     # start itself fails, which is the path that must delete the just-stored record.
     settings = replace(
@@ -616,14 +618,14 @@ async def test_a_start_that_fails_midway_removes_the_record(temporal_factory: Te
 
 
 async def test_creates_during_a_short_outage_fail_fast_and_succeed_right_after(
-    temporal_factory: TemporalFactory, tmp_path
+    temporal_dev_server_factory: TemporalDevServerFactory, tmp_path
 ) -> None:
     # What the recovery benchmark measures, with its production defaults except the health tick
     # (slowed down) and the health probe (off), so that only the creates themselves can tell the
     # connection. The SDK's default
     # retries would hold such a create for up to 10 s on the dead client while the state said
     # CONNECTED; the API's own client gives up after ~1 s and the outage becomes visible.
-    server: TemporalDevServer = temporal_factory()
+    server: TemporalDevServer = temporal_dev_server_factory()
     settings = replace(fast_settings(server.address), health_interval=600.0, liveness=False)
     async with serving(settings, tmp_path / "data") as stack:
         await stack.connected()
@@ -677,8 +679,10 @@ async def test_creates_during_a_short_outage_fail_fast_and_succeed_right_after(
 # ---------------------------------------------------------------------------------------- health
 
 
-async def test_health_watch_follows_a_temporal_restart(temporal_factory: TemporalFactory, tmp_path) -> None:
-    server: TemporalDevServer = temporal_factory()
+async def test_health_watch_follows_a_temporal_restart(
+    temporal_dev_server_factory: TemporalDevServerFactory, tmp_path
+) -> None:
+    server: TemporalDevServer = temporal_dev_server_factory()
     async with serving(fast_settings(server.address), tmp_path / "data") as stack:
         seen: list[int] = []
         call = stack.health_stub.Watch(health_pb2.HealthCheckRequest(service=TEMPORAL_SERVICE), timeout=45)

@@ -20,7 +20,7 @@ import pytest
 from stigmer.temporal.connection import ConnectionSettings
 from stigmer.temporal.names import TaskQueues
 from stigmer.testing.eventually import eventually
-from tests.conftest import TemporalFactory
+from stigmer.testing.factories import TemporalDevServerFactory
 from tests.integration.connection_rig import connection_rig
 
 pytestmark = pytest.mark.temporal
@@ -32,8 +32,10 @@ GAPS = (2.5, 3.5, 4.5)
 START_BOUND = 3.0
 
 
-async def test_executions_at_idle_gaps_start_at_once(temporal_factory: TemporalFactory, tmp_path: Path) -> None:
-    temporal = temporal_factory(transport_log=True)
+async def test_executions_at_idle_gaps_start_at_once(
+    temporal_dev_server_factory: TemporalDevServerFactory, tmp_path: Path
+) -> None:
+    temporal = temporal_dev_server_factory(transport_log=True)
     settings = ConnectionSettings(host_port=temporal.address, queues=TaskQueues.with_suffix(uuid.uuid4().hex[:8]))
     rng = random.Random(19)
     waits: list[float] = []

@@ -18,9 +18,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from stigmer.testing.eventually import eventually, wait_until
+from stigmer.testing.factories import TemporalDevServerFactory
 from stigmer.testing.ports import is_port_free
 from stigmer.testing.temporal import TemporalDevServer, TemporalExitedError
-from tests.conftest import TcpProxyFactory, TemporalFactory
+from tests.conftest import TcpProxyFactory
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 
@@ -76,8 +77,10 @@ async def test_shared_server_is_ready_for_workflows(temporal: TemporalDevServer)
     assert await status_of(client, workflow_id) == WorkflowExecutionStatus.RUNNING
 
 
-async def test_sigkill_closes_the_port_and_restart_keeps_workflows(temporal_factory: TemporalFactory) -> None:
-    server = temporal_factory(persistent=True)
+async def test_sigkill_closes_the_port_and_restart_keeps_workflows(
+    temporal_dev_server_factory: TemporalDevServerFactory,
+) -> None:
+    server = temporal_dev_server_factory(persistent=True)
     client = await connect(server)
     workflow_id = await start_idle_workflow(client)
     old_pid = server.pid
@@ -97,8 +100,8 @@ async def test_sigkill_closes_the_port_and_restart_keeps_workflows(temporal_fact
     assert await status_of(client, workflow_id) == WorkflowExecutionStatus.RUNNING
 
 
-async def test_in_memory_restart_forgets_everything(temporal_factory: TemporalFactory) -> None:
-    server = temporal_factory()
+async def test_in_memory_restart_forgets_everything(temporal_dev_server_factory: TemporalDevServerFactory) -> None:
+    server = temporal_dev_server_factory()
     workflow_id = await start_idle_workflow(await connect(server))
     server.restart()  # graceful: SIGINT, then a new process on the same port
     await server.wait_ready_async()
@@ -108,9 +111,9 @@ async def test_in_memory_restart_forgets_everything(temporal_factory: TemporalFa
     assert info.value.status == RPCStatusCode.NOT_FOUND
 
 
-async def test_two_servers_side_by_side(temporal_factory: TemporalFactory) -> None:
-    first = temporal_factory(wait=False)
-    second = temporal_factory(wait=False)
+async def test_two_servers_side_by_side(temporal_dev_server_factory: TemporalDevServerFactory) -> None:
+    first = temporal_dev_server_factory(wait=False)
+    second = temporal_dev_server_factory(wait=False)
     await asyncio.gather(first.wait_ready_async(), second.wait_ready_async())
     ports_first = {first.port, first.http_port, first.metrics_port}
     ports_second = {second.port, second.http_port, second.metrics_port}

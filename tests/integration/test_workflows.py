@@ -38,8 +38,8 @@ from stigmer.temporal.workflows import (
     WorkflowValidationWorkflow,
 )
 from stigmer.testing.eventually import eventually
+from stigmer.testing.factories import TemporalDevServerFactory
 from stigmer.testing.temporal import TemporalDevServer
-from tests.conftest import TemporalFactory
 
 pytestmark = [pytest.mark.temporal, pytest.mark.timeout(60)]
 
@@ -322,9 +322,9 @@ async def test_oversized_document_is_rejected_without_temporal(queues: TaskQueue
 
 
 async def test_creators_raise_temporal_unavailable_fast_when_temporal_is_gone(
-    temporal_factory: TemporalFactory, queues: TaskQueues
+    temporal_dev_server_factory: TemporalDevServerFactory, queues: TaskQueues
 ) -> None:
-    server = temporal_factory(wait=False)
+    server = temporal_dev_server_factory(wait=False)
     await server.wait_ready_async()
     client = await asyncio.wait_for(Client.connect(server.address), CALL_TIMEOUT)
     server.kill()

@@ -33,6 +33,12 @@ FACES = {
         "UnauthenticatedError", "ValidationResult", "WaitTimeoutError", "Workflow", "WorkflowExecution", "to_json",
     },
     "stigmer.phases": {"Phase", "TaskStatus"},
+    "stigmer.testing": {
+        "CliResult", "StigmerServerFactory", "StigmerServerProcess", "TemporalDevServer", "TemporalDevServerFactory",
+        "TemporalExitedError", "TemporalNotFoundError", "eventually", "free_port", "is_port_free", "stigmer_binary",
+        "wait_for_log", "wait_until",
+    },
+    "stigmer.testing.factories": {"StigmerServerFactory", "TemporalDevServerFactory", "close_all", "log_tail"},
     "stigmer.controllers.ports": {"Availability", "RemoteStatus", "Session", "Starter", "Validator"},
     "stigmer.store": {
         "AGENT_EXECUTION", "AgentExecution", "Listener", "Message", "Phase", "Store", "TaskState", "TaskStatus",

@@ -143,6 +143,20 @@ def test_the_state_machine_imports_nothing_of_the_service_temporal_or_grpc() -> 
             "stigmer.client",
             ("stigmer.store", "stigmer.temporal", "stigmer.controllers", "stigmer.server", "stigmer.app"),
         ),
+        # The pytest plugin loads in every pytest run: it drives the server as a process, and imports
+        # the client only inside its client fixtures.
+        (
+            "stigmer.testing",
+            (
+                "stigmer.store",
+                "stigmer.temporal",
+                "stigmer.controllers",
+                "stigmer.server",
+                "stigmer.app",
+                "stigmer.cli",
+                "stigmer.client",
+            ),
+        ),
         # Client commands start fast: the server stack is imported late, by `server start` only.
         ("stigmer.cli", ("stigmer.controllers", "stigmer.store", "stigmer.temporal", "stigmer.server", "stigmer.app")),
     ],
