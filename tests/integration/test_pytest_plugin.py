@@ -4,15 +4,18 @@ no pytest_plugins), run by a fresh ``python -m pytest`` that finds the plugin th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.temporal
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 RUN_TIMEOUT = 240.0  # one inner run: a dev server and a stigmer server per test, a few seconds each
 
 
@@ -82,6 +85,13 @@ def test_the_guides_pattern_server_first_then_temporal(pytester: pytest.Pytester
         """,
     )
     result.assert_outcomes(passed=3)
+
+
+def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
+    section = README.read_text().split("## Testing your code against stigmer", 1)[1].split("\n## ", 1)[0]
+    examples = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if b.startswith("import pytest")]
+    assert len(examples) == 1, "the section's runnable example starts with `import pytest`"
+    run(pytester, examples[0]).assert_outcomes(passed=2)
 
 
 def test_a_failed_test_reports_the_server_and_temporal_logs(pytester: pytest.Pytester) -> None:
