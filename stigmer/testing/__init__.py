@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from stigmer.testing.eventually import eventually, wait_until
     from stigmer.testing.factories import StigmerServerFactory, TemporalDevServerFactory
     from stigmer.testing.ports import free_port, is_port_free
-    from stigmer.testing.server import CliResult, StigmerServerProcess, stigmer_binary, wait_for_log
+    from stigmer.testing.server import (
+        CliResult,
+        StigmerServerExitedError,
+        StigmerServerProcess,
+        stigmer_binary,
+        wait_for_log,
+    )
     from stigmer.testing.temporal import TemporalDevServer, TemporalExitedError, TemporalNotFoundError
 
 _HOMES = {
@@ -39,6 +45,7 @@ _HOMES = {
     "free_port": "stigmer.testing.ports",
     "is_port_free": "stigmer.testing.ports",
     "CliResult": "stigmer.testing.server",
+    "StigmerServerExitedError": "stigmer.testing.server",
     "StigmerServerProcess": "stigmer.testing.server",
     "stigmer_binary": "stigmer.testing.server",
     "wait_for_log": "stigmer.testing.server",
@@ -49,6 +56,7 @@ _HOMES = {
 
 __all__ = [
     "CliResult",
+    "StigmerServerExitedError",
     "StigmerServerFactory",
     "StigmerServerProcess",
     "TemporalDevServer",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stigmer.testing.server import StigmerServerProcess
+from stigmer.testing.server import StigmerServerExitedError, StigmerServerProcess
 
 if TYPE_CHECKING:
     from stigmer.testing.temporal import TemporalDevServer
@@ -133,8 +133,8 @@ class StigmerServerFactory:
         self.servers.append(server)
         try:
             return server.start()
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- {server.log_path} ---\n{log_tail(server.log())}") from None
+        except (AssertionError, StigmerServerExitedError) as exc:  # timed out, or exited
+            raise type(exc)(f"{exc}\n--- {server.log_path} ---\n{log_tail(server.log())}") from None
 
     def close(self) -> None:
         """Stop every server (SIGINT, then SIGKILL) and what it started; safe twice."""

@@ -30,6 +30,10 @@ def stigmer_binary() -> str:
     return found
 
 
+class StigmerServerExitedError(RuntimeError):
+    """The server process exited before it said it started (a refused flag, an unusable data dir)."""
+
+
 @dataclass
 class CliResult:
     code: int
@@ -73,11 +77,22 @@ class StigmerServerProcess:
                 env={**os.environ, "NO_COLOR": "1"},
             )
         wait_until(
-            lambda: "Stigmer Server started successfully" in self.log(),
+            self._started,
             timeout=20,
             what=f"stigmer server at {self.address} to start (log {self.log_path})",
         )
         return self
+
+    def _started(self) -> bool:
+        # Polled before the log is read: a process that had exited by then wrote all it ever will.
+        code = self.proc.poll() if self.proc is not None else None
+        if "Stigmer Server started successfully" in self.log():
+            return True
+        if code is not None:
+            raise StigmerServerExitedError(
+                f"stigmer server at {self.address} exited with code {code} before it started (log {self.log_path})"
+            )
+        return False
 
     def log(self) -> str:
         try:

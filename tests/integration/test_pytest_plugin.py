@@ -8,9 +8,14 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+
+from stigmer.testing.factories import StigmerServerFactory
+from stigmer.testing.ports import free_port
+from stigmer.testing.server import StigmerServerExitedError
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.temporal
@@ -112,6 +117,14 @@ def test_a_failed_test_reports_the_server_and_temporal_logs(pytester: pytest.Pyt
     server_log = out.split("stigmer server log (", 1)[1].split("temporal dev server log (", 1)[0]
     assert "Stigmer Server started successfully" in server_log
     assert "Initial Temporal connection successful" in server_log  # the log as of the failure
+
+
+def test_a_server_that_exits_at_start_fails_at_once_with_its_log(stigmer_server_factory: StigmerServerFactory) -> None:
+    began = time.monotonic()
+    with pytest.raises(StigmerServerExitedError, match="exited with code 2 before it started") as caught:
+        stigmer_server_factory(temporal=f"127.0.0.1:{free_port()}", extra=["--exit-after-outage", "soon"])
+    assert "expected a duration like 90s, 5m or 1h" in str(caught.value)  # the log's tail, in the error
+    assert time.monotonic() - began < 10  # not the 20 s start deadline
 
 
 def test_a_passing_test_reports_no_logs(pytester: pytest.Pytester) -> None:

@@ -34,9 +34,9 @@ FACES = {
     },
     "stigmer.phases": {"Phase", "TaskStatus"},
     "stigmer.testing": {
-        "CliResult", "StigmerServerFactory", "StigmerServerProcess", "TemporalDevServer", "TemporalDevServerFactory",
-        "TemporalExitedError", "TemporalNotFoundError", "eventually", "free_port", "is_port_free", "stigmer_binary",
-        "wait_for_log", "wait_until",
+        "CliResult", "StigmerServerExitedError", "StigmerServerFactory", "StigmerServerProcess", "TemporalDevServer",
+        "TemporalDevServerFactory", "TemporalExitedError", "TemporalNotFoundError", "eventually", "free_port",
+        "is_port_free", "stigmer_binary", "wait_for_log", "wait_until",
     },
     "stigmer.testing.factories": {"StigmerServerFactory", "TemporalDevServerFactory", "close_all", "log_tail"},
     "stigmer.controllers.ports": {"Availability", "RemoteStatus", "Session", "Starter", "Validator"},
