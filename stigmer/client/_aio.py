@@ -82,8 +82,9 @@ class AsyncClient:
         self._security = security
         self.timeout = timeout
         self.retry_unavailable = retry_unavailable
-        self._metadata = security.metadata()
+        self._metadata = security.metadata() or None
         self._channel: grpc.aio.Channel | None = None
+        self._unaries: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -98,6 +99,7 @@ class AsyncClient:
         """Close the channel; safe twice."""
         self._closed = True
         channel, self._channel = self._channel, None
+        self._unaries.clear()
         if channel is not None:
             await channel.close()
 
@@ -114,11 +116,13 @@ class AsyncClient:
         return _errors.from_rpc(error, address=self.address, tls=self._security.tls)
 
     async def _unary(self, method: str, request: ProtoMessage, reply: type[T], timeout: float | None) -> T:
-        call = self._open().unary_unary(
-            method,
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=reply.FromString,  # type: ignore[attr-defined]
-        )
+        call = self._unaries.get(method)
+        if call is None:  # one multicallable per method and channel: making one per call costs CPU
+            call = self._unaries[method] = self._open().unary_unary(
+                method,
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=reply.FromString,  # type: ignore[attr-defined]
+            )
         budget = time.monotonic() + self.retry_unavailable
         while True:
             try:

@@ -4,8 +4,10 @@ the waits, and every error a user can meet, typed."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +155,15 @@ async def test_the_async_client_waits_for_a_temporal_started_after_the_server(
         phases = [e.phase async for e in client.watch_agent_execution(created.id)]
         assert phases[-1] is Phase.COMPLETED
         assert [e.id async for e in client.list_agent_executions(phase="COMPLETED")] == [created.id]
+
+
+def test_the_readme_example_runs_as_written(server, monkeypatch, capsys) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    example = next(b for b in blocks if "from stigmer.client import Client, Phase" in b)
+    monkeypatch.setenv("STIGMER_SERVER_ADDRESS", server.address)
+    with Client(address=server.address, timeout=10) as client:
+        client.wait_temporal_connected(timeout=30)
+    exec(compile(example, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-2] == "COMPLETED" and printed[-1].startswith("[echo]"), printed
