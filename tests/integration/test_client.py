@@ -26,7 +26,7 @@ from stigmer.client import (
     to_json,
 )
 from stigmer.contract import UNAVAILABLE_MESSAGE
-from stigmer.temporal.agents import FAIL_ENV
+from stigmer.temporal.agents import DELAY_ENV, FAIL_ENV
 from stigmer.testing.ports import free_port
 
 pytestmark = pytest.mark.temporal
@@ -167,3 +167,15 @@ def test_the_readme_example_runs_as_written(server, monkeypatch, capsys) -> None
     exec(compile(example, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[-2] == "COMPLETED" and printed[-1].startswith("[echo]"), printed
+
+
+def test_a_watch_whose_server_goes_away_raises_rather_than_ends(server) -> None:
+    with Client(address=server.address, timeout=10) as client:
+        client.wait_temporal_connected(timeout=30)
+        slow = client.create_agent_execution(agent="echo", message="slow", runtime_env={DELAY_ENV: "30"})
+        updates = client.watch_agent_execution(slow.id)
+        assert next(updates).id == slow.id  # the stream is open: its first state came
+        server.kill()
+        with pytest.raises(ServerUnreachableError, match=server.address):
+            for update in updates:
+                assert not update.phase.terminal, "the server died: the stream cannot have finished"
