@@ -4,6 +4,8 @@ workflow instance (what made each create wait ~13 ms on a busy server; bench/ me
 from __future__ import annotations
 
 import importlib.machinery
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,17 +23,28 @@ HELPERS = {"stigmer.temporal.names"}
 
 
 def executed_modules(runner: WorkflowRunner, cls: type, monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """Names of the stigmer modules whose code runs while the sandbox creates one instance."""
-    seen: set[str] = set()
-    original = importlib.machinery.SourceFileLoader.exec_module
+    """Names of the stigmer modules whose code runs while the sandbox creates one instance.
 
-    def exec_module(self: Any, module: Any) -> None:
-        if module.__name__.startswith("stigmer."):
-            seen.add(module.__name__)
-        original(self, module)
+    Watched on every loader that may execute them: the source loader, and the loaders on
+    sys.meta_path, among them pytest's assertion rewriter, which loads the whole stigmer package
+    when a distribution on sys.path (an in-tree stigmer_py.egg-info) lists the pytest11 plugin."""
+    seen: set[str] = set()
+    loaders = {
+        importlib.machinery.SourceFileLoader,
+        *(type(f) for f in sys.meta_path if hasattr(type(f), "exec_module")),
+    }
+
+    def watching(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        def exec_module(self: Any, module: Any) -> None:
+            if module.__name__.startswith("stigmer."):
+                seen.add(module.__name__)
+            original(self, module)
+
+        return exec_module
 
     with monkeypatch.context() as patch:
-        patch.setattr(importlib.machinery.SourceFileLoader, "exec_module", exec_module)
+        for loader in loaders:
+            patch.setattr(loader, "exec_module", watching(loader.exec_module))
         runner.prepare_workflow(workflow._Definition.must_from_class(cls))
     return seen
 
