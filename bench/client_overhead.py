@@ -54,7 +54,11 @@ async def run(ctx: Context) -> list[Table]:
             for number, chunk in enumerate(plan, 1):
                 result = await run_load(ctx, [chunk.mode, "--address", server.address], chunk)
                 merge(results.setdefault((chunk.phase, chunk.mode), {}), result)
-                ctx.say(f"{NAME}: chunk {number}/{len(plan)}: {chunk.phase} {LABELS[chunk.mode]} x{chunk.count}")
+                p50 = Summary.of(result["latencies"]).median * 1000
+                ctx.say(
+                    f"{NAME}: chunk {number}/{len(plan)}: {chunk.phase} {LABELS[chunk.mode]} x{chunk.count}: "
+                    f"{chunk.count / result['elapsed']:.0f}/s, p50 {p50:.2f} ms"
+                )
         finally:
             await api.close()
     return [table(results)]
