@@ -4,7 +4,7 @@ One server (its agent worker polls another queue, bench/patched_server.py ``noex
 executed, so what is timed is the Create path alone and the two contenders cannot leave each
 other a backlog) and its own in-memory Temporal. Load from bench/load_client.py in separate
 processes, ``stigmer`` (AgentExecutionServiceStub.Create on a grpc.aio channel) and ``client``
-(AsyncClient.create_agent_execution), alternating in chunks (ABBA):
+(AsyncClient.create_agent_execution), alternating in chunks (ABBA, twice over in a full run):
 
 - sequential: one Create after the other -> latency p50 / p99;
 - concurrent: 50 in flight -> throughput.
@@ -33,10 +33,11 @@ IN_FLIGHT = 50
 
 async def run(ctx: Context) -> list[Table]:
     sequential, concurrent = (200, 400) if ctx.quick else (1000, 4000)
+    chunks = 2 if ctx.quick else 4
     plan = [
         Chunk(phase=c.phase, mode=STUBS if c.mode == HAPPY_STUBS else CLIENT, count=c.count,
               in_flight=c.in_flight, interval=0.0)
-        for c in schedule(sequential=sequential, concurrent=concurrent, in_flight=IN_FLIGHT, chunks=2)
+        for c in schedule(sequential=sequential, concurrent=concurrent, in_flight=IN_FLIGHT, chunks=chunks)
     ]  # fmt: skip
     results: dict[tuple[str, str], dict[str, object]] = {}
     with contextlib.ExitStack() as stack:
