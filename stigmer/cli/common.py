@@ -17,8 +17,8 @@ from google.protobuf.message import Message
 from stigmer.client import Client, Page
 from stigmer.client.models import message_of
 from stigmer.config import DEFAULT_ADDRESS
-from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY, UNAVAILABLE_MESSAGE
-from stigmer.errors import ExitCode, StigmerError
+from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY
+from stigmer.errors import ExitCode, StigmerError, TemporalUnavailableError
 from stigmer.security import ClientSecurity, ClientSecurityError, tls_hint
 
 T = TypeVar("T")
@@ -79,7 +79,7 @@ def emit_json(payload: Any) -> None:
 def fail(error: StigmerError, *, address: str, output: str) -> NoReturn:
     """Print a server's refusal the way the contract says and exit with its code."""
     code, details, trailing = error.code or "UNKNOWN", error.details or str(error), error.trailing
-    ours = code == "UNAVAILABLE" and (STATE_KEY in trailing or details == UNAVAILABLE_MESSAGE)
+    ours = isinstance(error, TemporalUnavailableError)  # the server refused: Temporal is down (stigmer.client)
     if code == "UNAVAILABLE" and not ours:
         message = f"cannot reach the stigmer server at {address} ({details or 'no answer'}). " + (
             tls_hint(details, tls=ClientSecurity.from_env().tls)
@@ -109,24 +109,28 @@ def fail(error: StigmerError, *, address: str, output: str) -> NoReturn:
     sys.exit(exit_code)
 
 
-def call(api_: Api, output: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """One client call; a refusal ends the process per the contract, bad client settings are usage errors."""
+@contextmanager
+def refusals(api_: Api, output: str) -> Iterator[None]:
+    """Inside: a refusal (or a broken stream) ends the process per the contract (:func:`fail`);
+    client settings that cannot work (a CA file that cannot be read) are a usage error."""
     try:
-        return fn(*args, **kwargs)
+        yield
     except ClientSecurityError as err:
         raise click.UsageError(str(err)) from err
     except StigmerError as error:
         fail(error, address=api_.address, output=output)
+
+
+def call(api_: Api, output: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """One client call, under :func:`refusals`."""
+    with refusals(api_, output):
+        return fn(*args, **kwargs)
 
 
 def each(api_: Api, output: str, items: Iterator[T]) -> Iterator[T]:
-    """A client stream's items; a refusal or a broken stream ends the process like :func:`call`."""
-    try:
+    """A client stream's items, under :func:`refusals`."""
+    with refusals(api_, output):
         yield from items
-    except ClientSecurityError as err:
-        raise click.UsageError(str(err)) from err
-    except StigmerError as error:
-        fail(error, address=api_.address, output=output)
 
 
 PHASES = ["PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]

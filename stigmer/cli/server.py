@@ -14,14 +14,13 @@ import click
 from loguru import logger
 
 from stigmer.api import status_pb2
-from stigmer.cli.common import address_option, api, call, emit_json, fail, is_tty, output_option, to_dict
+from stigmer.cli.common import address_option, api, call, emit_json, is_tty, output_option, refusals, to_dict
 from stigmer.client.models import message_of
 from stigmer.config import Config
-from stigmer.errors import ConfigError, ExitCode, ServerUnreachableError, StigmerError
+from stigmer.errors import ConfigError, ExitCode, ServerUnreachableError
 from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
 from stigmer.process import exit_process
-from stigmer.security import ClientSecurityError
 
 # click 8.4 made ParamType generic; the older releases that pyproject allows (>=8.1) cannot be
 # subscripted at run time, so only mypy sees ParamType[float].
@@ -307,15 +306,12 @@ def wait(address: str, output: str, timeout: float) -> None:
     state = "unreachable"
     with api(address, 2.0) as conn:
         while True:
-            try:
-                last = message_of(conn.client.status(timeout=2.0))
-                state = last.state
-            except ClientSecurityError as err:
-                raise click.UsageError(str(err)) from err
-            except ServerUnreachableError:
-                state = "server unreachable"
-            except StigmerError as error:
-                fail(error, address=address, output=output)
+            with refusals(conn, output):
+                try:
+                    last = message_of(conn.client.status(timeout=2.0))
+                    state = last.state
+                except ServerUnreachableError:
+                    state = "server unreachable"
             if state == "CONNECTED":
                 break
             if time.monotonic() >= deadline:

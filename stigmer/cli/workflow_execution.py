@@ -16,11 +16,11 @@ from stigmer.cli.common import (
     api,
     call,
     emit_json,
-    fail,
     output_option,
     page_json,
     paging_options,
     phase_option,
+    refusals,
     show,
     timeout_option,
     to_dict,
@@ -28,7 +28,6 @@ from stigmer.cli.common import (
 from stigmer.cli.workflow import COMPLETION_TIMEOUT, complete_workflow, completion_address
 from stigmer.client.models import message_of
 from stigmer.errors import ExitCode, StigmerError
-from stigmer.security import ClientSecurityError
 
 INPUT_EXAMPLE = '{"user": "Ada"}'
 
@@ -234,27 +233,26 @@ def watch(execution_id: str, address: str, output: str, timeout: float | None) -
 def _follow(conn: Api, execution_id: str, output: str, *, timeout: float | None) -> NoReturn:
     """Print each change until a terminal phase; exit 0 only for COMPLETED."""
     last: Any = None
-    try:
-        for view in conn.client.watch_workflow_execution(execution_id, timeout=timeout):
-            update = message_of(view)
-            if output == "json":
-                click.echo(json.dumps(to_dict(update), ensure_ascii=False))
-            else:
-                for line in render.execution_changes(last, update):
-                    click.echo(line)
-            last = update
-    except ClientSecurityError as err:
-        raise click.UsageError(str(err)) from err
-    except StigmerError as error:
-        if error.code == "DEADLINE_EXCEEDED" and last is not None:
-            waited = f" after {timeout:g}s" if timeout else ""
-            _stop(
-                f"gave up{waited}: {execution_id} is still {render.phase_name(last.phase)}",
-                code="DEADLINE_EXCEEDED",
-                exit_code=ExitCode.TEMPFAIL,
-                output=output,
-            )
-        fail(error, address=conn.address, output=output)
+    with refusals(conn, output):
+        try:
+            for view in conn.client.watch_workflow_execution(execution_id, timeout=timeout):
+                update = message_of(view)
+                if output == "json":
+                    click.echo(json.dumps(to_dict(update), ensure_ascii=False))
+                else:
+                    for line in render.execution_changes(last, update):
+                        click.echo(line)
+                last = update
+        except StigmerError as error:
+            if error.code == "DEADLINE_EXCEEDED" and last is not None:
+                waited = f" after {timeout:g}s" if timeout else ""
+                _stop(
+                    f"gave up{waited}: {execution_id} is still {render.phase_name(last.phase)}",
+                    code="DEADLINE_EXCEEDED",
+                    exit_code=ExitCode.TEMPFAIL,
+                    output=output,
+                )
+            raise
     if last is None or render.phase_name(last.phase) not in render.TERMINAL:
         # Only a server going away mid-stream ends it early; the execution itself runs on.
         where = "before sending anything" if last is None else f"while {render.phase_name(last.phase)}"

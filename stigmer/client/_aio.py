@@ -6,6 +6,7 @@ The sync :class:`stigmer.client.Client` runs this same code on a loop of its own
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -35,7 +36,7 @@ from stigmer.errors import (
     WaitTimeoutError,
 )
 from stigmer.phases import Phase
-from stigmer.security import ClientSecurity
+from stigmer.security import ClientSecurity, Secret
 
 ADDRESS_ENV = "STIGMER_SERVER_ADDRESS"
 T = TypeVar("T")
@@ -74,11 +75,8 @@ class AsyncClient:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.address = address or os.environ.get(ADDRESS_ENV, "").strip() or DEFAULT_ADDRESS
         security = security or ClientSecurity.from_env()
-        if token is not None:
-            from stigmer.security import Secret
-
-            security = ClientSecurity(tls=security.tls, ca_file=security.ca_file, server_name=security.server_name,
-                                      token=Secret(token) if token else None)  # fmt: skip
+        if token is not None:  # "" sends none
+            security = dataclasses.replace(security, token=Secret(token) if token else None)
         self._security = security
         self.timeout = timeout
         self.retry_unavailable = retry_unavailable
@@ -130,10 +128,9 @@ class AsyncClient:
                 return result
             except grpc.RpcError as rpc_error:
                 error = self._error(rpc_error)
-            wait = getattr(error, "retry_after", 0.0)
-            if not isinstance(error, TemporalUnavailableError) or time.monotonic() + wait > budget:
+            if not isinstance(error, TemporalUnavailableError) or time.monotonic() + error.retry_after > budget:
                 raise error from None
-            await asyncio.sleep(wait)
+            await asyncio.sleep(error.retry_after)
 
     async def _stream(
         self, method: str, request: ProtoMessage, reply: type[T], timeout: float | None = None

@@ -42,7 +42,9 @@ T = TypeVar("T")
 
 # The `timeout` parameters below are the agreed creator API (ASYNC109 prefers callers wrapping
 # us in asyncio.timeout): the deadline must cover the SDK's internal retries, so it lives here.
-async def _with_deadline(call: Awaitable[T], *, timeout: float, what: str) -> T:  # noqa: ASYNC109
+async def with_deadline(call: Awaitable[T], *, timeout: float, what: str) -> T:  # noqa: ASYNC109
+    """``call`` within ``timeout`` s; no answer in time, or an RPC error that means no answer
+    (diagnose.is_unavailable), raises TemporalUnavailableError saying ``what`` failed."""
     if timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     try:
@@ -71,7 +73,7 @@ async def _start_once(
     # WorkflowAlreadyStartedError: the workflow already ran to completion, so the reuse policy
     # refused a second run -- exactly the no-op a repeated start should be.
     with contextlib.suppress(WorkflowAlreadyStartedError):
-        await _with_deadline(
+        await with_deadline(
             client.start_workflow(
                 workflow,
                 arg,
@@ -187,7 +189,7 @@ class WorkflowValidator(_Bound):
         # caller gave up before a worker picked it up.
         request_id = uuid.uuid4().hex
         result: ValidationResult = await self._call(
-            _with_deadline(
+            with_deadline(
                 self._client.execute_workflow(
                     names.WORKFLOW_VALIDATION_WORKFLOW,
                     ValidationInput(document=document),

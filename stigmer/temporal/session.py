@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from stigmer.controllers.ports import RemoteStatus
-from stigmer.errors import TemporalUnavailableError
-from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator
-from stigmer.temporal.diagnose import is_unavailable
+from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, with_deadline
 from stigmer.temporal.names import TaskQueues
 
 _STATUS = {
@@ -43,16 +40,13 @@ class TemporalSession:
         which ``rpc_timeout`` does not)."""
         handle = self._client.get_workflow_handle(workflow_id)
         try:
-            description = await asyncio.wait_for(
-                handle.describe(rpc_timeout=timedelta(seconds=timeout)), timeout=timeout + 0.5
-            )
-        except TimeoutError:
-            raise TemporalUnavailableError(f"describing {workflow_id}: no answer within {timeout:g} s") from None
-        except RPCError as err:
+            description = await with_deadline(
+                handle.describe(rpc_timeout=timedelta(seconds=timeout)), timeout=timeout + 0.5,
+                what=f"describing {workflow_id}",
+            )  # fmt: skip
+        except RPCError as err:  # not an outage (with_deadline raised those as TemporalUnavailableError)
             if err.status == RPCStatusCode.NOT_FOUND:
                 return None
-            if is_unavailable(err):
-                raise TemporalUnavailableError(f"describing {workflow_id}: {err.status.name}: {err.message}") from err
             raise
         status = description.status
         return RemoteStatus.OTHER if status is None else _STATUS.get(status, RemoteStatus.OTHER)
