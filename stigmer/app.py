@@ -138,9 +138,10 @@ class StigmerServer:
         # while CONNECTED, and on every entry to CONNECTED the reconciler settles unfinished
         # executions (nothing is left in PENDING).
         reconciler = Reconciler(store=store, availability=connection)
-        agent_executions = AgentExecutionController(store=store, availability=connection)
-        workflows = WorkflowController(store=store, availability=connection)
-        workflow_executions = WorkflowExecutionController(store=store, availability=connection)
+        ttl = config.request_id_ttl
+        agent_executions = AgentExecutionController(store=store, availability=connection, request_id_ttl=ttl)
+        workflows = WorkflowController(store=store, availability=connection, request_id_ttl=ttl)
+        workflow_executions = WorkflowExecutionController(store=store, availability=connection, request_id_ttl=ttl)
         connection.send_creators_to(
             CreatorTargets(
                 agent_execution=agent_executions.set_creator,

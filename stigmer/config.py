@@ -65,6 +65,8 @@ class Config:
     exit_after_outage: float | None = None
     #: TLS / API key for Temporal (stigmer.temporal.tls); None: plaintext, no key.
     temporal_security: TemporalSecurity | None = None
+    #: Seconds a create's request_id keeps returning what it created (AIP-155).
+    request_id_ttl: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")
@@ -73,6 +75,8 @@ class Config:
             raise ConfigError("TEMPORAL_NAMESPACE / --namespace must not be empty")
         if self.exit_after_outage is not None and not self.exit_after_outage > 0:
             raise ConfigError(f"--exit-after-outage must be > 0 seconds, got {self.exit_after_outage}")
+        if not self.request_id_ttl > 0:
+            raise ConfigError(f"--request-id-ttl must be > 0 seconds, got {self.request_id_ttl}")
         if not self.health_interval > 0:
             raise ConfigError(f"--health-interval must be > 0 seconds, got {self.health_interval}")
         self._check_listener_protection()

@@ -32,7 +32,8 @@ class TaskStatus(enum.StrEnum):
     RUNNING = "RUNNING"  # its activity started
     COMPLETED = "COMPLETED"  # produced its output (terminal)
     FAILED = "FAILED"  # raised; the execution usually fails too (terminal)
-    SKIPPED = "SKIPPED"  # not run, e.g. its `if` was false (terminal)
+    SKIPPED = "SKIPPED"  # not run, e.g. its `if` was false or the execution was cancelled (terminal)
+    CANCELLED = "CANCELLED"  # was running when its execution was cancelled (terminal)
 
     @property
     def terminal(self) -> bool:
@@ -44,4 +45,4 @@ class TaskStatus(enum.StrEnum):
         return 2 if self.terminal else (1 if self is TaskStatus.RUNNING else 0)
 
 
-_TERMINAL_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.SKIPPED})
+_TERMINAL_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED})

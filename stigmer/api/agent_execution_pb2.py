@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stigmer.api import common_pb2 as stigmer_dot_api_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!stigmer/api/agent_execution.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stigmer/api/common.proto\"\xd4\x03\n\x0e\x41gentExecution\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12?\n\x0bruntime_env\x18\x04 \x03(\x0b\x32*.stigmer.v1.AgentExecution.RuntimeEnvEntry\x12)\n\x05phase\x18\x05 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12%\n\x08messages\x18\x06 \x03(\x0b\x32\x13.stigmer.v1.Message\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14temporal_workflow_id\x18\x0b \x01(\t\x12\x11\n\tparent_id\x18\x0c \x01(\t\x1a\x31\n\x0fRuntimeEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x01\n\x1b\x43reateAgentExecutionRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12L\n\x0bruntime_env\x18\x03 \x03(\x0b\x32\x37.stigmer.v1.CreateAgentExecutionRequest.RuntimeEnvEntry\x1a\x31\n\x0fRuntimeEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x18GetAgentExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"n\n\x1aListAgentExecutionsRequest\x12)\n\x05phase\x18\x01 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"f\n\x1bListAgentExecutionsResponse\x12.\n\nexecutions\x18\x01 \x03(\x0b\x32\x1a.stigmer.v1.AgentExecution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x1aWatchAgentExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xd7\x02\n\x15\x41gentExecutionService\x12M\n\x06\x43reate\x12\'.stigmer.v1.CreateAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecution\x12G\n\x03Get\x12$.stigmer.v1.GetAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecution\x12W\n\x04List\x12&.stigmer.v1.ListAgentExecutionsRequest\x1a\'.stigmer.v1.ListAgentExecutionsResponse\x12M\n\x05Watch\x12&.stigmer.v1.WatchAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecution0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!stigmer/api/agent_execution.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stigmer/api/common.proto\"\xce\x04\n\x0e\x41gentExecution\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12?\n\x0bruntime_env\x18\x04 \x03(\x0b\x32*.stigmer.v1.AgentExecution.RuntimeEnvEntry\x12)\n\x05phase\x18\x05 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12%\n\x08messages\x18\x06 \x03(\x0b\x32\x13.stigmer.v1.Message\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14temporal_workflow_id\x18\x0b \x01(\t\x12\x11\n\tparent_id\x18\x0c \x01(\t\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\x37\n\x13\x63\x61ncel_requested_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61ncelled_by\x18\x0f \x01(\t\x12\x15\n\rcancel_reason\x18\x10 \x01(\t\x1a\x31\n\x0fRuntimeEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\x1b\x43reateAgentExecutionRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12L\n\x0bruntime_env\x18\x03 \x03(\x0b\x32\x37.stigmer.v1.CreateAgentExecutionRequest.RuntimeEnvEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x31\n\x0fRuntimeEnvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x18GetAgentExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xc3\x01\n\x1aListAgentExecutionsRequest\x12)\n\x05phase\x18\x01 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tparent_id\x18\x06 \x01(\t\"f\n\x1bListAgentExecutionsResponse\x12.\n\nexecutions\x18\x01 \x03(\x0b\x32\x1a.stigmer.v1.AgentExecution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x1aWatchAgentExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"O\n\x1b\x43\x61ncelAgentExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0crequested_by\x18\x03 \x01(\t\"8\n\x1b\x44\x65leteAgentExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x32\xf5\x03\n\x15\x41gentExecutionService\x12M\n\x06\x43reate\x12\'.stigmer.v1.CreateAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecution\x12G\n\x03Get\x12$.stigmer.v1.GetAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecution\x12W\n\x04List\x12&.stigmer.v1.ListAgentExecutionsRequest\x1a\'.stigmer.v1.ListAgentExecutionsResponse\x12M\n\x05Watch\x12&.stigmer.v1.WatchAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecution0\x01\x12M\n\x06\x43\x61ncel\x12\'.stigmer.v1.CancelAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecution\x12M\n\x06\x44\x65lete\x12\'.stigmer.v1.DeleteAgentExecutionRequest\x1a\x1a.stigmer.v1.AgentExecutionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,21 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAGENTEXECUTIONREQUEST_RUNTIMEENVENTRY']._loaded_options = None
   _globals['_CREATEAGENTEXECUTIONREQUEST_RUNTIMEENVENTRY']._serialized_options = b'8\001'
   _globals['_AGENTEXECUTION']._serialized_start=109
-  _globals['_AGENTEXECUTION']._serialized_end=577
-  _globals['_AGENTEXECUTION_RUNTIMEENVENTRY']._serialized_start=528
-  _globals['_AGENTEXECUTION_RUNTIMEENVENTRY']._serialized_end=577
-  _globals['_CREATEAGENTEXECUTIONREQUEST']._serialized_start=580
-  _globals['_CREATEAGENTEXECUTIONREQUEST']._serialized_end=770
-  _globals['_CREATEAGENTEXECUTIONREQUEST_RUNTIMEENVENTRY']._serialized_start=528
-  _globals['_CREATEAGENTEXECUTIONREQUEST_RUNTIMEENVENTRY']._serialized_end=577
-  _globals['_GETAGENTEXECUTIONREQUEST']._serialized_start=772
-  _globals['_GETAGENTEXECUTIONREQUEST']._serialized_end=810
-  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_start=812
-  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_end=922
-  _globals['_LISTAGENTEXECUTIONSRESPONSE']._serialized_start=924
-  _globals['_LISTAGENTEXECUTIONSRESPONSE']._serialized_end=1026
-  _globals['_WATCHAGENTEXECUTIONREQUEST']._serialized_start=1028
-  _globals['_WATCHAGENTEXECUTIONREQUEST']._serialized_end=1068
-  _globals['_AGENTEXECUTIONSERVICE']._serialized_start=1071
-  _globals['_AGENTEXECUTIONSERVICE']._serialized_end=1414
+  _globals['_AGENTEXECUTION']._serialized_end=699
+  _globals['_AGENTEXECUTION_RUNTIMEENVENTRY']._serialized_start=650
+  _globals['_AGENTEXECUTION_RUNTIMEENVENTRY']._serialized_end=699
+  _globals['_CREATEAGENTEXECUTIONREQUEST']._serialized_start=702
+  _globals['_CREATEAGENTEXECUTIONREQUEST']._serialized_end=912
+  _globals['_CREATEAGENTEXECUTIONREQUEST_RUNTIMEENVENTRY']._serialized_start=650
+  _globals['_CREATEAGENTEXECUTIONREQUEST_RUNTIMEENVENTRY']._serialized_end=699
+  _globals['_GETAGENTEXECUTIONREQUEST']._serialized_start=914
+  _globals['_GETAGENTEXECUTIONREQUEST']._serialized_end=952
+  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_start=955
+  _globals['_LISTAGENTEXECUTIONSREQUEST']._serialized_end=1150
+  _globals['_LISTAGENTEXECUTIONSRESPONSE']._serialized_start=1152
+  _globals['_LISTAGENTEXECUTIONSRESPONSE']._serialized_end=1254
+  _globals['_WATCHAGENTEXECUTIONREQUEST']._serialized_start=1256
+  _globals['_WATCHAGENTEXECUTIONREQUEST']._serialized_end=1296
+  _globals['_CANCELAGENTEXECUTIONREQUEST']._serialized_start=1298
+  _globals['_CANCELAGENTEXECUTIONREQUEST']._serialized_end=1377
+  _globals['_DELETEAGENTEXECUTIONREQUEST']._serialized_start=1379
+  _globals['_DELETEAGENTEXECUTIONREQUEST']._serialized_end=1435
+  _globals['_AGENTEXECUTIONSERVICE']._serialized_start=1438
+  _globals['_AGENTEXECUTIONSERVICE']._serialized_end=1939
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,16 @@ class AgentExecutionServiceStub:
                 request_serializer=stigmer_dot_api_dot_agent__execution__pb2.WatchAgentExecutionRequest.SerializeToString,
                 response_deserializer=stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.FromString,
                 _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/stigmer.v1.AgentExecutionService/Cancel',
+                request_serializer=stigmer_dot_api_dot_agent__execution__pb2.CancelAgentExecutionRequest.SerializeToString,
+                response_deserializer=stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/stigmer.v1.AgentExecutionService/Delete',
+                request_serializer=stigmer_dot_api_dot_agent__execution__pb2.DeleteAgentExecutionRequest.SerializeToString,
+                response_deserializer=stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.FromString,
+                _registered_method=True)
 
 
 class AgentExecutionServiceServicer:
@@ -66,8 +76,11 @@ class AgentExecutionServiceServicer:
     def Create(self, request, context):
         """Records a new execution in phase PENDING and starts its Temporal workflow.
         Returns the execution as recorded (id "aex-...", messages holding the user's message).
-        Errors: INVALID_ARGUMENT if agent or message is empty; UNAVAILABLE if Temporal is
-        unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+        With a request_id, a retry of the same request returns the same execution (see
+        CreateAgentExecutionRequest.request_id). Errors: INVALID_ARGUMENT if agent or message is
+        empty or request_id is not a UUID; ALREADY_EXISTS if request_id was used for a different
+        request; UNAVAILABLE if Temporal is unreachable (nothing is recorded then, so retrying
+        cannot create a duplicate).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +109,26 @@ class AgentExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cancel(self, request, context):
+        """Asks the execution to stop. Returns it with cancel_requested_at set; it reaches phase
+        CANCELLED once its agent has stopped (about a second), or stays COMPLETED/FAILED if it
+        finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
+        while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
+        FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
+        UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Deletes a finished execution and returns it as it was. Errors: NOT_FOUND (also when
+        deleted already); FAILED_PRECONDITION if it is PENDING or IN_PROGRESS and force is false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +150,16 @@ def add_AgentExecutionServiceServicer_to_server(servicer, server):
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
                     request_deserializer=stigmer_dot_api_dot_agent__execution__pb2.WatchAgentExecutionRequest.FromString,
+                    response_serializer=stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=stigmer_dot_api_dot_agent__execution__pb2.CancelAgentExecutionRequest.FromString,
+                    response_serializer=stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=stigmer_dot_api_dot_agent__execution__pb2.DeleteAgentExecutionRequest.FromString,
                     response_serializer=stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.SerializeToString,
             ),
     }
@@ -229,6 +272,60 @@ class AgentExecutionService:
             target,
             '/stigmer.v1.AgentExecutionService/Watch',
             stigmer_dot_api_dot_agent__execution__pb2.WatchAgentExecutionRequest.SerializeToString,
+            stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stigmer.v1.AgentExecutionService/Cancel',
+            stigmer_dot_api_dot_agent__execution__pb2.CancelAgentExecutionRequest.SerializeToString,
+            stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stigmer.v1.AgentExecutionService/Delete',
+            stigmer_dot_api_dot_agent__execution__pb2.DeleteAgentExecutionRequest.SerializeToString,
             stigmer_dot_api_dot_agent__execution__pb2.AgentExecution.FromString,
             options,
             channel_credentials,

@@ -38,8 +38,11 @@ class AgentExecutionServiceStub:
     Create: _grpc.UnaryUnaryMultiCallable[_agent_execution_pb2.CreateAgentExecutionRequest, _agent_execution_pb2.AgentExecution]
     """Records a new execution in phase PENDING and starts its Temporal workflow.
     Returns the execution as recorded (id "aex-...", messages holding the user's message).
-    Errors: INVALID_ARGUMENT if agent or message is empty; UNAVAILABLE if Temporal is
-    unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+    With a request_id, a retry of the same request returns the same execution (see
+    CreateAgentExecutionRequest.request_id). Errors: INVALID_ARGUMENT if agent or message is
+    empty or request_id is not a UUID; ALREADY_EXISTS if request_id was used for a different
+    request; UNAVAILABLE if Temporal is unreachable (nothing is recorded then, so retrying
+    cannot create a duplicate).
     """
     Get: _grpc.UnaryUnaryMultiCallable[_agent_execution_pb2.GetAgentExecutionRequest, _agent_execution_pb2.AgentExecution]
     """Returns one execution. Errors: NOT_FOUND."""
@@ -49,6 +52,18 @@ class AgentExecutionServiceStub:
     """Streams the execution: its current state first, then the new state after each change.
     The stream ends after a terminal phase (COMPLETED, FAILED, CANCELLED) has been sent.
     Errors: NOT_FOUND.
+    """
+    Cancel: _grpc.UnaryUnaryMultiCallable[_agent_execution_pb2.CancelAgentExecutionRequest, _agent_execution_pb2.AgentExecution]
+    """Asks the execution to stop. Returns it with cancel_requested_at set; it reaches phase
+    CANCELLED once its agent has stopped (about a second), or stays COMPLETED/FAILED if it
+    finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
+    while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
+    FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
+    UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+    """
+    Delete: _grpc.UnaryUnaryMultiCallable[_agent_execution_pb2.DeleteAgentExecutionRequest, _agent_execution_pb2.AgentExecution]
+    """Deletes a finished execution and returns it as it was. Errors: NOT_FOUND (also when
+    deleted already); FAILED_PRECONDITION if it is PENDING or IN_PROGRESS and force is false.
     """
 
 @_typing.type_check_only
@@ -61,8 +76,11 @@ class AgentExecutionServiceAsyncStub(AgentExecutionServiceStub):
     Create: _aio.UnaryUnaryMultiCallable[_agent_execution_pb2.CreateAgentExecutionRequest, _agent_execution_pb2.AgentExecution]  # type: ignore[assignment]
     """Records a new execution in phase PENDING and starts its Temporal workflow.
     Returns the execution as recorded (id "aex-...", messages holding the user's message).
-    Errors: INVALID_ARGUMENT if agent or message is empty; UNAVAILABLE if Temporal is
-    unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+    With a request_id, a retry of the same request returns the same execution (see
+    CreateAgentExecutionRequest.request_id). Errors: INVALID_ARGUMENT if agent or message is
+    empty or request_id is not a UUID; ALREADY_EXISTS if request_id was used for a different
+    request; UNAVAILABLE if Temporal is unreachable (nothing is recorded then, so retrying
+    cannot create a duplicate).
     """
     Get: _aio.UnaryUnaryMultiCallable[_agent_execution_pb2.GetAgentExecutionRequest, _agent_execution_pb2.AgentExecution]  # type: ignore[assignment]
     """Returns one execution. Errors: NOT_FOUND."""
@@ -72,6 +90,18 @@ class AgentExecutionServiceAsyncStub(AgentExecutionServiceStub):
     """Streams the execution: its current state first, then the new state after each change.
     The stream ends after a terminal phase (COMPLETED, FAILED, CANCELLED) has been sent.
     Errors: NOT_FOUND.
+    """
+    Cancel: _aio.UnaryUnaryMultiCallable[_agent_execution_pb2.CancelAgentExecutionRequest, _agent_execution_pb2.AgentExecution]  # type: ignore[assignment]
+    """Asks the execution to stop. Returns it with cancel_requested_at set; it reaches phase
+    CANCELLED once its agent has stopped (about a second), or stays COMPLETED/FAILED if it
+    finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
+    while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
+    FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
+    UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+    """
+    Delete: _aio.UnaryUnaryMultiCallable[_agent_execution_pb2.DeleteAgentExecutionRequest, _agent_execution_pb2.AgentExecution]  # type: ignore[assignment]
+    """Deletes a finished execution and returns it as it was. Errors: NOT_FOUND (also when
+    deleted already); FAILED_PRECONDITION if it is PENDING or IN_PROGRESS and force is false.
     """
 
 class AgentExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -87,8 +117,11 @@ class AgentExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agent_execution_pb2.AgentExecution, _abc.Awaitable[_agent_execution_pb2.AgentExecution]]:
         """Records a new execution in phase PENDING and starts its Temporal workflow.
         Returns the execution as recorded (id "aex-...", messages holding the user's message).
-        Errors: INVALID_ARGUMENT if agent or message is empty; UNAVAILABLE if Temporal is
-        unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+        With a request_id, a retry of the same request returns the same execution (see
+        CreateAgentExecutionRequest.request_id). Errors: INVALID_ARGUMENT if agent or message is
+        empty or request_id is not a UUID; ALREADY_EXISTS if request_id was used for a different
+        request; UNAVAILABLE if Temporal is unreachable (nothing is recorded then, so retrying
+        cannot create a duplicate).
         """
 
     @_abc_1.abstractmethod
@@ -116,6 +149,30 @@ class AgentExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the execution: its current state first, then the new state after each change.
         The stream ends after a terminal phase (COMPLETED, FAILED, CANCELLED) has been sent.
         Errors: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def Cancel(
+        self,
+        request: _agent_execution_pb2.CancelAgentExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_execution_pb2.AgentExecution, _abc.Awaitable[_agent_execution_pb2.AgentExecution]]:
+        """Asks the execution to stop. Returns it with cancel_requested_at set; it reaches phase
+        CANCELLED once its agent has stopped (about a second), or stays COMPLETED/FAILED if it
+        finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
+        while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
+        FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
+        UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+        """
+
+    @_abc_1.abstractmethod
+    def Delete(
+        self,
+        request: _agent_execution_pb2.DeleteAgentExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_execution_pb2.AgentExecution, _abc.Awaitable[_agent_execution_pb2.AgentExecution]]:
+        """Deletes a finished execution and returns it as it was. Errors: NOT_FOUND (also when
+        deleted already); FAILED_PRECONDITION if it is PENDING or IN_PROGRESS and force is false.
         """
 
 def add_AgentExecutionServiceServicer_to_server(servicer: AgentExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

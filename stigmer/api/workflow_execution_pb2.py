@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stigmer.api import common_pb2 as stigmer_dot_api_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$stigmer/api/workflow_execution.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stigmer/api/common.proto\"\xfa\x02\n\x11WorkflowExecution\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x15\n\rworkflow_name\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\t\x12)\n\x05phase\x18\x05 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12$\n\x05tasks\x18\x06 \x03(\x0b\x32\x15.stigmer.v1.TaskState\x12\x0e\n\x06output\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14temporal_workflow_id\x18\x0c \x01(\t\"\xe5\x01\n\tTaskState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .stigmer.v1.TaskState.TaskStatus\x12\x0e\n\x06output\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"k\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\x0b\n\x07SKIPPED\x10\x05\"A\n\x1e\x43reateWorkflowExecutionRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\")\n\x1bGetWorkflowExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"q\n\x1dListWorkflowExecutionsRequest\x12)\n\x05phase\x18\x01 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"l\n\x1eListWorkflowExecutionsResponse\x12\x31\n\nexecutions\x18\x01 \x03(\x0b\x32\x1d.stigmer.v1.WorkflowExecution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x1dWatchWorkflowExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xf2\x02\n\x18WorkflowExecutionService\x12S\n\x06\x43reate\x12*.stigmer.v1.CreateWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecution\x12M\n\x03Get\x12\'.stigmer.v1.GetWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecution\x12]\n\x04List\x12).stigmer.v1.ListWorkflowExecutionsRequest\x1a*.stigmer.v1.ListWorkflowExecutionsResponse\x12S\n\x05Watch\x12).stigmer.v1.WatchWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecution0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$stigmer/api/workflow_execution.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stigmer/api/common.proto\"\xf4\x03\n\x11WorkflowExecution\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x15\n\rworkflow_name\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\t\x12)\n\x05phase\x18\x05 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12$\n\x05tasks\x18\x06 \x03(\x0b\x32\x15.stigmer.v1.TaskState\x12\x0e\n\x06output\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14temporal_workflow_id\x18\x0c \x01(\t\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\x37\n\x13\x63\x61ncel_requested_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61ncelled_by\x18\x0f \x01(\t\x12\x15\n\rcancel_reason\x18\x10 \x01(\t\"\xf4\x01\n\tTaskState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .stigmer.v1.TaskState.TaskStatus\x12\x0e\n\x06output\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"z\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\x0b\n\x07SKIPPED\x10\x05\x12\r\n\tCANCELLED\x10\x06\"U\n\x1e\x43reateWorkflowExecutionRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\")\n\x1bGetWorkflowExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xb6\x01\n\x1dListWorkflowExecutionsRequest\x12)\n\x05phase\x18\x01 \x01(\x0e\x32\x1a.stigmer.v1.ExecutionPhase\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x10\n\x08workflow\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x1eListWorkflowExecutionsResponse\x12\x31\n\nexecutions\x18\x01 \x03(\x0b\x32\x1d.stigmer.v1.WorkflowExecution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x1dWatchWorkflowExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"R\n\x1e\x43\x61ncelWorkflowExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0crequested_by\x18\x03 \x01(\t\";\n\x1e\x44\x65leteWorkflowExecutionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x32\x9c\x04\n\x18WorkflowExecutionService\x12S\n\x06\x43reate\x12*.stigmer.v1.CreateWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecution\x12M\n\x03Get\x12\'.stigmer.v1.GetWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecution\x12]\n\x04List\x12).stigmer.v1.ListWorkflowExecutionsRequest\x1a*.stigmer.v1.ListWorkflowExecutionsResponse\x12S\n\x05Watch\x12).stigmer.v1.WatchWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecution0\x01\x12S\n\x06\x43\x61ncel\x12*.stigmer.v1.CancelWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecution\x12S\n\x06\x44\x65lete\x12*.stigmer.v1.DeleteWorkflowExecutionRequest\x1a\x1d.stigmer.v1.WorkflowExecutionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stigmer.api.workflow_execut
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKFLOWEXECUTION']._serialized_start=112
-  _globals['_WORKFLOWEXECUTION']._serialized_end=490
-  _globals['_TASKSTATE']._serialized_start=493
-  _globals['_TASKSTATE']._serialized_end=722
-  _globals['_TASKSTATE_TASKSTATUS']._serialized_start=615
-  _globals['_TASKSTATE_TASKSTATUS']._serialized_end=722
-  _globals['_CREATEWORKFLOWEXECUTIONREQUEST']._serialized_start=724
-  _globals['_CREATEWORKFLOWEXECUTIONREQUEST']._serialized_end=789
-  _globals['_GETWORKFLOWEXECUTIONREQUEST']._serialized_start=791
-  _globals['_GETWORKFLOWEXECUTIONREQUEST']._serialized_end=832
-  _globals['_LISTWORKFLOWEXECUTIONSREQUEST']._serialized_start=834
-  _globals['_LISTWORKFLOWEXECUTIONSREQUEST']._serialized_end=947
-  _globals['_LISTWORKFLOWEXECUTIONSRESPONSE']._serialized_start=949
-  _globals['_LISTWORKFLOWEXECUTIONSRESPONSE']._serialized_end=1057
-  _globals['_WATCHWORKFLOWEXECUTIONREQUEST']._serialized_start=1059
-  _globals['_WATCHWORKFLOWEXECUTIONREQUEST']._serialized_end=1102
-  _globals['_WORKFLOWEXECUTIONSERVICE']._serialized_start=1105
-  _globals['_WORKFLOWEXECUTIONSERVICE']._serialized_end=1475
+  _globals['_WORKFLOWEXECUTION']._serialized_end=612
+  _globals['_TASKSTATE']._serialized_start=615
+  _globals['_TASKSTATE']._serialized_end=859
+  _globals['_TASKSTATE_TASKSTATUS']._serialized_start=737
+  _globals['_TASKSTATE_TASKSTATUS']._serialized_end=859
+  _globals['_CREATEWORKFLOWEXECUTIONREQUEST']._serialized_start=861
+  _globals['_CREATEWORKFLOWEXECUTIONREQUEST']._serialized_end=946
+  _globals['_GETWORKFLOWEXECUTIONREQUEST']._serialized_start=948
+  _globals['_GETWORKFLOWEXECUTIONREQUEST']._serialized_end=989
+  _globals['_LISTWORKFLOWEXECUTIONSREQUEST']._serialized_start=992
+  _globals['_LISTWORKFLOWEXECUTIONSREQUEST']._serialized_end=1174
+  _globals['_LISTWORKFLOWEXECUTIONSRESPONSE']._serialized_start=1176
+  _globals['_LISTWORKFLOWEXECUTIONSRESPONSE']._serialized_end=1284
+  _globals['_WATCHWORKFLOWEXECUTIONREQUEST']._serialized_start=1286
+  _globals['_WATCHWORKFLOWEXECUTIONREQUEST']._serialized_end=1329
+  _globals['_CANCELWORKFLOWEXECUTIONREQUEST']._serialized_start=1331
+  _globals['_CANCELWORKFLOWEXECUTIONREQUEST']._serialized_end=1413
+  _globals['_DELETEWORKFLOWEXECUTIONREQUEST']._serialized_start=1415
+  _globals['_DELETEWORKFLOWEXECUTIONREQUEST']._serialized_end=1474
+  _globals['_WORKFLOWEXECUTIONSERVICE']._serialized_start=1477
+  _globals['_WORKFLOWEXECUTIONSERVICE']._serialized_end=2017
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WorkflowExecution(_message.Message):
-    __slots__ = ("id", "workflow_id", "workflow_name", "input", "phase", "tasks", "output", "error", "created_at", "started_at", "completed_at", "temporal_workflow_id")
+    __slots__ = ("id", "workflow_id", "workflow_name", "input", "phase", "tasks", "output", "error", "created_at", "started_at", "completed_at", "temporal_workflow_id", "request_id", "cancel_requested_at", "cancelled_by", "cancel_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,10 @@ class WorkflowExecution(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     TEMPORAL_WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow_id: str
     workflow_name: str
@@ -37,7 +41,11 @@ class WorkflowExecution(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     completed_at: _timestamp_pb2.Timestamp
     temporal_workflow_id: str
-    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., input: _Optional[str] = ..., phase: _Optional[_Union[_common_pb2.ExecutionPhase, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskState, _Mapping]]] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., temporal_workflow_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    cancel_requested_at: _timestamp_pb2.Timestamp
+    cancelled_by: str
+    cancel_reason: str
+    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., input: _Optional[str] = ..., phase: _Optional[_Union[_common_pb2.ExecutionPhase, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskState, _Mapping]]] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., temporal_workflow_id: _Optional[str] = ..., request_id: _Optional[str] = ..., cancel_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ...) -> None: ...
 
 class TaskState(_message.Message):
     __slots__ = ("name", "kind", "status", "output", "error")
@@ -49,12 +57,14 @@ class TaskState(_message.Message):
         COMPLETED: _ClassVar[TaskState.TaskStatus]
         FAILED: _ClassVar[TaskState.TaskStatus]
         SKIPPED: _ClassVar[TaskState.TaskStatus]
+        CANCELLED: _ClassVar[TaskState.TaskStatus]
     TASK_STATUS_UNSPECIFIED: TaskState.TaskStatus
     PENDING: TaskState.TaskStatus
     RUNNING: TaskState.TaskStatus
     COMPLETED: TaskState.TaskStatus
     FAILED: TaskState.TaskStatus
     SKIPPED: TaskState.TaskStatus
+    CANCELLED: TaskState.TaskStatus
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -68,12 +78,14 @@ class TaskState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[_Union[TaskState.TaskStatus, str]] = ..., output: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class CreateWorkflowExecutionRequest(_message.Message):
-    __slots__ = ("workflow", "input")
+    __slots__ = ("workflow", "input", "request_id")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     workflow: str
     input: str
-    def __init__(self, workflow: _Optional[str] = ..., input: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, workflow: _Optional[str] = ..., input: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetWorkflowExecutionRequest(_message.Message):
     __slots__ = ("id",)
@@ -82,14 +94,18 @@ class GetWorkflowExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListWorkflowExecutionsRequest(_message.Message):
-    __slots__ = ("phase", "page_size", "page_token")
+    __slots__ = ("phase", "page_size", "page_token", "workflow", "created_after")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     phase: _common_pb2.ExecutionPhase
     page_size: int
     page_token: str
-    def __init__(self, phase: _Optional[_Union[_common_pb2.ExecutionPhase, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    workflow: str
+    created_after: _timestamp_pb2.Timestamp
+    def __init__(self, phase: _Optional[_Union[_common_pb2.ExecutionPhase, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., workflow: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListWorkflowExecutionsResponse(_message.Message):
     __slots__ = ("executions", "next_page_token")
@@ -104,3 +120,21 @@ class WatchWorkflowExecutionRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelWorkflowExecutionRequest(_message.Message):
+    __slots__ = ("id", "reason", "requested_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    requested_by: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ..., requested_by: _Optional[str] = ...) -> None: ...
+
+class DeleteWorkflowExecutionRequest(_message.Message):
+    __slots__ = ("id", "force")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    force: bool
+    def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...

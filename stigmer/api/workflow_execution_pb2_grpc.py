@@ -56,6 +56,16 @@ class WorkflowExecutionServiceStub:
                 request_serializer=stigmer_dot_api_dot_workflow__execution__pb2.WatchWorkflowExecutionRequest.SerializeToString,
                 response_deserializer=stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.FromString,
                 _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/stigmer.v1.WorkflowExecutionService/Cancel',
+                request_serializer=stigmer_dot_api_dot_workflow__execution__pb2.CancelWorkflowExecutionRequest.SerializeToString,
+                response_deserializer=stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/stigmer.v1.WorkflowExecutionService/Delete',
+                request_serializer=stigmer_dot_api_dot_workflow__execution__pb2.DeleteWorkflowExecutionRequest.SerializeToString,
+                response_deserializer=stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.FromString,
+                _registered_method=True)
 
 
 class WorkflowExecutionServiceServicer:
@@ -69,7 +79,8 @@ class WorkflowExecutionServiceServicer:
         Returns the execution as recorded (id "wex-...").
         Errors: NOT_FOUND if no workflow has that id or name; INVALID_ARGUMENT if input is
         not JSON; FAILED_PRECONDITION if the workflow did not pass validation; UNAVAILABLE if
-        Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+        Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate);
+        INVALID_ARGUMENT / ALREADY_EXISTS for request_id as in AgentExecutionService.Create.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +109,23 @@ class WorkflowExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cancel(self, request, context):
+        """Asks the execution to stop: its running task becomes CANCELLED (an agent step's own
+        agent execution is cancelled with it), the tasks not reached SKIPPED, and the execution
+        CANCELLED. Same rules and errors as AgentExecutionService.Cancel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Deletes a finished execution, and the agent executions of its steps, and returns it as
+        it was. Same rules and errors as AgentExecutionService.Delete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -119,6 +147,16 @@ def add_WorkflowExecutionServiceServicer_to_server(servicer, server):
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
                     request_deserializer=stigmer_dot_api_dot_workflow__execution__pb2.WatchWorkflowExecutionRequest.FromString,
+                    response_serializer=stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=stigmer_dot_api_dot_workflow__execution__pb2.CancelWorkflowExecutionRequest.FromString,
+                    response_serializer=stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=stigmer_dot_api_dot_workflow__execution__pb2.DeleteWorkflowExecutionRequest.FromString,
                     response_serializer=stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.SerializeToString,
             ),
     }
@@ -231,6 +269,60 @@ class WorkflowExecutionService:
             target,
             '/stigmer.v1.WorkflowExecutionService/Watch',
             stigmer_dot_api_dot_workflow__execution__pb2.WatchWorkflowExecutionRequest.SerializeToString,
+            stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stigmer.v1.WorkflowExecutionService/Cancel',
+            stigmer_dot_api_dot_workflow__execution__pb2.CancelWorkflowExecutionRequest.SerializeToString,
+            stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stigmer.v1.WorkflowExecutionService/Delete',
+            stigmer_dot_api_dot_workflow__execution__pb2.DeleteWorkflowExecutionRequest.SerializeToString,
             stigmer_dot_api_dot_workflow__execution__pb2.WorkflowExecution.FromString,
             options,
             channel_credentials,

@@ -41,7 +41,8 @@ class WorkflowExecutionServiceStub:
     Returns the execution as recorded (id "wex-...").
     Errors: NOT_FOUND if no workflow has that id or name; INVALID_ARGUMENT if input is
     not JSON; FAILED_PRECONDITION if the workflow did not pass validation; UNAVAILABLE if
-    Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+    Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate);
+    INVALID_ARGUMENT / ALREADY_EXISTS for request_id as in AgentExecutionService.Create.
     """
     Get: _grpc.UnaryUnaryMultiCallable[_workflow_execution_pb2.GetWorkflowExecutionRequest, _workflow_execution_pb2.WorkflowExecution]
     """Returns one execution. Errors: NOT_FOUND."""
@@ -51,6 +52,15 @@ class WorkflowExecutionServiceStub:
     """Streams the execution: its current state first, then the new state after each change
     (including each task status change). The stream ends after a terminal phase
     (COMPLETED, FAILED, CANCELLED) has been sent. Errors: NOT_FOUND.
+    """
+    Cancel: _grpc.UnaryUnaryMultiCallable[_workflow_execution_pb2.CancelWorkflowExecutionRequest, _workflow_execution_pb2.WorkflowExecution]
+    """Asks the execution to stop: its running task becomes CANCELLED (an agent step's own
+    agent execution is cancelled with it), the tasks not reached SKIPPED, and the execution
+    CANCELLED. Same rules and errors as AgentExecutionService.Cancel.
+    """
+    Delete: _grpc.UnaryUnaryMultiCallable[_workflow_execution_pb2.DeleteWorkflowExecutionRequest, _workflow_execution_pb2.WorkflowExecution]
+    """Deletes a finished execution, and the agent executions of its steps, and returns it as
+    it was. Same rules and errors as AgentExecutionService.Delete.
     """
 
 @_typing.type_check_only
@@ -66,7 +76,8 @@ class WorkflowExecutionServiceAsyncStub(WorkflowExecutionServiceStub):
     Returns the execution as recorded (id "wex-...").
     Errors: NOT_FOUND if no workflow has that id or name; INVALID_ARGUMENT if input is
     not JSON; FAILED_PRECONDITION if the workflow did not pass validation; UNAVAILABLE if
-    Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+    Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate);
+    INVALID_ARGUMENT / ALREADY_EXISTS for request_id as in AgentExecutionService.Create.
     """
     Get: _aio.UnaryUnaryMultiCallable[_workflow_execution_pb2.GetWorkflowExecutionRequest, _workflow_execution_pb2.WorkflowExecution]  # type: ignore[assignment]
     """Returns one execution. Errors: NOT_FOUND."""
@@ -76,6 +87,15 @@ class WorkflowExecutionServiceAsyncStub(WorkflowExecutionServiceStub):
     """Streams the execution: its current state first, then the new state after each change
     (including each task status change). The stream ends after a terminal phase
     (COMPLETED, FAILED, CANCELLED) has been sent. Errors: NOT_FOUND.
+    """
+    Cancel: _aio.UnaryUnaryMultiCallable[_workflow_execution_pb2.CancelWorkflowExecutionRequest, _workflow_execution_pb2.WorkflowExecution]  # type: ignore[assignment]
+    """Asks the execution to stop: its running task becomes CANCELLED (an agent step's own
+    agent execution is cancelled with it), the tasks not reached SKIPPED, and the execution
+    CANCELLED. Same rules and errors as AgentExecutionService.Cancel.
+    """
+    Delete: _aio.UnaryUnaryMultiCallable[_workflow_execution_pb2.DeleteWorkflowExecutionRequest, _workflow_execution_pb2.WorkflowExecution]  # type: ignore[assignment]
+    """Deletes a finished execution, and the agent executions of its steps, and returns it as
+    it was. Same rules and errors as AgentExecutionService.Delete.
     """
 
 class WorkflowExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -94,7 +114,8 @@ class WorkflowExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns the execution as recorded (id "wex-...").
         Errors: NOT_FOUND if no workflow has that id or name; INVALID_ARGUMENT if input is
         not JSON; FAILED_PRECONDITION if the workflow did not pass validation; UNAVAILABLE if
-        Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate).
+        Temporal is unreachable (nothing is recorded then, so retrying cannot create a duplicate);
+        INVALID_ARGUMENT / ALREADY_EXISTS for request_id as in AgentExecutionService.Create.
         """
 
     @_abc_1.abstractmethod
@@ -122,6 +143,27 @@ class WorkflowExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the execution: its current state first, then the new state after each change
         (including each task status change). The stream ends after a terminal phase
         (COMPLETED, FAILED, CANCELLED) has been sent. Errors: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def Cancel(
+        self,
+        request: _workflow_execution_pb2.CancelWorkflowExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_execution_pb2.WorkflowExecution, _abc.Awaitable[_workflow_execution_pb2.WorkflowExecution]]:
+        """Asks the execution to stop: its running task becomes CANCELLED (an agent step's own
+        agent execution is cancelled with it), the tasks not reached SKIPPED, and the execution
+        CANCELLED. Same rules and errors as AgentExecutionService.Cancel.
+        """
+
+    @_abc_1.abstractmethod
+    def Delete(
+        self,
+        request: _workflow_execution_pb2.DeleteWorkflowExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_execution_pb2.WorkflowExecution, _abc.Awaitable[_workflow_execution_pb2.WorkflowExecution]]:
+        """Deletes a finished execution, and the agent executions of its steps, and returns it as
+        it was. Same rules and errors as AgentExecutionService.Delete.
         """
 
 def add_WorkflowExecutionServiceServicer_to_server(servicer: WorkflowExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

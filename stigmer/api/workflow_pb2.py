@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astigmer/api/workflow.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x64ocument\x18\x03 \x01(\t\x12\x30\n\nvalidation\x18\x04 \x01(\x0b\x32\x1c.stigmer.v1.ValidationResult\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\x10ValidationResult\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\")\n\x15\x43reateWorkflowRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\t\"+\n\x17ValidateWorkflowRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\t\"(\n\x12GetWorkflowRequest\x12\x12\n\nid_or_name\x18\x01 \x01(\t\"=\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x15ListWorkflowsResponse\x12\'\n\tworkflows\x18\x01 \x03(\x0b\x32\x14.stigmer.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xad\x02\n\x0fWorkflowService\x12\x41\n\x06\x43reate\x12!.stigmer.v1.CreateWorkflowRequest\x1a\x14.stigmer.v1.Workflow\x12M\n\x08Validate\x12#.stigmer.v1.ValidateWorkflowRequest\x1a\x1c.stigmer.v1.ValidationResult\x12;\n\x03Get\x12\x1e.stigmer.v1.GetWorkflowRequest\x1a\x14.stigmer.v1.Workflow\x12K\n\x04List\x12 .stigmer.v1.ListWorkflowsRequest\x1a!.stigmer.v1.ListWorkflowsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astigmer/api/workflow.proto\x12\nstigmer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x64ocument\x18\x03 \x01(\t\x12\x30\n\nvalidation\x18\x04 \x01(\x0b\x32\x1c.stigmer.v1.ValidationResult\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"1\n\x10ValidationResult\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\"=\n\x15\x43reateWorkflowRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"+\n\x17ValidateWorkflowRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\t\"(\n\x12GetWorkflowRequest\x12\x12\n\nid_or_name\x18\x01 \x01(\t\"=\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x15ListWorkflowsResponse\x12\'\n\tworkflows\x18\x01 \x03(\x0b\x32\x14.stigmer.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x15\x44\x65leteWorkflowRequest\x12\x12\n\nid_or_name\x18\x01 \x01(\t2\xf0\x02\n\x0fWorkflowService\x12\x41\n\x06\x43reate\x12!.stigmer.v1.CreateWorkflowRequest\x1a\x14.stigmer.v1.Workflow\x12M\n\x08Validate\x12#.stigmer.v1.ValidateWorkflowRequest\x1a\x1c.stigmer.v1.ValidationResult\x12;\n\x03Get\x12\x1e.stigmer.v1.GetWorkflowRequest\x1a\x14.stigmer.v1.Workflow\x12K\n\x04List\x12 .stigmer.v1.ListWorkflowsRequest\x1a!.stigmer.v1.ListWorkflowsResponse\x12\x41\n\x06\x44\x65lete\x12!.stigmer.v1.DeleteWorkflowRequest\x1a\x14.stigmer.v1.Workflowb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stigmer.api.workflow_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKFLOW']._serialized_start=76
-  _globals['_WORKFLOW']._serialized_end=228
-  _globals['_VALIDATIONRESULT']._serialized_start=230
-  _globals['_VALIDATIONRESULT']._serialized_end=279
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=281
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=322
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=324
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=367
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=369
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=409
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=411
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=472
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=474
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=563
-  _globals['_WORKFLOWSERVICE']._serialized_start=566
-  _globals['_WORKFLOWSERVICE']._serialized_end=867
+  _globals['_WORKFLOW']._serialized_end=248
+  _globals['_VALIDATIONRESULT']._serialized_start=250
+  _globals['_VALIDATIONRESULT']._serialized_end=299
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=301
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=362
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=364
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=407
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=409
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=449
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=451
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=512
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=514
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=603
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=605
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=648
+  _globals['_WORKFLOWSERVICE']._serialized_start=651
+  _globals['_WORKFLOWSERVICE']._serialized_end=1019
 # @@protoc_insertion_point(module_scope)

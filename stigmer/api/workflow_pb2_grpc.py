@@ -57,6 +57,11 @@ class WorkflowServiceStub:
                 request_serializer=stigmer_dot_api_dot_workflow__pb2.ListWorkflowsRequest.SerializeToString,
                 response_deserializer=stigmer_dot_api_dot_workflow__pb2.ListWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/stigmer.v1.WorkflowService/Delete',
+                request_serializer=stigmer_dot_api_dot_workflow__pb2.DeleteWorkflowRequest.SerializeToString,
+                response_deserializer=stigmer_dot_api_dot_workflow__pb2.Workflow.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -98,6 +103,16 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Delete(self, request, context):
+        """Deletes a workflow, looked up by id or name, and returns it as it was; its name can be
+        used again. Executions of it that have finished are kept. Errors: NOT_FOUND (also when
+        deleted already); FAILED_PRECONDITION while executions of it are PENDING or IN_PROGRESS
+        (the message names how many and one of them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +135,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=stigmer_dot_api_dot_workflow__pb2.ListWorkflowsRequest.FromString,
                     response_serializer=stigmer_dot_api_dot_workflow__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=stigmer_dot_api_dot_workflow__pb2.DeleteWorkflowRequest.FromString,
+                    response_serializer=stigmer_dot_api_dot_workflow__pb2.Workflow.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,6 +253,33 @@ class WorkflowService:
             '/stigmer.v1.WorkflowService/List',
             stigmer_dot_api_dot_workflow__pb2.ListWorkflowsRequest.SerializeToString,
             stigmer_dot_api_dot_workflow__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stigmer.v1.WorkflowService/Delete',
+            stigmer_dot_api_dot_workflow__pb2.DeleteWorkflowRequest.SerializeToString,
+            stigmer_dot_api_dot_workflow__pb2.Workflow.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,12 @@ class WorkflowServiceStub:
     """Returns one workflow, looked up by id ("wf-...") or by name. Errors: NOT_FOUND."""
     List: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowsRequest, _workflow_pb2.ListWorkflowsResponse]
     """Lists stored workflows, newest first."""
+    Delete: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.DeleteWorkflowRequest, _workflow_pb2.Workflow]
+    """Deletes a workflow, looked up by id or name, and returns it as it was; its name can be
+    used again. Executions of it that have finished are kept. Errors: NOT_FOUND (also when
+    deleted already); FAILED_PRECONDITION while executions of it are PENDING or IN_PROGRESS
+    (the message names how many and one of them).
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -75,6 +81,12 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Returns one workflow, looked up by id ("wf-...") or by name. Errors: NOT_FOUND."""
     List: _aio.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowsRequest, _workflow_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
     """Lists stored workflows, newest first."""
+    Delete: _aio.UnaryUnaryMultiCallable[_workflow_pb2.DeleteWorkflowRequest, _workflow_pb2.Workflow]  # type: ignore[assignment]
+    """Deletes a workflow, looked up by id or name, and returns it as it was; its name can be
+    used again. Executions of it that have finished are kept. Errors: NOT_FOUND (also when
+    deleted already); FAILED_PRECONDITION while executions of it are PENDING or IN_PROGRESS
+    (the message names how many and one of them).
+    """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkflowService: register and inspect workflow documents.
@@ -120,5 +132,17 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_pb2.ListWorkflowsResponse, _abc.Awaitable[_workflow_pb2.ListWorkflowsResponse]]:
         """Lists stored workflows, newest first."""
+
+    @_abc_1.abstractmethod
+    def Delete(
+        self,
+        request: _workflow_pb2.DeleteWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.Workflow, _abc.Awaitable[_workflow_pb2.Workflow]]:
+        """Deletes a workflow, looked up by id or name, and returns it as it was; its name can be
+        used again. Executions of it that have finished are kept. Errors: NOT_FOUND (also when
+        deleted already); FAILED_PRECONDITION while executions of it are PENDING or IN_PROGRESS
+        (the message names how many and one of them).
+        """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -152,6 +152,15 @@ def server() -> None:
     "(systemd, Kubernetes) that prefers restarts. Counted from start or from the loss of the "
     "connection. [default: off: reconnect for ever]",
 )
+@click.option(
+    "--request-id-ttl",
+    envvar="STIGMER_REQUEST_ID_TTL",
+    show_envvar=True,
+    type=DURATION,
+    metavar="DURATION",
+    help="How long a create's request_id keeps returning the execution it created, so that a "
+    "client's retry never makes a second one (AIP-155). [default: 24h]",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
@@ -170,6 +179,7 @@ def start(
     managed_temporal: bool,
     workflow_sandbox: bool,
     exit_after_outage: float | None,
+    request_id_ttl: float | None,
     log_format: str,
     log_level: str,
     log_file: Path | None,
@@ -201,6 +211,7 @@ def start(
             insecure=insecure,
             workflow_sandbox=workflow_sandbox,
             exit_after_outage=exit_after_outage,
+            request_id_ttl=request_id_ttl,
         )
     except ConfigError as err:
         raise _ConfigUsageError(str(err)) from err

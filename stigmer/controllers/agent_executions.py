@@ -11,7 +11,7 @@ import builtins
 from collections.abc import Mapping
 
 from stigmer import store as st
-from stigmer.store import AgentExecution, Phase
+from stigmer.store import AgentExecution
 
 from . import validation as check
 from .executions import ExecutionController
@@ -26,24 +26,51 @@ class AgentExecutionController(ExecutionController[AgentExecution, Starter]):
     PREFIX = PREFIX
     LISTENER_KIND = st.AGENT_EXECUTION
 
-    async def create(self, *, agent: str, message: str, runtime_env: Mapping[str, str] | None = None) -> AgentExecution:
+    async def create(
+        self,
+        *,
+        agent: str,
+        message: str,
+        runtime_env: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> AgentExecution:
         # The size first: an oversized message is rejected without looking at anything else.
         check.check_message(message)
         check.check_agent(agent)
         env = check.check_runtime_env(runtime_env)
+        request = check.check_request_id(request_id)
         # They travel together in the workflow's payloads (message, agent and env; the reply again).
         check.check_encoded_size("message", [message, agent, *env, *env.values()], what="the message and runtime env")
-        creator = await self._require_creator()
-        record = self._store.create_agent_execution(agent=agent, message=message, runtime_env=env)
-        return await self._start(creator, record)
+        key = self._request_key(request, {"agent": agent, "message": message, "runtime_env": env})
+        return await self._create(
+            key,
+            lambda key: self._store.admit_agent_execution(agent=agent, message=message, runtime_env=env, request=key),
+        )
+
+    def list(
+        self,
+        *,
+        phase: str = "",
+        agent: str = "",
+        parent_id: str = "",
+        created_after: float | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[builtins.list[AgentExecution], str]:
+        """Newest first, filtered by every argument given."""
+        wanted = check.parse_phase(phase)
+        name = check.check_filter_text("agent", agent)
+        parent = check.check_id("wex", parent_id, field="parent_id") if parent_id else ""
+        after = check.check_created_after(created_after)
+        return self.list_checked(
+            lambda size: self._store.list_agent_executions(
+                phase=wanted, agent=name, parent_id=parent, created_after=after, page_size=size, page_token=page_token
+            ),
+            page_size=page_size,
+        )
 
     def _fetch(self, id: str) -> AgentExecution:
         return self._store.get_agent_execution(id)
-
-    def _page(
-        self, *, phase: Phase | None, page_size: int, page_token: str
-    ) -> tuple[builtins.list[AgentExecution], str]:
-        return self._store.list_agent_executions(phase=phase, page_size=page_size, page_token=page_token)
 
     def _delete(self, id: str) -> bool:
         return self._store.delete_agent_execution(id)

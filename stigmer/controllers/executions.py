@@ -1,28 +1,54 @@
-"""What the agent and workflow execution controllers share: the creator slot, the start that
-removes its record on failure, and reading, listing and following records."""
+"""What the agent and workflow execution controllers share: the creator slot, creates that are
+safe to retry, cancel, delete, and reading, listing and following records.
+
+Create with a request id (AIP-155): the store finds the record an earlier attempt made with that
+id, in the same transaction as the insert, so two attempts never make two records; the Temporal
+workflow id is derived from the execution id, so they never start two workflows either. A retry
+that arrives while the first attempt's start is still in flight waits for that start (one
+in-process future per execution id) instead of racing it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from stigmer.errors import NotFoundError
-from stigmer.store import Phase, Store
+from loguru import logger
+
+from stigmer.errors import FailedPreconditionError, NotFoundError, TemporalUnavailableError
+from stigmer.store import DEFAULT_REQUEST_ID_TTL, Phase, RequestKey, Store, body_digest
 
 from . import validation as check
-from .availability import require, start_or_forget
+from .availability import require, start_or_forget, unavailable
 from .ports import Availability, Starter
 from .watch import DEFAULT_RECHECK_INTERVAL, follow
+
+#: How long Delete with force waits for a cancelled execution to stop.
+FORCE_DELETE_WAIT = 30.0
 
 
 class _Record(Protocol):
     @property
     def id(self) -> str: ...
 
+    @property
+    def phase(self) -> Phase: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def cancel_requested_at(self) -> float | None: ...
+
 
 R = TypeVar("R", bound=_Record)
 C = TypeVar("C", bound=Starter)
+#: admit(request) -> (record, created): the store's insert-or-find of one create.
+Admit = Callable[[RequestKey | None], tuple[R, bool]]
 
 
 class ExecutionController(Generic[R, C]):
@@ -39,16 +65,21 @@ class ExecutionController(Generic[R, C]):
         availability: Availability,
         start_timeout: float = 10.0,
         watch_recheck_interval: float = DEFAULT_RECHECK_INTERVAL,
+        request_id_ttl: float = DEFAULT_REQUEST_ID_TTL,
     ) -> None:
         if start_timeout <= 0:
             raise ValueError(f"start_timeout must be positive, got {start_timeout}")
+        if request_id_ttl <= 0:
+            raise ValueError(f"request_id_ttl must be positive, got {request_id_ttl}")
         self._store = store
         self._availability = availability
         self._start_timeout = start_timeout
         self._recheck = watch_recheck_interval
+        self._request_ttl = request_id_ttl
         # Set and cleared by the Temporal layer from the event loop; a plain attribute read is
         # all a request needs (it keeps its own reference for the rest of the call).
         self._creator: C | None = None
+        self._starting: dict[str, asyncio.Future[None]] = {}
 
     def set_creator(self, creator: C | None) -> None:
         self._creator = creator
@@ -62,31 +93,152 @@ class ExecutionController(Generic[R, C]):
     def _fetch(self, id: str) -> R:
         raise NotImplementedError
 
-    def _page(self, *, phase: Phase | None, page_size: int, page_token: str) -> tuple[builtins.list[R], str]:
-        raise NotImplementedError
-
     def _delete(self, id: str) -> bool:
         raise NotImplementedError
 
-    # -- shared -------------------------------------------------------------------------------
+    def _find_request(self, key: RequestKey) -> R | None:
+        found: R | None = self._call(lambda: self._store.find_request(self.LISTENER_KIND, key))
+        return found
+
+    # -- create -------------------------------------------------------------------------------
+
+    def _request_key(self, request_id: str, body: object) -> RequestKey | None:
+        return RequestKey(request_id, body_digest(body), self._request_ttl) if request_id else None
+
+    async def _create(self, key: RequestKey | None, admit: Admit[R]) -> R:
+        """Store (or find, with a request key) the record and start its workflow."""
+        if key is not None:
+            # An acknowledged create is answered again even while Temporal is away.
+            found = self._find_request(key)
+            if found is not None:
+                return await self._replay(found)
+        creator = await self._require_creator()
+        record, created = admit(key)
+        if not created:  # a concurrent attempt with the same request id stored it first
+            return await self._replay(record)
+        return await self._start(creator, record)
+
+    async def _replay(self, record: R) -> R:
+        """A retried create: the record an earlier attempt made, with its workflow started."""
+        inflight = self._starting.get(record.id)
+        if inflight is not None:
+            await asyncio.shield(inflight)  # the first attempt's error, if its start failed
+        elif record.phase is Phase.PENDING:
+            # Its start may have failed after the record was stored (the server stopped mid-way);
+            # starting again is a no-op if it had reached Temporal.
+            creator = await self._require_creator()
+            try:
+                await creator.start(record.id, timeout=self._start_timeout)
+            except TemporalUnavailableError as err:
+                self._availability.report_unavailable(err, client=creator.client)
+                raise unavailable(self._availability, cause=str(err)) from err
+        return self._read(record.id)
 
     async def _require_creator(self) -> C:
         return await require(lambda: self._creator, self._availability, what=f"{self.KIND} creator")
 
     async def _start(self, creator: C, record: R) -> R:
         """Start the record's workflow; on failure the record is removed before the error surfaces."""
-        await start_or_forget(
-            creator, id=record.id, timeout=self._start_timeout, delete=self._delete, availability=self._availability
-        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._starting[record.id] = done
+        try:
+            await start_or_forget(
+                creator,
+                id=record.id,
+                timeout=self._start_timeout,
+                delete=self._delete,
+                availability=self._availability,
+            )
+        except BaseException as err:
+            done.set_exception(err if isinstance(err, Exception) else asyncio.CancelledError())
+            done.exception()  # retrieved: nobody may be waiting for it
+            raise
+        else:
+            done.set_result(None)
+        finally:
+            self._starting.pop(record.id, None)
         return self._read(record.id)
+
+    # -- cancel and delete --------------------------------------------------------------------
+
+    async def cancel(self, id: str, *, reason: str = "", requested_by: str = "") -> R:
+        """Ask the execution to stop; returns it with the request recorded (see the API's Cancel)."""
+        check.check_id(self.PREFIX, id)
+        why, who = check.check_cancel_request(reason, requested_by)
+        await self._settle_start(id)
+        at = time.time()
+        record: R = self._call(lambda: self._store.request_cancel(self.LISTENER_KIND, id, by=who, reason=why, at=at))
+        # Never run by a worker: nothing to stop in Temporal. A workflow that starts it later
+        # finds it CANCELLED and ends at once (PENDING only: a worker may start it meanwhile).
+        record = self._call(lambda: self._store.cancel(self.LISTENER_KIND, id, pending_only=True))
+        if record.phase.terminal:
+            logger.info("Cancelled {} before any worker ran it", id, by=who)
+            return record
+        try:
+            creator = await self._require_creator()
+            running = await creator.cancel(id, timeout=self._start_timeout)
+        except TemporalUnavailableError as err:
+            # Nothing reached Temporal: take the request back, so that "UNAVAILABLE" means "nothing changed".
+            self._store.withdraw_cancel(self.LISTENER_KIND, id, requested_at=at)
+            if self._creator is not None:
+                self._availability.report_unavailable(err, client=self._creator.client)
+            raise unavailable(self._availability, cause=str(err)) from err
+        if not running:  # Temporal has no live workflow for it: nothing can record an outcome
+            record = self._call(lambda: self._store.cancel(self.LISTENER_KIND, id))
+            logger.info("Cancelled {}: Temporal had no running workflow for it", id, by=who)
+            return record
+        logger.info("Requested cancellation of {}", id, by=who, reason=why)
+        return self._read(id)
+
+    async def delete(self, id: str, *, force: bool = False) -> R:
+        """Delete a finished execution and return it as it was; ``force`` cancels it first and waits."""
+        check.check_id(self.PREFIX, id)
+        await self._settle_start(id)
+        current = self._read(id)
+        if force and not current.phase.terminal:
+            if current.cancel_requested_at is None:
+                with contextlib.suppress(FailedPreconditionError):  # it finished by itself meanwhile
+                    await self.cancel(id, reason="deleted with force", requested_by="")
+            await self._wait_finished(id)
+        deleted: R = self._call(lambda: self._store.delete_finished(self.LISTENER_KIND, id))
+        return deleted
+
+    async def _settle_start(self, id: str) -> None:
+        """Let a create still starting this record finish first (cancel or delete of a record mid-create)."""
+        inflight = self._starting.get(id)
+        if inflight is not None:
+            with contextlib.suppress(Exception):  # its create failed: the record is gone, NOT_FOUND follows
+                await asyncio.shield(inflight)
+
+    async def _wait_finished(self, id: str) -> None:
+        try:
+            async with asyncio.timeout(FORCE_DELETE_WAIT):
+                async for record in self.watch(id):
+                    if record.phase.terminal:
+                        return
+        except TimeoutError:
+            raise FailedPreconditionError(
+                f"{self.KIND} {id} was asked to cancel but has not stopped within {FORCE_DELETE_WAIT:g} s; "
+                "delete it again later"
+            ) from None
+
+    def _call(self, call: Callable[[], Any]) -> Any:
+        """A store call about this kind; its NotFoundError names the record as the API shows it."""
+        try:
+            return call()
+        except NotFoundError as exc:
+            raise NotFoundError(self.KIND, exc.id.strip("'")) from None
+
+    # -- read ---------------------------------------------------------------------------------
 
     def get(self, id: str) -> R:
         return self._read(check.check_id(self.PREFIX, id))
 
-    def list(self, *, phase: str = "", page_size: int = 0, page_token: str = "") -> tuple[builtins.list[R], str]:
-        wanted = check.parse_phase(phase)
+    def list_checked(
+        self, call: Callable[[int], tuple[builtins.list[R], str]], *, page_size: int
+    ) -> tuple[builtins.list[R], str]:
         size = check.check_page_size(page_size)
-        return check.list_page(lambda: self._page(phase=wanted, page_size=size, page_token=page_token))
+        return check.list_page(lambda: call(size))
 
     def watch(self, id: str) -> AsyncIterator[R]:
         """The record now, then every change; ends after a terminal phase. NotFoundError raised here, at once."""

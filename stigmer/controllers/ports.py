@@ -37,16 +37,19 @@ class Availability(Protocol):
 
 
 class Starter(Protocol):
-    """Starts the workflow of a stored execution (an agent or a workflow execution).
+    """Starts, and cancels, the workflow of a stored execution (an agent or a workflow execution).
 
-    ``start`` is idempotent (a second start of the same id is a no-op) and raises
-    stigmer.errors.TemporalUnavailableError when Temporal does not answer within ``timeout`` s.
+    ``start`` is idempotent (a second start of the same id is a no-op); ``cancel`` asks the
+    running workflow to stop and returns False when Temporal has no running workflow for it. Both
+    raise stigmer.errors.TemporalUnavailableError when Temporal does not answer within ``timeout`` s.
     """
 
     @property
     def client(self) -> object: ...
 
     async def start(self, execution_id: str, *, timeout: float) -> str: ...  # noqa: ASYNC109
+
+    async def cancel(self, execution_id: str, *, timeout: float) -> bool: ...  # noqa: ASYNC109
 
 
 class Validator(Protocol):

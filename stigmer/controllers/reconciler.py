@@ -11,6 +11,10 @@ the reconciler asks Temporal about its workflow and then:
 - NOT FOUND and PENDING: start it again (starts are idempotent: same workflow id, USE_EXISTING);
 - NOT FOUND and IN_PROGRESS: it had started and its progress is gone: mark it FAILED.
 
+An execution somebody asked to cancel is never started again: RUNNING, it is asked to cancel
+once more (the request may not have reached Temporal before it went away); in any other case
+there is nothing left to stop, and it is marked CANCELLED.
+
 Agent executions created by a workflow execution (``parent_id``) belong to their parent's
 workflow and are left alone while the parent is unfinished; once the parent is terminal, an
 unfinished step is checked like any other, but never started again.
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from stigmer.errors import NotFoundError, TemporalUnavailableError
-from stigmer.store import AgentExecution, Phase, Store, WorkflowExecution
+from stigmer.store import AGENT_EXECUTION, WORKFLOW_EXECUTION, AgentExecution, Phase, Store, WorkflowExecution
 
 from .ports import Availability, RemoteStatus, Session, Starter
 
@@ -46,6 +50,7 @@ class ReconcileReport:
     running: int = 0  # their workflow is alive
     restarted: int = 0  # PENDING and unknown to Temporal: started again
     failed: int = 0  # marked FAILED with a reason
+    cancelled: int = 0  # a cancel had been requested: marked CANCELLED, or asked again while running
     finished: int = 0  # reached a terminal phase by themselves while we looked
     left_to_parent: int = 0  # steps of an unfinished workflow execution
     errors: int = 0  # could not be settled this time (logged); retried on the next pass
@@ -54,6 +59,7 @@ class ReconcileReport:
 
     def summary(self) -> str:
         text = f"{self.checked} checked, {self.running} running, {self.restarted} restarted, {self.failed} failed"
+        text += f", {self.cancelled} cancelled" if self.cancelled else ""
         return text + (" (interrupted: Temporal unavailable)" if self.interrupted else "")
 
 
@@ -65,6 +71,8 @@ class _Item:
     workflow_id: str
     read: Callable[[], Record]
     fail: Callable[..., Record]  # fail(error=reason)
+    cancel: Callable[[], Record]  # record CANCELLED (by whoever asked)
+    canceller: Starter  # asks Temporal to cancel its workflow
     starter: Starter | None  # None: must not be started again (a step whose parent ended)
     not_startable_reason: str = ""
 
@@ -144,6 +152,8 @@ class Reconciler:
                 workflow_id=wex.temporal_workflow_id,
                 read=functools.partial(store.get_workflow_execution, wex.id),
                 fail=functools.partial(store.fail_workflow_execution, wex.id),
+                cancel=functools.partial(store.cancel, WORKFLOW_EXECUTION, wex.id),
+                canceller=wex_starter,
                 starter=wex_starter,
             )
         for aex in store.unfinished_agent_executions():
@@ -163,6 +173,8 @@ class Reconciler:
                 workflow_id=aex.workflow_id,
                 read=functools.partial(store.get_agent_execution, aex.id),
                 fail=functools.partial(store.fail_agent_execution, aex.id),
+                cancel=functools.partial(store.cancel, AGENT_EXECUTION, aex.id),
+                canceller=aex_starter,
                 starter=starter,
                 not_startable_reason=reason,
             )
@@ -183,7 +195,9 @@ class Reconciler:
             status = await session.describe(item.workflow_id, timeout=self._describe_timeout)
         except TemporalUnavailableError as err:
             raise _Interrupted(str(err)) from err
-        if status is RemoteStatus.RUNNING:
+        if item.read().cancel_requested_at is not None:
+            await self._cancel(item, running=status is RemoteStatus.RUNNING, report=report)
+        elif status is RemoteStatus.RUNNING:
             report.running += 1
         elif status is RemoteStatus.COMPLETED:
             # It may have recorded its result just now, after our listing: read again first.
@@ -210,6 +224,19 @@ class Reconciler:
             self._fail(item, item.not_startable_reason, report)
         else:
             self._fail(item, LOST_REASON, report)
+
+    async def _cancel(self, item: _Item, *, running: bool, report: ReconcileReport) -> None:
+        report.cancelled += 1
+        if running:
+            try:
+                still_running = await item.canceller.cancel(item.id, timeout=self._start_timeout)
+            except TemporalUnavailableError as err:
+                raise _Interrupted(str(err)) from err
+            if still_running:
+                logger.info("Reconciler asked Temporal again to cancel {}", item.id)
+                return
+        record = item.cancel()
+        logger.info("Reconciler marked {} {}: its cancel was requested and nothing runs it", item.id, record.phase)
 
     def _finished(self, item: _Item) -> bool:
         try:

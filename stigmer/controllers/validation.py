@@ -123,6 +123,47 @@ def check_id(prefix: str, value: object, *, field: str = "id") -> str:
     return value
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+MAX_REASON_BYTES = 1024
+MAX_REQUESTED_BY_BYTES = 256
+ANONYMOUS = "anonymous"
+
+
+def check_request_id(value: object) -> str:
+    """ "" (no deduplication) or a UUID in its usual 8-4-4-4-12 form, returned in lowercase."""
+    text = check_size("request_id", value, max_bytes=64)
+    if text and not _UUID.fullmatch(text):
+        raise InvalidArgumentError(
+            "request_id",
+            f"must be a UUID such as 3f2b8c1e-5d4a-4f6b-9c7d-2e1f0a9b8c7d (uuid.uuid4()), got {shown(text)}",
+        )
+    return text.lower()
+
+
+def check_cancel_request(reason: object, requested_by: object) -> tuple[str, str]:
+    """(reason, who): bounded text without control characters (a reason may span lines)."""
+    why = check_size("reason", reason, max_bytes=MAX_REASON_BYTES)
+    if _CONTROL.search(why.replace("\n", "").replace("\t", "")):
+        raise InvalidArgumentError("reason", "must not contain control characters other than newlines and tabs")
+    who = check_size("requested_by", requested_by, max_bytes=MAX_REQUESTED_BY_BYTES).strip()
+    if _CONTROL.search(who):
+        raise InvalidArgumentError("requested_by", f"must not contain control characters, got {shown(who)}")
+    return why, who or ANONYMOUS
+
+
+def check_created_after(created_after: float | None) -> float | None:
+    if created_after is None:
+        return None
+    if isinstance(created_after, bool) or not isinstance(created_after, int | float) or created_after != created_after:
+        raise InvalidArgumentError("created_after", f"must be a time, got {shown(created_after)}")
+    return float(created_after)
+
+
+def check_filter_text(field: str, value: object) -> str:
+    """An exact-match filter: "" (none) or a short string."""
+    return check_size(field, value, max_bytes=MAX_AGENT_BYTES)
+
+
 def parse_phase(phase: object) -> Phase | None:
     """None (any phase) for "" or UNSPECIFIED; otherwise one of the phase names, case-insensitive."""
     if not isinstance(phase, str):

@@ -10,7 +10,7 @@ import builtins
 
 from stigmer import store as st
 from stigmer.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from stigmer.store import Phase, Workflow, WorkflowExecution
+from stigmer.store import RequestKey, Workflow, WorkflowExecution
 from stigmer.workflows import jsontext, workflowdoc
 
 from . import validation as check
@@ -28,10 +28,11 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Starter
     PREFIX = PREFIX
     LISTENER_KIND = st.WORKFLOW_EXECUTION
 
-    async def create(self, *, workflow: str, input: str = "") -> WorkflowExecution:
+    async def create(self, *, workflow: str, input: str = "", request_id: str = "") -> WorkflowExecution:
         check.check_size("input", input, max_bytes=check.MAX_TEXT_BYTES)
         ref = check.check_size("workflow", workflow, max_bytes=MAX_WORKFLOW_REF_BYTES)
         check.check_required("workflow", ref, what="a workflow id 'wf-...' or name")
+        request = check.check_request_id(request_id)
         try:
             jsontext.parse_input(input)
         except ValueError as exc:
@@ -40,12 +41,38 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Starter
         tasks = _runnable_tasks(stored)
         # The workflow reads both back in one payload when it starts.
         check.check_encoded_size("input", [input, stored.document], what="the input and the workflow's document")
-        creator = await self._require_creator()
-        try:
-            record = self._store.create_workflow_execution(workflow=stored, input=input, task_names_kinds=tasks)
-        except NotFoundError:
-            raise NotFoundError("workflow", check.shown(ref)) from None
-        return await self._start(creator, record)
+        # The body is what runs: the workflow as resolved (a name may later mean another one) and the input.
+        key = self._request_key(request, {"workflow_id": stored.id, "input": input})
+
+        def admit(key: RequestKey | None) -> tuple[WorkflowExecution, bool]:
+            try:
+                return self._store.admit_workflow_execution(
+                    workflow=stored, input=input, task_names_kinds=tasks, request=key
+                )
+            except NotFoundError:
+                raise NotFoundError("workflow", check.shown(ref)) from None
+
+        return await self._create(key, admit)
+
+    def list(
+        self,
+        *,
+        phase: str = "",
+        workflow: str = "",
+        created_after: float | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[builtins.list[WorkflowExecution], str]:
+        """Newest first, filtered by every argument given (``workflow``: its id or name)."""
+        wanted = check.parse_phase(phase)
+        ref = check.check_size("workflow", workflow, max_bytes=MAX_WORKFLOW_REF_BYTES)
+        after = check.check_created_after(created_after)
+        return self.list_checked(
+            lambda size: self._store.list_workflow_executions(
+                phase=wanted, workflow=ref, created_after=after, page_size=size, page_token=page_token
+            ),
+            page_size=page_size,
+        )
 
     def _workflow(self, ref: str) -> Workflow:
         try:
@@ -55,11 +82,6 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Starter
 
     def _fetch(self, id: str) -> WorkflowExecution:
         return self._store.get_workflow_execution(id)
-
-    def _page(
-        self, *, phase: Phase | None, page_size: int, page_token: str
-    ) -> tuple[builtins.list[WorkflowExecution], str]:
-        return self._store.list_workflow_executions(phase=phase, page_size=page_size, page_token=page_token)
 
     def _delete(self, id: str) -> bool:
         return self._store.delete_workflow_execution(id)

@@ -13,7 +13,7 @@ import builtins
 import json
 
 from stigmer.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, TemporalUnavailableError
-from stigmer.store import Store, Workflow
+from stigmer.store import DEFAULT_REQUEST_ID_TTL, RequestKey, Store, Workflow, body_digest
 from stigmer.workflows import jsontext, workflowdoc
 from stigmer.workflows.workflowdoc import ValidationResult
 
@@ -25,9 +25,17 @@ KIND = "workflow"
 
 
 class WorkflowController:
-    def __init__(self, *, store: Store, availability: Availability, validate_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        availability: Availability,
+        validate_timeout: float = 10.0,
+        request_id_ttl: float = DEFAULT_REQUEST_ID_TTL,
+    ) -> None:
         if validate_timeout <= 0:
             raise ValueError(f"validate_timeout must be positive, got {validate_timeout}")
+        self._request_ttl = request_id_ttl
         self._store = store
         self._availability = availability
         self._validate_timeout = validate_timeout
@@ -45,23 +53,44 @@ class WorkflowController:
         check.byte_length("document", document)
         return await self._validate(document)
 
-    async def create(self, document: str) -> Workflow:
+    async def create(self, document: str, *, request_id: str = "") -> Workflow:
+        """Validate and store; with a request id, a retry returns the workflow stored the first time."""
         check.check_size("document", document, max_bytes=workflowdoc.MAX_DOCUMENT_BYTES)
         name = declared_name(document)
+        request = check.check_request_id(request_id)
+        key = RequestKey(request, body_digest(document), self._request_ttl) if request else None
+        if key is not None:
+            found = self._store.find_workflow_request(key)
+            if found is not None:
+                return found
         # Cheap early answer; the insert below still catches a concurrent create of the same name.
         if self._find(name) is not None:
             raise AlreadyExistsError(f"a workflow named {name!r} already exists")
         result = await self._validate(document)
         try:
             return self._store.create_workflow(
-                name=name, document=document, valid=result.valid, validation_errors=result.errors
+                name=name, document=document, valid=result.valid, validation_errors=result.errors, request=key
             )
-        except AlreadyExistsError:
+        except AlreadyExistsError as exc:
+            if "request_id" in str(exc):
+                raise
             raise AlreadyExistsError(f"a workflow named {name!r} already exists") from None
 
-    def get(self, id_or_name: str) -> Workflow:
+    def delete(self, id_or_name: str) -> Workflow:
+        """Delete a workflow none of whose executions is unfinished, and return it; its name is free again."""
+        self._check_ref(id_or_name)
+        try:
+            return self._store.delete_workflow(id_or_name)
+        except NotFoundError:
+            raise NotFoundError(KIND, check.shown(id_or_name)) from None
+
+    @staticmethod
+    def _check_ref(id_or_name: object) -> None:
         if not isinstance(id_or_name, str) or not id_or_name:
             raise InvalidArgumentError("id_or_name", "required (a workflow id 'wf-...' or name)")
+
+    def get(self, id_or_name: str) -> Workflow:
+        self._check_ref(id_or_name)
         found = self._find(id_or_name)
         if found is None:
             raise NotFoundError(KIND, check.shown(id_or_name))

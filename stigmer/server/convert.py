@@ -33,6 +33,7 @@ _TASK_STATUSES: dict[TaskStatus, workflow_execution_pb2.TaskState.TaskStatus] = 
     TaskStatus.COMPLETED: workflow_execution_pb2.TaskState.COMPLETED,
     TaskStatus.FAILED: workflow_execution_pb2.TaskState.FAILED,
     TaskStatus.SKIPPED: workflow_execution_pb2.TaskState.SKIPPED,
+    TaskStatus.CANCELLED: workflow_execution_pb2.TaskState.CANCELLED,
 }
 
 
@@ -72,6 +73,13 @@ def phase_filter(value: int) -> str:
         raise InvalidArgumentError("phase", f"unknown phase {value}; use one of {known}") from None
 
 
+def created_after(
+    request: agent_execution_pb2.ListAgentExecutionsRequest | workflow_execution_pb2.ListWorkflowExecutionsRequest,
+) -> float | None:
+    """A List request's created_after -> unix seconds, None when unset."""
+    return seconds(request.created_after) if request.HasField("created_after") else None
+
+
 def _set_time(target: Timestamp, value: float | None) -> None:
     # Unset means "has not happened yet" (the API's convention); never send 1970.
     if value is not None:
@@ -97,9 +105,13 @@ def agent_execution_to_proto(record: AgentExecution) -> agent_execution_pb2.Agen
         created_at=timestamp(record.created_at),
         temporal_workflow_id=record.workflow_id,
         parent_id=record.parent_id,
+        request_id=record.request_id,
+        cancelled_by=record.cancelled_by,
+        cancel_reason=record.cancel_reason,
     )
     _set_time(out.started_at, record.started_at)
     _set_time(out.completed_at, record.completed_at)
+    _set_time(out.cancel_requested_at, record.cancel_requested_at)
     return out
 
 
@@ -114,6 +126,7 @@ def workflow_to_proto(record: Workflow) -> workflow_pb2.Workflow:
         document=record.document,
         validation=workflow_pb2.ValidationResult(valid=record.valid, errors=list(record.validation_errors)),
         created_at=timestamp(record.created_at),
+        request_id=record.request_id,
     )
 
 
@@ -135,9 +148,13 @@ def workflow_execution_to_proto(record: WorkflowExecution) -> workflow_execution
         error=record.error,
         created_at=timestamp(record.created_at),
         temporal_workflow_id=record.temporal_workflow_id,
+        request_id=record.request_id,
+        cancelled_by=record.cancelled_by,
+        cancel_reason=record.cancel_reason,
     )
     _set_time(out.started_at, record.started_at)
     _set_time(out.completed_at, record.completed_at)
+    _set_time(out.cancel_requested_at, record.cancel_requested_at)
     return out
 
 

@@ -53,7 +53,10 @@ class AgentExecutionServicer(agent_execution_pb2_grpc.AgentExecutionServiceServi
         self, request: agent_execution_pb2.CreateAgentExecutionRequest, context: Context
     ) -> agent_execution_pb2.AgentExecution:
         record = await self._controller.create(
-            agent=request.agent, message=request.message, runtime_env=dict(request.runtime_env)
+            agent=request.agent,
+            message=request.message,
+            runtime_env=dict(request.runtime_env),
+            request_id=request.request_id,
         )
         return convert.agent_execution_to_proto(record)
 
@@ -68,7 +71,12 @@ class AgentExecutionServicer(agent_execution_pb2_grpc.AgentExecutionServiceServi
         self, request: agent_execution_pb2.ListAgentExecutionsRequest, context: Context
     ) -> agent_execution_pb2.ListAgentExecutionsResponse:
         records, next_token = self._controller.list(
-            phase=convert.phase_filter(request.phase), page_size=request.page_size, page_token=request.page_token
+            phase=convert.phase_filter(request.phase),
+            agent=request.agent,
+            parent_id=request.parent_id,
+            created_after=convert.created_after(request),
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
         return agent_execution_pb2.ListAgentExecutionsResponse(
             executions=[convert.agent_execution_to_proto(r) for r in records], next_page_token=next_token
@@ -82,6 +90,19 @@ class AgentExecutionServicer(agent_execution_pb2_grpc.AgentExecutionServiceServi
             async for record in records:
                 yield convert.agent_execution_to_proto(record)
 
+    @grpc_errors
+    async def Cancel(
+        self, request: agent_execution_pb2.CancelAgentExecutionRequest, context: Context
+    ) -> agent_execution_pb2.AgentExecution:
+        record = await self._controller.cancel(request.id, reason=request.reason, requested_by=request.requested_by)
+        return convert.agent_execution_to_proto(record)
+
+    @grpc_errors
+    async def Delete(
+        self, request: agent_execution_pb2.DeleteAgentExecutionRequest, context: Context
+    ) -> agent_execution_pb2.AgentExecution:
+        return convert.agent_execution_to_proto(await self._controller.delete(request.id, force=request.force))
+
 
 class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, controller: WorkflowController) -> None:
@@ -89,7 +110,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
 
     @grpc_errors
     async def Create(self, request: workflow_pb2.CreateWorkflowRequest, context: Context) -> workflow_pb2.Workflow:
-        return convert.workflow_to_proto(await self._controller.create(request.document))
+        return convert.workflow_to_proto(await self._controller.create(request.document, request_id=request.request_id))
 
     @grpc_errors
     async def Validate(
@@ -110,6 +131,10 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             workflows=[convert.workflow_to_proto(r) for r in records], next_page_token=next_token
         )
 
+    @grpc_errors
+    async def Delete(self, request: workflow_pb2.DeleteWorkflowRequest, context: Context) -> workflow_pb2.Workflow:
+        return convert.workflow_to_proto(self._controller.delete(request.id_or_name))
+
 
 class WorkflowExecutionServicer(workflow_execution_pb2_grpc.WorkflowExecutionServiceServicer):
     def __init__(self, controller: WorkflowExecutionController) -> None:
@@ -119,7 +144,9 @@ class WorkflowExecutionServicer(workflow_execution_pb2_grpc.WorkflowExecutionSer
     async def Create(
         self, request: workflow_execution_pb2.CreateWorkflowExecutionRequest, context: Context
     ) -> workflow_execution_pb2.WorkflowExecution:
-        record = await self._controller.create(workflow=request.workflow, input=request.input)
+        record = await self._controller.create(
+            workflow=request.workflow, input=request.input, request_id=request.request_id
+        )
         return convert.workflow_execution_to_proto(record)
 
     @grpc_errors
@@ -133,7 +160,11 @@ class WorkflowExecutionServicer(workflow_execution_pb2_grpc.WorkflowExecutionSer
         self, request: workflow_execution_pb2.ListWorkflowExecutionsRequest, context: Context
     ) -> workflow_execution_pb2.ListWorkflowExecutionsResponse:
         records, next_token = self._controller.list(
-            phase=convert.phase_filter(request.phase), page_size=request.page_size, page_token=request.page_token
+            phase=convert.phase_filter(request.phase),
+            workflow=request.workflow,
+            created_after=convert.created_after(request),
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
         return workflow_execution_pb2.ListWorkflowExecutionsResponse(
             executions=[convert.workflow_execution_to_proto(r) for r in records], next_page_token=next_token
@@ -146,3 +177,16 @@ class WorkflowExecutionServicer(workflow_execution_pb2_grpc.WorkflowExecutionSer
         async with closing(self._controller.watch(request.id)) as records:
             async for record in records:
                 yield convert.workflow_execution_to_proto(record)
+
+    @grpc_errors
+    async def Cancel(
+        self, request: workflow_execution_pb2.CancelWorkflowExecutionRequest, context: Context
+    ) -> workflow_execution_pb2.WorkflowExecution:
+        record = await self._controller.cancel(request.id, reason=request.reason, requested_by=request.requested_by)
+        return convert.workflow_execution_to_proto(record)
+
+    @grpc_errors
+    async def Delete(
+        self, request: workflow_execution_pb2.DeleteWorkflowExecutionRequest, context: Context
+    ) -> workflow_execution_pb2.WorkflowExecution:
+        return convert.workflow_execution_to_proto(await self._controller.delete(request.id, force=request.force))

@@ -16,19 +16,25 @@ from stigmer.errors import AlreadyExistsError
 
 from .codec import agent_execution_from_row, dump_json, messages_to_json
 from .models import AgentExecution, Message, Phase
-from .table import UNFINISHED, ExecutionTable
+from .requests import RequestKey
+from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, UNFINISHED, ExecutionTable, cancelled_error
 
 __all__ = [
     "PREFIX",
+    "cancel",
     "complete",
     "delete",
+    "delete_finished",
     "fail",
+    "find_request",
     "get",
     "insert",
     "list_page",
     "mark_started",
+    "request_cancel",
     "temporal_workflow_id",
     "unfinished",
+    "withdraw_cancel",
 ]
 
 PREFIX = "aex"
@@ -56,14 +62,15 @@ def insert(
     runtime_env: Mapping[str, str],
     parent_id: str,
     at: float,
+    request: RequestKey | None = None,
 ) -> AgentExecution:
     env = _check_env(runtime_env)
     messages = (Message(role=USER_ROLE, text=message, at=at),)
     try:
         conn.execute(
             "INSERT INTO agent_executions (id, agent, message, runtime_env, phase, messages, error,"
-            " created_at, started_at, completed_at, workflow_id, parent_id, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, '', ?, NULL, NULL, ?, ?, 1)",
+            " created_at, started_at, completed_at, workflow_id, parent_id, version, request_id, request_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, '', ?, NULL, NULL, ?, ?, 1, ?, ?)",
             (
                 id,
                 agent,
@@ -74,6 +81,8 @@ def insert(
                 at,
                 temporal_workflow_id(id),
                 parent_id,
+                None if request is None else request.id,
+                "" if request is None else request.digest,
             ),
         )
     except sqlite3.IntegrityError as exc:
@@ -87,6 +96,36 @@ list_page = _TABLE.list_page
 delete = _TABLE.delete
 unfinished = _TABLE.unfinished
 mark_started = _TABLE.mark_started
+delete_finished = _TABLE.delete_finished
+find_request = _TABLE.find_request
+request_cancel = _TABLE.request_cancel
+withdraw_cancel = _TABLE.withdraw_cancel
+
+
+def cancel(conn: sqlite3.Connection, id: str, *, at: float, pending_only: bool = False) -> tuple[AgentExecution, bool]:
+    """Unfinished -> CANCELLED, by whoever asked: its own cancel request, else its workflow
+    execution's (a step cancelled with its parent), else Temporal (cancelled there directly)."""
+    current = get(conn, id)
+    if current.phase.terminal or (pending_only and current.phase is not Phase.PENDING):
+        return current, False
+    if current.cancel_requested_at is not None:
+        by, reason = current.cancelled_by, current.cancel_reason
+        error = cancelled_error(by, reason)
+    else:
+        parent = None
+        if current.parent_id:
+            parent = conn.execute(
+                "SELECT cancelled_by, cancel_reason FROM workflow_executions"
+                " WHERE id = ? AND cancel_requested_at IS NOT NULL",
+                (current.parent_id,),
+            ).fetchone()
+        if parent is not None:
+            by, reason = parent["cancelled_by"], parent["cancel_reason"]
+            error = f"cancelled with workflow execution {current.parent_id} ({cancelled_error(by, reason)})"
+        else:
+            by, reason = TEMPORAL_CANCELLER, TEMPORAL_CANCEL_REASON
+            error = cancelled_error(by, reason)
+    return _TABLE.finish_cancelled(conn, current, by=by, reason=reason, error=error, at=at)
 
 
 def complete(

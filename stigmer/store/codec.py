@@ -77,6 +77,10 @@ def agent_execution_from_row(row: sqlite3.Row) -> AgentExecution:
         workflow_id=row["workflow_id"],
         parent_id=row["parent_id"],
         version=row["version"],
+        request_id=row["request_id"] or "",
+        cancel_requested_at=row["cancel_requested_at"],
+        cancelled_by=row["cancelled_by"],
+        cancel_reason=row["cancel_reason"],
     )
 
 
@@ -89,6 +93,7 @@ def workflow_from_row(row: sqlite3.Row) -> Workflow:
         validation_errors=tuple(json.loads(row["validation_errors"])),
         created_at=row["created_at"],
         version=row["version"],
+        request_id=row["request_id"] or "",
     )
 
 
@@ -107,4 +112,8 @@ def workflow_execution_from_row(row: sqlite3.Row) -> WorkflowExecution:
         completed_at=row["completed_at"],
         temporal_workflow_id=row["temporal_workflow_id"],
         version=row["version"],
+        request_id=row["request_id"] or "",
+        cancel_requested_at=row["cancel_requested_at"],
+        cancelled_by=row["cancelled_by"],
+        cancel_reason=row["cancel_reason"],
     )

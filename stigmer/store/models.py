@@ -43,6 +43,10 @@ class AgentExecution:
     workflow_id: str  # Temporal workflow id, "stigmer/agent-execution/invoke/<id>"
     parent_id: str  # "" or the wex- id when started as a workflow step
     version: int
+    request_id: str = ""  # the create's request_id (a UUID), "" if none was given
+    cancel_requested_at: float | None = None  # when a cancel was accepted
+    cancelled_by: str = ""  # who asked ("temporal" if its workflow was cancelled there)
+    cancel_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Workflow:
     validation_errors: tuple[str, ...]
     created_at: float
     version: int
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,3 +85,7 @@ class WorkflowExecution:
     completed_at: float | None
     temporal_workflow_id: str  # "stigmer/workflow-execution/invoke/<id>"
     version: int
+    request_id: str = ""
+    cancel_requested_at: float | None = None
+    cancelled_by: str = ""
+    cancel_reason: str = ""

@@ -20,7 +20,7 @@ from stigmer.errors import DatabaseError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ensure_schema", "inspect_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Statements for a fresh file, run one at a time inside the caller's transaction (executescript
 # would commit first, and a half-created schema must never be left behind).
@@ -73,9 +73,44 @@ _CREATE_V1: tuple[str, ...] = (
     "CREATE INDEX workflow_executions_phase_id ON workflow_executions (phase, id)",
 )
 
-# MIGRATIONS[n] upgrades a version-n file to version n+1, inside the opening transaction.
-# Empty while there is only version 1; add entries here (and bump SCHEMA_VERSION) to evolve.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+_EXECUTION_TABLES = ("agent_executions", "workflow_executions")
+
+# Version 2: request ids (idempotent creates), cancellation, and the indexes of the list filters.
+# request_id is NULL when none was given; the partial unique index makes it the create's key.
+_V1_TO_V2: tuple[str, ...] = (
+    *(
+        f"ALTER TABLE {table} ADD COLUMN {column}"
+        for table in (*_EXECUTION_TABLES, "workflows")
+        for column in ("request_id TEXT", "request_hash TEXT NOT NULL DEFAULT ''")
+    ),
+    *(
+        f"ALTER TABLE {table} ADD COLUMN {column}"
+        for table in _EXECUTION_TABLES
+        for column in (
+            "cancel_requested_at REAL",
+            "cancelled_by TEXT NOT NULL DEFAULT ''",
+            "cancel_reason TEXT NOT NULL DEFAULT ''",
+        )
+    ),
+    *(
+        f"CREATE UNIQUE INDEX {table}_request_id ON {table} (request_id) WHERE request_id IS NOT NULL"
+        for table in (*_EXECUTION_TABLES, "workflows")
+    ),
+    "CREATE INDEX agent_executions_agent_id ON agent_executions (agent, id)",
+    "CREATE INDEX agent_executions_parent_id ON agent_executions (parent_id, id)",
+    "CREATE INDEX workflow_executions_workflow_id ON workflow_executions (workflow_id, id)",
+    "CREATE INDEX workflow_executions_workflow_name ON workflow_executions (workflow_name, id)",
+)
+
+
+def _migrate_v1_to_v2(conn: sqlite3.Connection) -> None:
+    for statement in _V1_TO_V2:
+        conn.execute(statement)
+
+
+# MIGRATIONS[n] upgrades a version-n file to version n+1, inside the opening transaction. A new
+# file is created at version 1 and migrated forward, so every file goes through the same steps.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_v1_to_v2}
 
 
 def inspect_schema(conn: sqlite3.Connection, *, path: Path) -> int:
@@ -115,13 +150,13 @@ def ensure_schema(conn: sqlite3.Connection, *, path: Path) -> int:
     Must run inside a write transaction so that creation or migration is all-or-nothing.
     """
     found = inspect_schema(conn, path=path)
+    start = found
     if found == 0:
         for statement in _CREATE_V1:
             conn.execute(statement)
-        conn.execute("INSERT INTO schema_version (only_row, version) VALUES (1, ?)", (SCHEMA_VERSION,))
-        logger.info("Created stigmer database {} (schema version {})", path, SCHEMA_VERSION)
-        return 0
-    for version in range(found, SCHEMA_VERSION):
+        conn.execute("INSERT INTO schema_version (only_row, version) VALUES (1, 1)")
+        start = 1
+    for version in range(start, SCHEMA_VERSION):
         migrate = MIGRATIONS.get(version)
         if migrate is None:
             raise DatabaseError(
@@ -130,5 +165,8 @@ def ensure_schema(conn: sqlite3.Connection, *, path: Path) -> int:
             )
         migrate(conn)
         conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
-        logger.info("Migrated stigmer database {} to schema version {}", path, version + 1)
+        if found:
+            logger.info("Migrated stigmer database {} to schema version {}", path, version + 1)
+    if not found:
+        logger.info("Created stigmer database {} (schema version {})", path, SCHEMA_VERSION)
     return found

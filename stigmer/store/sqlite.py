@@ -1,39 +1,30 @@
 """``Store``: the public face of the SQLite repository.
 
-Each method is one transaction (see ``Database``) around a function from the per-table modules.
-Listeners hear about a change only after it is committed, and are called after the lock is
-released, so a slow or re-entrant listener (one that reads the store) cannot deadlock or stall
-other writers.
+Each method is one transaction (see ``Database``) around a function from the per-table modules;
+listeners are notified after the commit (see ``base``). Cancel and delete are in ``lifecycle``.
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-
-from loguru import logger
 
 from . import agent_executions, workflow_executions, workflows
+from .base import AGENT_EXECUTION, WORKFLOW, WORKFLOW_EXECUTION, Listener
+from .base import now as _now
 from .db import Database
 from .ids import is_valid_id, new_id
+from .lifecycle import Execution, ExecutionLifecycle
 from .models import AgentExecution, Message, Phase, TaskStatus, Workflow, WorkflowExecution
+from .paging import Filter
+from .requests import RequestKey
 
-__all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Listener", "Store"]
-
-# Kinds passed to listeners.
-AGENT_EXECUTION = "agent_execution"
-WORKFLOW = "workflow"
-WORKFLOW_EXECUTION = "workflow_execution"
-
-Listener = Callable[[str, str], None]
+__all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Execution", "Listener", "Store"]
 
 
-def _now(at: float | None) -> float:
-    return time.time() if at is None else at
+def _created_after(created_after: float | None) -> list[Filter]:
+    return [] if created_after is None else [("created_at > ?", created_after)]
 
 
 def _id_for(prefix: str, id: str | None) -> str:
@@ -44,59 +35,13 @@ def _id_for(prefix: str, id: str | None) -> str:
     return id
 
 
-class Store:
+class Store(ExecutionLifecycle):
     """Agent executions, workflows and workflow executions in ``<data_dir>/stigmer.db``."""
-
-    def __init__(self, *, database: Database) -> None:
-        self._db = database
-        self.path: Path = database.path
-        self._listeners: dict[int, Listener] = {}
-        self._listener_keys = itertools.count()
-        self._listeners_lock = threading.Lock()
 
     @classmethod
     def open(cls, data_dir: Path) -> Store:
         """Create the dir and database if needed; StoreError if the file cannot be trusted or written."""
         return cls(database=Database.open(data_dir))
-
-    def close(self) -> None:
-        self._db.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._db.closed
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    # -- change notification ------------------------------------------------------------------
-
-    def add_listener(self, fn: Listener) -> Callable[[], None]:
-        """Call ``fn(kind, id)`` after each committed change; returns an idempotent unsubscribe."""
-        with self._listeners_lock:
-            key = next(self._listener_keys)
-            self._listeners[key] = fn
-
-        def unsubscribe() -> None:
-            with self._listeners_lock:
-                self._listeners.pop(key, None)
-
-        return unsubscribe
-
-    def _notify(self, kind: str, id: str) -> None:
-        with self._listeners_lock:
-            listeners = list(self._listeners.values())
-        for fn in listeners:
-            try:
-                fn(kind, id)
-            except Exception:
-                # The change is already committed; one broken watcher must not fail the writer.
-                logger.exception("Store listener {!r} failed on {} {}", fn, kind, id)
 
     # -- agent executions ---------------------------------------------------------------------
 
@@ -108,10 +53,31 @@ class Store:
         runtime_env: dict[str, str] | None = None,
         parent_id: str = "",
         id: str | None = None,
+        request: RequestKey | None = None,
     ) -> AgentExecution:
         """A PENDING execution whose messages are just the user's; AlreadyExistsError if ``id`` is taken."""
+        return self.admit_agent_execution(
+            agent=agent, message=message, runtime_env=runtime_env, parent_id=parent_id, id=id, request=request
+        )[0]
+
+    def admit_agent_execution(
+        self,
+        *,
+        agent: str,
+        message: str,
+        runtime_env: dict[str, str] | None = None,
+        parent_id: str = "",
+        id: str | None = None,
+        request: RequestKey | None = None,
+    ) -> tuple[AgentExecution, bool]:
+        """(record, created): with ``request``, the live record made with that request id is
+        returned instead of a new one (AlreadyExistsError if its body differs)."""
         new = _id_for(agent_executions.PREFIX, id)
         with self._db.write(f"create agent execution {new}") as conn:
+            now = time.time()
+            found = None if request is None else agent_executions.find_request(conn, request, now=now)
+            if found is not None:
+                return found, False
             record = agent_executions.insert(
                 conn,
                 id=new,
@@ -119,20 +85,33 @@ class Store:
                 message=message,
                 runtime_env=runtime_env or {},
                 parent_id=parent_id,
-                at=time.time(),
+                at=now,
+                request=request,
             )
         self._notify(AGENT_EXECUTION, new)
-        return record
+        return record, True
 
     def get_agent_execution(self, id: str) -> AgentExecution:
         with self._db.read(f"read agent execution {id}") as conn:
             return agent_executions.get(conn, id)
 
     def list_agent_executions(
-        self, *, phase: Phase | None = None, page_size: int = 50, page_token: str = ""
+        self,
+        *,
+        phase: Phase | None = None,
+        agent: str = "",
+        parent_id: str = "",
+        created_after: float | None = None,
+        page_size: int = 50,
+        page_token: str = "",
     ) -> tuple[list[AgentExecution], str]:
+        """Newest first, only those matching every filter given ("" / None: no filter)."""
+        filters: list[Filter] = [] if phase is None else [("phase = ?", Phase(phase).value)]
+        filters += [("agent = ?", agent)] if agent else []
+        filters += [("parent_id = ?", parent_id)] if parent_id else []
+        filters += _created_after(created_after)
         with self._db.read("list agent executions") as conn:
-            return agent_executions.list_page(conn, phase=phase, page_size=page_size, page_token=page_token)
+            return agent_executions.list_page(conn, filters=filters, page_size=page_size, page_token=page_token)
 
     def delete_agent_execution(self, id: str) -> bool:
         with self._db.write(f"delete agent execution {id}") as conn:
@@ -142,27 +121,30 @@ class Store:
         return deleted
 
     def mark_agent_execution_started(self, id: str, *, at: float | None = None) -> AgentExecution:
-        with self._db.write(f"mark agent execution {id} started") as conn:
-            record, changed = agent_executions.mark_started(conn, id, at=_now(at))
-        if changed:
-            self._notify(AGENT_EXECUTION, id)
-        return record
+        return self._change(
+            AGENT_EXECUTION,
+            id,
+            f"mark agent execution {id} started",
+            lambda conn: agent_executions.mark_started(conn, id, at=_now(at)),
+        )
 
     def complete_agent_execution(
         self, id: str, *, replies: Sequence[Message], at: float | None = None
     ) -> AgentExecution:
-        with self._db.write(f"complete agent execution {id}") as conn:
-            record, changed = agent_executions.complete(conn, id, replies=replies, at=_now(at))
-        if changed:
-            self._notify(AGENT_EXECUTION, id)
-        return record
+        return self._change(
+            AGENT_EXECUTION,
+            id,
+            f"complete agent execution {id}",
+            lambda conn: agent_executions.complete(conn, id, replies=replies, at=_now(at)),
+        )
 
     def fail_agent_execution(self, id: str, *, error: str, at: float | None = None) -> AgentExecution:
-        with self._db.write(f"fail agent execution {id}") as conn:
-            record, changed = agent_executions.fail(conn, id, error=error, at=_now(at))
-        if changed:
-            self._notify(AGENT_EXECUTION, id)
-        return record
+        return self._change(
+            AGENT_EXECUTION,
+            id,
+            f"fail agent execution {id}",
+            lambda conn: agent_executions.fail(conn, id, error=error, at=_now(at)),
+        )
 
     def unfinished_agent_executions(self) -> list[AgentExecution]:
         """PENDING or IN_PROGRESS, oldest first (for the reconciler)."""
@@ -172,11 +154,22 @@ class Store:
     # -- workflows ----------------------------------------------------------------------------
 
     def create_workflow(
-        self, *, name: str, document: str, valid: bool, validation_errors: Sequence[str] = ()
+        self,
+        *,
+        name: str,
+        document: str,
+        valid: bool,
+        validation_errors: Sequence[str] = (),
+        request: RequestKey | None = None,
     ) -> Workflow:
-        """AlreadyExistsError if a workflow with this name is stored."""
+        """AlreadyExistsError if a workflow with this name is stored (unless ``request`` made it:
+        then that workflow is returned, see admit_agent_execution)."""
         new = new_id(workflows.PREFIX)
         with self._db.write(f"create workflow {name!r}") as conn:
+            now = time.time()
+            found = None if request is None else workflows.find_request(conn, request, now=now)
+            if found is not None:
+                return found
             record = workflows.insert(
                 conn,
                 id=new,
@@ -184,9 +177,25 @@ class Store:
                 document=document,
                 valid=valid,
                 validation_errors=validation_errors,
-                at=time.time(),
+                at=now,
+                request=request,
             )
         self._notify(WORKFLOW, new)
+        return record
+
+    def find_workflow_request(self, request: RequestKey) -> Workflow | None:
+        """The workflow created with this request id and body, if it is still live."""
+        with self._db.write(f"look up request {request.id}") as conn:
+            return workflows.find_request(conn, request, now=time.time())
+
+    def delete_workflow(self, id_or_name: str) -> Workflow:
+        """Delete it and return it; FailedPreconditionError while executions of it are unfinished."""
+        with self._db.write(f"delete workflow {id_or_name!r}") as conn:
+            current = workflows.get(conn, id_or_name)
+            record = workflows.delete(
+                conn, current.id, unfinished=workflow_executions.count_unfinished_of(conn, current.id)
+            )
+        self._notify(WORKFLOW, record.id)
         return record
 
     def get_workflow(self, id_or_name: str) -> Workflow:
@@ -206,10 +215,29 @@ class Store:
         input: str,
         task_names_kinds: Sequence[tuple[str, str]],
         id: str | None = None,
+        request: RequestKey | None = None,
     ) -> WorkflowExecution:
         """A PENDING execution with every task PENDING; NotFoundError if ``workflow`` is not stored."""
+        return self.admit_workflow_execution(
+            workflow=workflow, input=input, task_names_kinds=task_names_kinds, id=id, request=request
+        )[0]
+
+    def admit_workflow_execution(
+        self,
+        *,
+        workflow: Workflow,
+        input: str,
+        task_names_kinds: Sequence[tuple[str, str]],
+        id: str | None = None,
+        request: RequestKey | None = None,
+    ) -> tuple[WorkflowExecution, bool]:
+        """(record, created); see admit_agent_execution."""
         new = _id_for(workflow_executions.PREFIX, id)
         with self._db.write(f"create workflow execution {new}") as conn:
+            now = time.time()
+            found = None if request is None else workflow_executions.find_request(conn, request, now=now)
+            if found is not None:
+                return found, False
             workflows.get(conn, workflow.id)  # no executions of workflows the store never saw
             record = workflow_executions.insert(
                 conn,
@@ -217,20 +245,33 @@ class Store:
                 workflow=workflow,
                 input=input,
                 task_names_kinds=task_names_kinds,
-                at=time.time(),
+                at=now,
+                request=request,
             )
         self._notify(WORKFLOW_EXECUTION, new)
-        return record
+        return record, True
 
     def get_workflow_execution(self, id: str) -> WorkflowExecution:
         with self._db.read(f"read workflow execution {id}") as conn:
             return workflow_executions.get(conn, id)
 
     def list_workflow_executions(
-        self, *, phase: Phase | None = None, page_size: int = 50, page_token: str = ""
+        self,
+        *,
+        phase: Phase | None = None,
+        workflow: str = "",
+        created_after: float | None = None,
+        page_size: int = 50,
+        page_token: str = "",
     ) -> tuple[list[WorkflowExecution], str]:
+        """Newest first; ``workflow`` is a wf- id or the workflow's name when the execution was made."""
+        filters: list[Filter] = [] if phase is None else [("phase = ?", Phase(phase).value)]
+        if workflow:
+            column = "workflow_id = ?" if is_valid_id(workflows.PREFIX, workflow) else "workflow_name = ?"
+            filters.append((column, workflow))
+        filters += _created_after(created_after)
         with self._db.read("list workflow executions") as conn:
-            return workflow_executions.list_page(conn, phase=phase, page_size=page_size, page_token=page_token)
+            return workflow_executions.list_page(conn, filters=filters, page_size=page_size, page_token=page_token)
 
     def delete_workflow_execution(self, id: str) -> bool:
         with self._db.write(f"delete workflow execution {id}") as conn:
@@ -240,35 +281,39 @@ class Store:
         return deleted
 
     def mark_workflow_execution_started(self, id: str, *, at: float | None = None) -> WorkflowExecution:
-        with self._db.write(f"mark workflow execution {id} started") as conn:
-            record, changed = workflow_executions.mark_started(conn, id, at=_now(at))
-        if changed:
-            self._notify(WORKFLOW_EXECUTION, id)
-        return record
+        return self._change(
+            WORKFLOW_EXECUTION,
+            id,
+            f"mark workflow execution {id} started",
+            lambda conn: workflow_executions.mark_started(conn, id, at=_now(at)),
+        )
 
     def set_task_status(
         self, id: str, task: str, status: TaskStatus, *, output: str = "", error: str = ""
     ) -> WorkflowExecution:
         """Move a task forward; repeats, steps back and changes to a finished task are no-ops."""
-        with self._db.write(f"set task {task!r} of workflow execution {id}") as conn:
-            record, changed = workflow_executions.set_task_status(conn, id, task, status, output=output, error=error)
-        if changed:
-            self._notify(WORKFLOW_EXECUTION, id)
-        return record
+        return self._change(
+            WORKFLOW_EXECUTION,
+            id,
+            f"set task {task!r} of workflow execution {id}",
+            lambda conn: workflow_executions.set_task_status(conn, id, task, status, output=output, error=error),
+        )
 
     def complete_workflow_execution(self, id: str, *, output: str, at: float | None = None) -> WorkflowExecution:
-        with self._db.write(f"complete workflow execution {id}") as conn:
-            record, changed = workflow_executions.complete(conn, id, output=output, at=_now(at))
-        if changed:
-            self._notify(WORKFLOW_EXECUTION, id)
-        return record
+        return self._change(
+            WORKFLOW_EXECUTION,
+            id,
+            f"complete workflow execution {id}",
+            lambda conn: workflow_executions.complete(conn, id, output=output, at=_now(at)),
+        )
 
     def fail_workflow_execution(self, id: str, *, error: str, at: float | None = None) -> WorkflowExecution:
-        with self._db.write(f"fail workflow execution {id}") as conn:
-            record, changed = workflow_executions.fail(conn, id, error=error, at=_now(at))
-        if changed:
-            self._notify(WORKFLOW_EXECUTION, id)
-        return record
+        return self._change(
+            WORKFLOW_EXECUTION,
+            id,
+            f"fail workflow execution {id}",
+            lambda conn: workflow_executions.fail(conn, id, error=error, at=_now(at)),
+        )
 
     def unfinished_workflow_executions(self) -> list[WorkflowExecution]:
         """PENDING or IN_PROGRESS, oldest first (for the reconciler)."""

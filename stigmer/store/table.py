@@ -1,26 +1,50 @@
-"""What the two execution tables share: read one, a page, delete, the unfinished ones, and start one."""
+"""What the two execution tables share: read, list, the unfinished ones, start, request ids,
+cancellation and deletion. Every function runs inside the caller's transaction."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from stigmer.errors import NotFoundError
+from stigmer.errors import FailedPreconditionError, NotFoundError
 
 from .models import Phase
-from .paging import select_page
+from .paging import Filter, select_page
+from .requests import RequestKey, claim
 
 
 class _Record(Protocol):
     @property
+    def id(self) -> str: ...
+
+    @property
     def phase(self) -> Phase: ...
+
+    @property
+    def cancel_requested_at(self) -> float | None: ...
+
+    @property
+    def cancelled_by(self) -> str: ...
+
+    @property
+    def cancel_reason(self) -> str: ...
 
 
 R = TypeVar("R", bound=_Record)
 
 UNFINISHED = (Phase.PENDING.value, Phase.IN_PROGRESS.value)
+TERMINAL = tuple(phase.value for phase in Phase if phase.terminal)
+
+#: cancelled_by when Temporal cancelled the workflow and nobody asked stigmer to.
+TEMPORAL_CANCELLER = "temporal"
+TEMPORAL_CANCEL_REASON = "its Temporal workflow was cancelled"
+
+
+def cancelled_error(by: str, reason: str) -> str:
+    """The error text of a cancelled record."""
+    return f"cancelled by {by}" + (f": {reason}" if reason else "")
 
 
 @dataclass(frozen=True)
@@ -39,13 +63,13 @@ class ExecutionTable(Generic[R]):
         return self.convert(row)
 
     def list_page(
-        self, conn: sqlite3.Connection, *, phase: Phase | None, page_size: int, page_token: str
+        self, conn: sqlite3.Connection, *, filters: Sequence[Filter] = (), page_size: int, page_token: str
     ) -> tuple[list[R], str]:
         return select_page(
             conn,
             table=self.table,
             prefix=self.prefix,
-            phase=phase,
+            filters=filters,
             page_size=page_size,
             page_token=page_token,
             convert=self.convert,
@@ -53,6 +77,22 @@ class ExecutionTable(Generic[R]):
 
     def delete(self, conn: sqlite3.Connection, id: str) -> bool:
         return conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (id,)).rowcount > 0
+
+    def delete_finished(self, conn: sqlite3.Connection, id: str) -> R:
+        """Delete a record in a terminal phase and return it as it was.
+
+        NotFoundError if there is none; FailedPreconditionError naming the phase if it is unfinished.
+        The DELETE repeats the phase guard, so a record that is not terminal is never removed.
+        """
+        current = self.get(conn, id)
+        if not current.phase.terminal:
+            raise FailedPreconditionError(
+                f"{self.kind} {id} is {current.phase.value}: only a finished execution (COMPLETED, FAILED or "
+                "CANCELLED) can be deleted; cancel it first, or delete with force"
+            )
+        placeholders = ", ".join("?" * len(TERMINAL))
+        conn.execute(f"DELETE FROM {self.table} WHERE id = ? AND phase IN ({placeholders})", (id, *TERMINAL))
+        return current
 
     def unfinished(self, conn: sqlite3.Connection) -> list[R]:
         """PENDING or IN_PROGRESS, oldest first (for the reconciler)."""
@@ -70,3 +110,52 @@ class ExecutionTable(Generic[R]):
             (Phase.IN_PROGRESS.value, at, id, Phase.PENDING.value),
         )
         return self.get(conn, id), cursor.rowcount == 1
+
+    def find_request(self, conn: sqlite3.Connection, key: RequestKey, *, now: float) -> R | None:
+        """The live record made with this request id (same body); see requests.claim."""
+        return claim(conn, table=self.table, kind=self.kind, key=key, now=now, convert=self.convert)
+
+    def request_cancel(self, conn: sqlite3.Connection, id: str, *, by: str, reason: str, at: float) -> tuple[R, bool]:
+        """Record who asked to cancel and why; the first request is kept, a repeat changes nothing.
+
+        FailedPreconditionError naming the phase if the record is already terminal.
+        """
+        current = self.get(conn, id)
+        if current.phase.terminal:
+            raise FailedPreconditionError(
+                f"{self.kind} {id} is already {current.phase.value}: only a PENDING or IN_PROGRESS execution "
+                "can be cancelled"
+            )
+        if current.cancel_requested_at is not None:
+            return current, False
+        conn.execute(
+            f"UPDATE {self.table} SET cancel_requested_at = ?, cancelled_by = ?, cancel_reason = ?,"
+            " version = version + 1 WHERE id = ? AND phase IN (?, ?)",
+            (at, by, reason, id, *UNFINISHED),
+        )
+        return self.get(conn, id), True
+
+    def withdraw_cancel(self, conn: sqlite3.Connection, id: str, *, requested_at: float) -> bool:
+        """Undo request_cancel (the cancel never reached Temporal), if the record is still as it left it."""
+        cursor = conn.execute(
+            f"UPDATE {self.table} SET cancel_requested_at = NULL, cancelled_by = '', cancel_reason = '',"
+            " version = version + 1 WHERE id = ? AND cancel_requested_at = ? AND phase IN (?, ?)",
+            (id, requested_at, *UNFINISHED),
+        )
+        return cursor.rowcount == 1
+
+    def finish_cancelled(
+        self, conn: sqlite3.Connection, current: R, *, by: str, reason: str, error: str, at: float, **more: object
+    ) -> tuple[R, bool]:
+        """An unfinished record -> CANCELLED, keeping a recorded request's time; ``more`` sets other
+        columns (fixed names of ours). A terminal record is returned unchanged."""
+        if current.phase.terminal:
+            return current, False
+        sets = "".join(f", {column} = ?" for column in more)
+        cursor = conn.execute(
+            f"UPDATE {self.table} SET phase = ?, error = ?, completed_at = ?,"
+            " cancel_requested_at = COALESCE(cancel_requested_at, ?), cancelled_by = ?, cancel_reason = ?"
+            f"{sets}, version = version + 1 WHERE id = ? AND phase IN (?, ?)",
+            (Phase.CANCELLED.value, error, at, at, by, reason, *more.values(), current.id, *UNFINISHED),
+        )
+        return self.get(conn, current.id), cursor.rowcount == 1

@@ -12,22 +12,29 @@ from collections.abc import Sequence
 
 from stigmer.errors import AlreadyExistsError, NotFoundError
 
+from . import agent_executions
 from .codec import tasks_to_json, workflow_execution_from_row
 from .models import Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
-from .table import UNFINISHED, ExecutionTable
+from .requests import RequestKey
+from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, TERMINAL, UNFINISHED, ExecutionTable, cancelled_error
 
 __all__ = [
     "PREFIX",
+    "cancel",
     "complete",
     "delete",
+    "delete_finished",
     "fail",
+    "find_request",
     "get",
     "insert",
     "list_page",
     "mark_started",
+    "request_cancel",
     "set_task_status",
     "temporal_workflow_id",
     "unfinished",
+    "withdraw_cancel",
 ]
 
 PREFIX = "wex"
@@ -45,6 +52,7 @@ def insert(
     input: str,
     task_names_kinds: Sequence[tuple[str, str]],
     at: float,
+    request: RequestKey | None = None,
 ) -> WorkflowExecution:
     names = [name for name, _ in task_names_kinds]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -58,8 +66,8 @@ def insert(
     try:
         conn.execute(
             "INSERT INTO workflow_executions (id, workflow_id, workflow_name, input, phase, tasks, output,"
-            " error, created_at, started_at, completed_at, temporal_workflow_id, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, '', '', ?, NULL, NULL, ?, 1)",
+            " error, created_at, started_at, completed_at, temporal_workflow_id, version, request_id, request_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, '', '', ?, NULL, NULL, ?, 1, ?, ?)",
             (
                 id,
                 workflow.id,
@@ -69,6 +77,8 @@ def insert(
                 tasks_to_json(tasks),
                 at,
                 temporal_workflow_id(id),
+                None if request is None else request.id,
+                "" if request is None else request.digest,
             ),
         )
     except sqlite3.IntegrityError as exc:
@@ -82,6 +92,62 @@ list_page = _TABLE.list_page
 delete = _TABLE.delete
 unfinished = _TABLE.unfinished
 mark_started = _TABLE.mark_started
+find_request = _TABLE.find_request
+request_cancel = _TABLE.request_cancel
+withdraw_cancel = _TABLE.withdraw_cancel
+
+
+def cancel(
+    conn: sqlite3.Connection, id: str, *, at: float, pending_only: bool = False
+) -> tuple[WorkflowExecution, bool, list[str]]:
+    """Unfinished -> CANCELLED: the running task CANCELLED, the tasks not reached SKIPPED, and its
+    unfinished step agent executions cancelled with it; (record, changed, ids of steps changed)."""
+    current = get(conn, id)
+    if current.phase.terminal or (pending_only and current.phase is not Phase.PENDING):
+        return current, False, []
+    if current.cancel_requested_at is not None:
+        by, reason = current.cancelled_by, current.cancel_reason
+    else:
+        by, reason = TEMPORAL_CANCELLER, TEMPORAL_CANCEL_REASON
+    stopped = {TaskStatus.RUNNING: TaskStatus.CANCELLED, TaskStatus.PENDING: TaskStatus.SKIPPED}
+    tasks = [
+        TaskState(name=t.name, kind=t.kind, status=stopped[t.status], output=t.output, error=t.error)
+        if t.status in stopped
+        else t
+        for t in current.tasks
+    ]
+    record, changed = _TABLE.finish_cancelled(
+        conn, current, by=by, reason=reason, error=cancelled_error(by, reason), at=at, tasks=tasks_to_json(tasks)
+    )
+    steps: list[str] = []
+    if changed:
+        rows = conn.execute(
+            "SELECT id FROM agent_executions WHERE parent_id = ? AND phase IN (?, ?)", (id, *UNFINISHED)
+        ).fetchall()
+        steps = [row["id"] for row in rows if agent_executions.cancel(conn, row["id"], at=at)[1]]
+    return record, changed, steps
+
+
+def delete_finished(conn: sqlite3.Connection, id: str) -> tuple[WorkflowExecution, list[str]]:
+    """Delete a finished execution and its finished steps; (the record as it was, step ids deleted)."""
+    record = _TABLE.delete_finished(conn, id)
+    placeholders = ", ".join("?" * len(TERMINAL))
+    rows = conn.execute(
+        f"SELECT id FROM agent_executions WHERE parent_id = ? AND phase IN ({placeholders})", (id, *TERMINAL)
+    ).fetchall()
+    steps = [row["id"] for row in rows]
+    for step in steps:
+        agent_executions.delete(conn, step)
+    return record, steps
+
+
+def count_unfinished_of(conn: sqlite3.Connection, workflow_id: str) -> tuple[int, str]:
+    """(how many executions of the workflow are unfinished, the id of the oldest, or "")."""
+    row = conn.execute(
+        "SELECT COUNT(*) AS n, MIN(id) AS oldest FROM workflow_executions WHERE workflow_id = ? AND phase IN (?, ?)",
+        (workflow_id, *UNFINISHED),
+    ).fetchone()
+    return int(row["n"]), row["oldest"] or ""
 
 
 def set_task_status(

@@ -5,14 +5,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from stigmer.errors import AlreadyExistsError, NotFoundError
+from stigmer.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
 
 from .codec import dump_json, workflow_from_row
 from .ids import is_valid_id
 from .models import Workflow
 from .paging import select_page
+from .requests import RequestKey, claim
 
-__all__ = ["PREFIX", "get", "insert", "list_page"]
+__all__ = ["PREFIX", "delete", "find_request", "get", "insert", "list_page"]
 
 PREFIX = "wf"
 
@@ -26,14 +27,24 @@ def insert(
     valid: bool,
     validation_errors: Sequence[str],
     at: float,
+    request: RequestKey | None = None,
 ) -> Workflow:
     if not name:
         raise ValueError("workflow name must not be empty")
     try:
         conn.execute(
-            "INSERT INTO workflows (id, name, document, valid, validation_errors, created_at, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, 1)",
-            (id, name, document, int(valid), dump_json(list(validation_errors)), at),
+            "INSERT INTO workflows (id, name, document, valid, validation_errors, created_at, version,"
+            " request_id, request_hash) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            (
+                id,
+                name,
+                document,
+                int(valid),
+                dump_json(list(validation_errors)),
+                at,
+                None if request is None else request.id,
+                "" if request is None else request.digest,
+            ),
         )
     except sqlite3.IntegrityError as exc:
         raise AlreadyExistsError(f"a workflow named {name!r} already exists") from exc
@@ -52,12 +63,29 @@ def get(conn: sqlite3.Connection, id_or_name: str) -> Workflow:
     return workflow_from_row(row)
 
 
+def find_request(conn: sqlite3.Connection, key: RequestKey, *, now: float) -> Workflow | None:
+    return claim(conn, table="workflows", kind="workflow", key=key, now=now, convert=workflow_from_row)
+
+
+def delete(conn: sqlite3.Connection, id_or_name: str, *, unfinished: tuple[int, str]) -> Workflow:
+    """Delete a workflow (its name is free again) and return it; ``unfinished`` is (count, oldest
+    id) of its unfinished executions, read by the caller in this transaction: any refuses it."""
+    current = get(conn, id_or_name)
+    count, oldest = unfinished
+    if count:
+        raise FailedPreconditionError(
+            f"workflow {current.name!r} ({current.id}) has {count} unfinished execution{'s' if count > 1 else ''} "
+            f"(oldest {oldest}); wait for them to finish or cancel them, then delete it"
+        )
+    conn.execute("DELETE FROM workflows WHERE id = ?", (current.id,))
+    return current
+
+
 def list_page(conn: sqlite3.Connection, *, page_size: int, page_token: str) -> tuple[list[Workflow], str]:
     return select_page(
         conn,
         table="workflows",
         prefix=PREFIX,
-        phase=None,
         page_size=page_size,
         page_token=page_token,
         convert=workflow_from_row,

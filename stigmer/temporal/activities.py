@@ -22,12 +22,21 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from stigmer.errors import AlreadyExistsError, NotFoundError
-from stigmer.store import AgentExecution, Message, Store, TaskStatus, WorkflowExecution
+from stigmer.store import (
+    AGENT_EXECUTION,
+    WORKFLOW_EXECUTION,
+    AgentExecution,
+    Message,
+    Store,
+    TaskStatus,
+    WorkflowExecution,
+)
 from stigmer.temporal import names
 from stigmer.temporal.agents import AgentFailure, AgentRunner
 from stigmer.temporal.payloads import (
     AgentExecutionResult,
     AgentExecutionView,
+    CancelExecutionInput,
     CompleteAgentExecutionInput,
     CompleteWorkflowExecutionInput,
     CreateStepAgentExecutionInput,
@@ -83,7 +92,7 @@ class AgentExecutionActivities:
         self._runner = runner
 
     def all(self) -> Sequence[Callable[..., Any]]:
-        return [self.mark_started, self.run_agent, self.complete, self.fail]
+        return [self.mark_started, self.run_agent, self.complete, self.fail, self.cancel]
 
     @activity.defn(name=names.MARK_AGENT_EXECUTION_STARTED)
     async def mark_started(self, execution_id: str) -> AgentExecutionView:
@@ -145,6 +154,13 @@ class AgentExecutionActivities:
         record = await _store_call(self._store.fail_agent_execution, input.execution_id, error=input.error)
         return _agent_result(record)
 
+    @activity.defn(name=names.CANCEL_AGENT_EXECUTION)
+    async def cancel(self, input: CancelExecutionInput) -> AgentExecutionResult:
+        """Unfinished -> CANCELLED (the store says by whom); returns the record's terminal state."""
+        record = await _store_call(_cancel, self._store, AGENT_EXECUTION, input)
+        assert isinstance(record, AgentExecution)
+        return _agent_result(record)
+
 
 class WorkflowExecutionActivities:
     """Activities of the workflow execution workflow, bound to a store."""
@@ -159,6 +175,7 @@ class WorkflowExecutionActivities:
             self.set_task_status,
             self.complete,
             self.fail,
+            self.cancel,
         ]
 
     @activity.defn(name=names.MARK_WORKFLOW_EXECUTION_STARTED)
@@ -199,8 +216,9 @@ class WorkflowExecutionActivities:
         return await _store_call(create)
 
     @activity.defn(name=names.SET_TASK_STATUS)
-    async def set_task_status(self, input: SetTaskStatusInput) -> None:
-        await _store_call(
+    async def set_task_status(self, input: SetTaskStatusInput) -> bool:
+        """Move the task forward; True if somebody asked to cancel the execution (the workflow stops)."""
+        record = await _store_call(
             self._store.set_task_status,
             input.execution_id,
             input.task,
@@ -208,6 +226,7 @@ class WorkflowExecutionActivities:
             output=input.output,
             error=input.error,
         )
+        return record.cancel_requested_at is not None
 
     @activity.defn(name=names.COMPLETE_WORKFLOW_EXECUTION)
     async def complete(self, input: CompleteWorkflowExecutionInput) -> WorkflowExecutionResult:
@@ -218,6 +237,26 @@ class WorkflowExecutionActivities:
     async def fail(self, input: FailExecutionInput) -> WorkflowExecutionResult:
         record = await _store_call(self._store.fail_workflow_execution, input.execution_id, error=input.error)
         return _workflow_result(record)
+
+    @activity.defn(name=names.CANCEL_WORKFLOW_EXECUTION)
+    async def cancel(self, input: CancelExecutionInput) -> WorkflowExecutionResult:
+        """Unfinished -> CANCELLED with its running task and steps; returns the record's state
+        (still unfinished if only_if_requested and nobody asked)."""
+        record = await _store_call(_cancel, self._store, WORKFLOW_EXECUTION, input)
+        assert isinstance(record, WorkflowExecution)
+        return _workflow_result(record)
+
+
+def _cancel(store: Store, kind: str, input: CancelExecutionInput) -> AgentExecution | WorkflowExecution:
+    if input.only_if_requested:
+        current: AgentExecution | WorkflowExecution = (
+            store.get_agent_execution(input.execution_id)
+            if kind == AGENT_EXECUTION
+            else store.get_workflow_execution(input.execution_id)
+        )
+        if current.cancel_requested_at is None:
+            return current
+    return store.cancel(kind, input.execution_id)
 
 
 @activity.defn(name=names.VALIDATE_WORKFLOW_DOCUMENT)

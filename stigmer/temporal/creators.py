@@ -23,7 +23,7 @@ from typing import TypeVar
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from stigmer.errors import TemporalUnavailableError
 from stigmer.temporal import names
@@ -89,6 +89,18 @@ async def _start_once(
         )
 
 
+async def _cancel_once(client: Client, *, workflow_id: str, timeout: float, what: str) -> bool:  # noqa: ASYNC109
+    """Request cancellation of a workflow; False if Temporal has no running workflow of that id."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        await with_deadline(handle.cancel(rpc_timeout=timedelta(seconds=timeout)), timeout=timeout, what=what)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # never started, lost, or already closed
+            return False
+        raise
+    return True
+
+
 class _Bound:
     """Built from one client (and the task queues); injected while that client is connected.
 
@@ -135,7 +147,15 @@ class _Bound:
 
 
 class AgentExecutionCreator(_Bound):
-    """Starts the agent execution workflow of a stored agent execution."""
+    """Starts (and cancels) the agent execution workflow of a stored agent execution."""
+
+    async def cancel(self, execution_id: str, *, timeout: float) -> bool:  # noqa: ASYNC109
+        """Ask its workflow to stop; False if Temporal has no running workflow for it."""
+        what = f"cancel agent execution {execution_id}"
+        workflow_id = names.agent_execution_workflow_id(execution_id)
+        return await self._call(
+            _cancel_once(self._client, workflow_id=workflow_id, timeout=timeout, what=what), what=what
+        )
 
     async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
         """Start (or find already started) the workflow; returns its Temporal workflow id."""
@@ -155,7 +175,15 @@ class AgentExecutionCreator(_Bound):
 
 
 class WorkflowExecutionCreator(_Bound):
-    """Starts the workflow execution workflow of a stored workflow execution."""
+    """Starts (and cancels) the workflow execution workflow of a stored workflow execution."""
+
+    async def cancel(self, execution_id: str, *, timeout: float) -> bool:  # noqa: ASYNC109
+        """Ask its workflow to stop (it cancels its running step); False if Temporal has none running."""
+        what = f"cancel workflow execution {execution_id}"
+        workflow_id = names.workflow_execution_workflow_id(execution_id)
+        return await self._call(
+            _cancel_once(self._client, workflow_id=workflow_id, timeout=timeout, what=what), what=what
+        )
 
     async def start(self, execution_id: str, *, timeout: float) -> str:  # noqa: ASYNC109
         """Start (or find already started) the workflow; returns its Temporal workflow id."""

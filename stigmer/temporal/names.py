@@ -24,12 +24,14 @@ MARK_AGENT_EXECUTION_STARTED = "stigmer/agent-execution/mark-started"
 RUN_AGENT = "stigmer/agent-execution/run-agent"
 COMPLETE_AGENT_EXECUTION = "stigmer/agent-execution/complete"
 FAIL_AGENT_EXECUTION = "stigmer/agent-execution/fail"
+CANCEL_AGENT_EXECUTION = "stigmer/agent-execution/cancel"
 
 MARK_WORKFLOW_EXECUTION_STARTED = "stigmer/workflow-execution/mark-started"
 CREATE_STEP_AGENT_EXECUTION = "stigmer/workflow-execution/create-agent-execution"
 SET_TASK_STATUS = "stigmer/workflow-execution/set-task-status"
 COMPLETE_WORKFLOW_EXECUTION = "stigmer/workflow-execution/complete"
 FAIL_WORKFLOW_EXECUTION = "stigmer/workflow-execution/fail"
+CANCEL_WORKFLOW_EXECUTION = "stigmer/workflow-execution/cancel"
 
 VALIDATE_WORKFLOW_DOCUMENT = "stigmer/workflow-validation/validate-document"
 

@@ -55,6 +55,18 @@ class FailExecutionInput:
 
 
 @dataclass(frozen=True)
+class CancelExecutionInput:
+    """Input of both cancel activities.
+
+    ``only_if_requested``: cancel only if somebody asked stigmer to (the workflow saw a step end
+    CANCELLED, which may be that step's own cancel); otherwise report the record unchanged.
+    """
+
+    execution_id: str
+    only_if_requested: bool = False
+
+
+@dataclass(frozen=True)
 class AgentExecutionResult:
     """Result of the agent execution workflow: the recorded terminal state."""
 

@@ -28,6 +28,10 @@ from stigmer.temporal.workflows import (
     WorkflowValidationWorkflow,
 )
 
+#: Heartbeats reach Temporal at most this long apart (the SDK's default is 80 % of the 5 s heartbeat
+#: timeout): a cancel is delivered in the answer to a heartbeat, and must stop an agent within 2 s.
+MAX_HEARTBEAT_THROTTLE = timedelta(seconds=1)
+
 # Long enough for a store write in flight to land; short enough that shutdown stays bounded.
 # Running agents are cancelled after it (they heartbeat, so they notice) and retried elsewhere.
 DEFAULT_GRACEFUL_SHUTDOWN = timedelta(seconds=2)
@@ -98,6 +102,8 @@ def build_workers(
             workflow_runner=runner_for_workflows,
             graceful_shutdown_timeout=graceful_shutdown_timeout,
             on_fatal_error=on_fatal_error,
+            max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         )
 
     return [

@@ -12,6 +12,7 @@ larger than the worst case of the activities they wrap (checked by `worst_case`,
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
 
 with workflow.unsafe.imports_passed_through():
     from stigmer.temporal import names
@@ -26,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         AgentExecutionInput,
         AgentExecutionResult,
         AgentExecutionView,
+        CancelExecutionInput,
         CompleteAgentExecutionInput,
         CompleteWorkflowExecutionInput,
         CreateStepAgentExecutionInput,
@@ -113,6 +116,17 @@ def _failure_text(err: BaseException) -> str:
     return str(cause)
 
 
+def _cancelled(err: BaseException) -> bool:
+    """The workflow was cancelled: raised by the await it was in (a timer, an activity, a child)."""
+    if isinstance(err, asyncio.CancelledError):
+        return True
+    return isinstance(err, ActivityError | ChildWorkflowError) and isinstance(err.cause, TemporalCancelledError)
+
+
+#: What a workflow catches to find out it was cancelled (see _cancelled).
+_INTERRUPTED = (asyncio.CancelledError, ActivityError, ChildWorkflowError)
+
+
 async def _store_activity(name: str, arg: Any, result_type: type[T]) -> T:
     """Run a store-writing activity (by name, so its implementation stays out of the sandbox)."""
     result: T = await workflow.execute_activity(
@@ -144,10 +158,24 @@ def _check_runtime_size(what: str, text: str) -> None:
 
 @workflow.defn(name=names.AGENT_EXECUTION_WORKFLOW)
 class AgentExecutionWorkflow:
-    """Mark IN_PROGRESS, run the agent, record COMPLETED with the replies or FAILED with the error."""
+    """Mark IN_PROGRESS, run the agent, record COMPLETED with the replies or FAILED with the error.
+
+    Cancelled (stigmer's Cancel, or its parent's): the agent's activity hears it through its next
+    heartbeat and stops, the workflow waits for that, records CANCELLED and returns normally.
+    """
 
     @workflow.run
     async def run(self, input: AgentExecutionInput) -> AgentExecutionResult:
+        try:
+            return await self._run(input)
+        except _INTERRUPTED as err:
+            if not _cancelled(err):
+                raise
+        return await _store_activity(
+            names.CANCEL_AGENT_EXECUTION, CancelExecutionInput(execution_id=input.execution_id), AgentExecutionResult
+        )
+
+    async def _run(self, input: AgentExecutionInput) -> AgentExecutionResult:
         view = await _store_activity(names.MARK_AGENT_EXECUTION_STARTED, input.execution_id, AgentExecutionView)
         if view.phase in _TERMINAL:  # a re-run after the result was recorded: report, change nothing
             return AgentExecutionResult(
@@ -166,8 +194,12 @@ class AgentExecutionWorkflow:
                 start_to_close_timeout=AGENT_ACTIVITY_TIMEOUT,
                 heartbeat_timeout=AGENT_HEARTBEAT_TIMEOUT,
                 retry_policy=AGENT_RETRY,
+                # A cancel waits until the agent has stopped, so CANCELLED means "nothing runs".
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except ActivityError as err:
+            if _cancelled(err):
+                raise
             return await _store_activity(
                 names.FAIL_AGENT_EXECUTION,
                 FailExecutionInput(execution_id=view.execution_id, error=_failure_text(err)),
@@ -182,6 +214,14 @@ class AgentExecutionWorkflow:
 
 class _TaskFailed(Exception):
     """A task of the document failed; the execution fails naming it."""
+
+
+class _StepCancelled(_TaskFailed):
+    """An agent step ended CANCELLED: its parent's cancel, or the step's own (then it failed the task)."""
+
+
+class _CancelRequested(Exception):
+    """Somebody asked to cancel this execution (seen in the store between two tasks)."""
 
 
 @workflow.defn(name=names.WORKFLOW_EXECUTION_WORKFLOW)
@@ -199,6 +239,16 @@ class WorkflowExecutionWorkflow:
     async def run(self, input: WorkflowExecutionInput) -> WorkflowExecutionResult:
         self._execution_id = input.execution_id
         self._agent_task_queue = input.agent_task_queue
+        try:
+            return await self._run(input)
+        except _CancelRequested:
+            pass
+        except _INTERRUPTED as err:
+            if not _cancelled(err):
+                raise
+        return await self._cancel(only_if_requested=False)
+
+    async def _run(self, input: WorkflowExecutionInput) -> WorkflowExecutionResult:
         view = await self._store_activity(
             names.MARK_WORKFLOW_EXECUTION_STARTED, input.execution_id, WorkflowExecutionView
         )
@@ -212,10 +262,15 @@ class WorkflowExecutionWorkflow:
         except ValueError as exc:  # InvalidDocument is a ValueError too
             return await self._fail(f"cannot run: {exc}", failed_task="")
         for index, task in enumerate(document.tasks):
-            await self._set_status(task.name, "RUNNING")
+            if await self._set_status(task.name, "RUNNING"):
+                raise _CancelRequested
             try:
                 output = await self._run_task(task)
             except _TaskFailed as exc:
+                if isinstance(exc, _StepCancelled):
+                    outcome = await self._cancel(only_if_requested=True)
+                    if outcome.phase == "CANCELLED":  # cancelled with this execution
+                        return outcome
                 await self._set_status(task.name, "FAILED", error=str(exc))
                 for later in document.tasks[index + 1 :]:
                     await self._set_status(later.name, "SKIPPED")
@@ -246,6 +301,8 @@ class WorkflowExecutionWorkflow:
         except templating.UnresolvedReference as exc:
             raise _TaskFailed(f"unresolved reference {exc}") from None
         except (ActivityError, ChildWorkflowError) as err:
+            if _cancelled(err):
+                raise
             raise _TaskFailed(_failure_text(err)) from None
 
     async def _run_agent_task(self, task: workflowdoc.AgentTask, scope: dict[str, Any]) -> list[str]:
@@ -272,15 +329,27 @@ class WorkflowExecutionWorkflow:
             result_type=AgentExecutionResult,
         )
         if result.phase != "COMPLETED":
-            raise _TaskFailed(f"agent execution {agent_execution_id} {result.phase}: {result.error}")
+            failed = _StepCancelled if result.phase == "CANCELLED" else _TaskFailed
+            raise failed(f"agent execution {agent_execution_id} {result.phase}: {result.error}")
         return result.replies
 
-    async def _set_status(self, task: str, status: str, *, output: str = "", error: str = "") -> None:
-        await self._store_activity(
+    async def _set_status(self, task: str, status: str, *, output: str = "", error: str = "") -> bool:
+        """Record a task's status; True if a cancel of this execution has been requested."""
+        requested: bool = await self._store_activity(
             names.SET_TASK_STATUS,
             SetTaskStatusInput(execution_id=self._execution_id, task=task, status=status, output=output, error=error),
-            type(None),
+            bool,
         )
+        return requested
+
+    async def _cancel(self, *, only_if_requested: bool) -> WorkflowExecutionResult:
+        """Record CANCELLED (the running task CANCELLED, the rest SKIPPED, unfinished steps cancelled)."""
+        result: WorkflowExecutionResult = await self._store_activity(
+            names.CANCEL_WORKFLOW_EXECUTION,
+            CancelExecutionInput(execution_id=self._execution_id, only_if_requested=only_if_requested),
+            WorkflowExecutionResult,
+        )
+        return result
 
     async def _fail(self, error: str, *, failed_task: str) -> WorkflowExecutionResult:
         result = await self._store_activity(

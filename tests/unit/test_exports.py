@@ -43,6 +43,7 @@ FACES = {
     "stigmer.store": {
         "AGENT_EXECUTION", "AgentExecution", "Listener", "Message", "Phase", "Store", "TaskState", "TaskStatus",
         "WORKFLOW", "WORKFLOW_EXECUTION", "Workflow", "WorkflowExecution", "is_valid_id", "new_id",
+        "DEFAULT_REQUEST_ID_TTL", "Execution", "RequestKey", "body_digest",
     },
     "stigmer.temporal.connection": {
         "API_RETRY", "ConnectionSettings", "CreatorTargets", "JITTER", "TemporalClients", "TemporalConnection",

@@ -39,13 +39,27 @@ SUBPROCESS_TIMEOUT_S = 120.0
 EXPECTED_SERVICES: dict[str, dict[str, dict[str, bool]]] = {
     "common": {},
     "agent_execution": {
-        "AgentExecutionService": {"Create": False, "Get": False, "List": False, "Watch": True},
+        "AgentExecutionService": {
+            "Create": False,
+            "Get": False,
+            "List": False,
+            "Watch": True,
+            "Cancel": False,
+            "Delete": False,
+        },
     },
     "workflow": {
-        "WorkflowService": {"Create": False, "Validate": False, "Get": False, "List": False},
+        "WorkflowService": {"Create": False, "Validate": False, "Get": False, "List": False, "Delete": False},
     },
     "workflow_execution": {
-        "WorkflowExecutionService": {"Create": False, "Get": False, "List": False, "Watch": True},
+        "WorkflowExecutionService": {
+            "Create": False,
+            "Get": False,
+            "List": False,
+            "Watch": True,
+            "Cancel": False,
+            "Delete": False,
+        },
     },
     "status": {"StatusService": {"GetStatus": False}},
 }

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from stigmer.errors import AlreadyExistsError, DatabaseError, NotFoundError
-from stigmer.store import Message, Phase, Store, TaskStatus, Workflow, is_valid_id
+from stigmer.store import AGENT_EXECUTION, Message, Phase, Store, TaskStatus, Workflow, is_valid_id
 from stigmer.store import schema as schema_module
 
 TRICKY_TEXTS = [
@@ -72,7 +72,7 @@ def test_open_creates_dir_wal_database_and_schema_version(tmp_path: Path) -> Non
     conn = sqlite3.connect(data / "stigmer.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema_module.SCHEMA_VERSION,)]
     finally:
         conn.close()
 
@@ -154,7 +154,7 @@ def test_sqlite_file_of_another_application_is_refused(tmp_path: Path) -> None:
 def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     with sqlite3.connect(tmp_path / "stigmer.db") as conn:
-        conn.execute("UPDATE schema_version SET version = 2")
+        conn.execute("UPDATE schema_version SET version = ?", (schema_module.SCHEMA_VERSION + 1,))
     conn.close()
     error = _assert_refused_untouched(tmp_path, match="newer stigmer")
     assert "Upgrade stigmer" in str(error)
@@ -166,11 +166,12 @@ def test_migration_hook_upgrades_older_file(tmp_path: Path, monkeypatch: pytest.
     def add_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE workflows ADD COLUMN description TEXT NOT NULL DEFAULT ''")
 
-    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(schema_module, "MIGRATIONS", {1: add_column})
+    current = schema_module.SCHEMA_VERSION
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", {**schema_module.MIGRATIONS, current: add_column})
     Store.open(tmp_path).close()
     with sqlite3.connect(tmp_path / "stigmer.db") as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (current + 1,)
         assert "description" in {row[1] for row in conn.execute("PRAGMA table_info(workflows)")}
     conn.close()
 
@@ -182,13 +183,35 @@ def test_failed_migration_leaves_file_at_old_version(tmp_path: Path, monkeypatch
         conn.execute("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(schema_module, "MIGRATIONS", {1: broken})
+    current = schema_module.SCHEMA_VERSION
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", {**schema_module.MIGRATIONS, current: broken})
     with pytest.raises(RuntimeError, match="migration bug"):
         Store.open(tmp_path)
     assert "half_done" not in table_names(tmp_path / "stigmer.db")
     with sqlite3.connect(tmp_path / "stigmer.db") as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (current,)
+    conn.close()
+
+
+def test_version_1_file_is_migrated_and_its_records_keep_working(tmp_path: Path) -> None:
+    """A file written by the release before request ids and cancel (schema 1) opens, keeps its rows."""
+    with sqlite3.connect(tmp_path / "stigmer.db") as conn:
+        for statement in schema_module._CREATE_V1:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (only_row, version) VALUES (1, 1)")
+        conn.execute(
+            "INSERT INTO agent_executions VALUES ('aex-01JBQ7ZK3M4N5P6Q7R8S9T0V1W', 'echo', 'hi', '{}', 'PENDING',"
+            " '[]', '', 1.0, NULL, NULL, 'stigmer/agent-execution/invoke/aex-01JBQ7ZK3M4N5P6Q7R8S9T0V1W', '', 1)"
+        )
+    conn.close()
+    with Store.open(tmp_path) as store:
+        old = store.get_agent_execution("aex-01JBQ7ZK3M4N5P6Q7R8S9T0V1W")
+        assert (old.request_id, old.cancel_requested_at, old.cancelled_by) == ("", None, "")
+        cancelled = store.cancel(AGENT_EXECUTION, old.id)
+        assert cancelled.phase is Phase.CANCELLED
+    with sqlite3.connect(tmp_path / "stigmer.db") as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (schema_module.SCHEMA_VERSION,)
     conn.close()
 
 
@@ -242,7 +265,7 @@ def test_a_write_is_all_or_nothing(store: Store) -> None:
         raise RuntimeError("failure in the middle of a transaction")
     assert store.get_agent_execution(kept.id) == kept
     with sqlite3.connect(store.path) as other:
-        assert other.execute("SELECT version FROM schema_version").fetchone() == (1,)
+        assert other.execute("SELECT version FROM schema_version").fetchone() == (schema_module.SCHEMA_VERSION,)
     other.close()
 
 
