@@ -35,7 +35,7 @@ from stigmer.api import (
     workflow_pb2,
     workflow_pb2_grpc,
 )
-from stigmer.controllers import AgentExecutionController, WorkflowController, WorkflowExecutionController
+from stigmer.controllers import AgentExecutionController, Reconciler, WorkflowController, WorkflowExecutionController
 from stigmer.errors import UNAVAILABLE_MESSAGE
 from stigmer.server import (
     MAX_RECEIVE_MESSAGE_BYTES,
@@ -118,8 +118,11 @@ class Stack:
 
 
 @asynccontextmanager
-async def serving(settings: ConnectionSettings, data_dir: Path, *, start_timeout: float = 10.0) -> AsyncIterator[Stack]:
-    """The production wiring in miniature: listener first, then Temporal in the background."""
+async def serving(
+    settings: ConnectionSettings, data_dir: Path, *, start_timeout: float = 10.0, reconcile: bool = False
+) -> AsyncIterator[Stack]:
+    """The production wiring in miniature: listener first, then Temporal in the background
+    (and, with ``reconcile``, the reconciler on every CONNECTED)."""
     store = Store.open(data_dir)
     # The connection is the controllers' Availability and the controllers are its creator
     # targets: the lambdas break the cycle (they read the controllers only once connected).
@@ -140,6 +143,8 @@ async def serving(settings: ConnectionSettings, data_dir: Path, *, start_timeout
     workflow_executions = WorkflowExecutionController(
         store=store, availability=connection, start_timeout=start_timeout, watch_recheck_interval=1.0
     )
+    if reconcile:
+        connection.when_connected(Reconciler(store=store, availability=connection).reconcile)
     health = ServerHealth(connection.lifecycle)
     bound = build_server(
         Services(
