@@ -14,7 +14,18 @@ import click
 from loguru import logger
 
 from stigmer.api import status_pb2
-from stigmer.cli.common import address_option, api, call, emit_json, is_tty, output_option, refusals, to_dict
+from stigmer.cli.common import (
+    ConfigUsageError,
+    address_option,
+    api,
+    call,
+    data_dir_option,
+    emit_json,
+    is_tty,
+    output_option,
+    refusals,
+    to_dict,
+)
 from stigmer.client.models import message_of
 from stigmer.config import Config
 from stigmer.errors import ConfigError, ExitCode, ServerUnreachableError
@@ -43,13 +54,6 @@ class _Duration(_FloatParamType):
 
 
 DURATION = _Duration()
-
-
-class _ConfigUsageError(click.UsageError):
-    """A usage error that exits with EX_CONFIG (78) rather than click's 2."""
-
-    # Set on the class: click 8.5 declares exit_code a ClassVar, which an instance may not assign.
-    exit_code = ExitCode.CONFIG
 
 
 @click.group()
@@ -112,13 +116,7 @@ def server() -> None:
     is_flag=True,
     help="Allow a non-loopback --address with neither token nor TLS (logged as a loud warning).",
 )
-@click.option(
-    "--data-dir",
-    envvar="STIGMER_DATA_DIR",
-    show_envvar=True,
-    type=click.Path(path_type=Path),
-    help="SQLite database, managed Temporal's database and logs [default: ~/.stigmer].",
-)
+@data_dir_option
 @click.option(
     "--health-interval",
     type=click.FloatRange(min=0.1),
@@ -203,7 +201,7 @@ def start(
             exit_after_outage=exit_after_outage,
         )
     except ConfigError as err:
-        raise _ConfigUsageError(str(err)) from err
+        raise ConfigUsageError(str(err)) from err
     exit_process(asyncio.run(_run_server(config, managed_temporal)))
 
 
