@@ -26,11 +26,13 @@ from stigmer.cli.common import (
     refusals,
     to_dict,
 )
+from stigmer.cli.server_control import data_dir_claimed
 from stigmer.client.models import message_of
 from stigmer.config import Config
 from stigmer.errors import ConfigError, ExitCode, ServerUnreachableError
 from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
+from stigmer.pidfile import PidFile
 from stigmer.process import exit_process
 
 # click 8.4 made ParamType generic; the older releases that pyproject allows (>=8.1) cannot be
@@ -153,7 +155,10 @@ def server() -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
-    "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the log to FILE (rotated at 20 MB)."
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the log to FILE, renamed aside at 20 MB (5 old files kept); `none`: no file "
+    "[default: <data dir>/logs/stigmer.log, what `stigmer server logs` reads].",
 )
 def start(
     temporal_host_port: str | None,
@@ -180,12 +185,16 @@ def start(
     again). Watch for "✅ Temporal reconnected successfully" in the log. A second Ctrl+C exits
     at once.
 
+    One server per data dir: it holds <data dir>/stigmer.pid locked while it runs (`stigmer
+    server stop` will find it there), and a second one on the same data dir exits 75 at once,
+    naming the running one's pid. A pid file left by a killed server is taken over.
+
     \b
     Examples:
       stigmer server start --managed-temporal          # everything on this machine
       TEMPORAL_HOST_PORT=temporal.prod:7233 stigmer server start --namespace prod
     """
-    setup_logging(level=log_level.upper(), fmt=log_format, file=log_file)
+    setup_logging(level=log_level.upper(), fmt=log_format)
     try:
         config = Config.from_env(
             temporal_host_port=temporal_host_port,
@@ -202,16 +211,21 @@ def start(
         )
     except ConfigError as err:
         raise ConfigUsageError(str(err)) from err
-    exit_process(asyncio.run(_run_server(config, managed_temporal)))
+    # Before the port is bound: a second server on this data dir is turned away here.
+    with data_dir_claimed(config, log_file, level=log_level.upper(), fmt=log_format) as pid_file:
+        code = asyncio.run(_run_server(config, managed_temporal, pid_file))
+    exit_process(code)
 
 
-async def _run_server(config: Config, managed_temporal: bool) -> int:
+async def _run_server(config: Config, managed_temporal: bool, pid_file: PidFile | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
             logger.warning("Second {} - exiting at once", sig.name)
+            if pid_file is not None:
+                pid_file.release()
             exit_process(ExitCode.INTERRUPTED)
         logger.info("Received {} - shutting down gracefully (again to exit at once)", sig.name)
         stop.set()
