@@ -1,4 +1,4 @@
-"""``stigmer server start | status | wait``."""
+"""``stigmer server start | status | wait`` (``stop``: stigmer.cli.server_control)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ DURATION = _Duration()
 
 @click.group()
 def server() -> None:
-    """Run the stigmer server and ask it how its Temporal connection is doing.
+    """Run the stigmer server, stop it, and ask it how its Temporal connection is doing.
 
     \b
     Security: the server listens on 127.0.0.1 unless told otherwise; any other address needs
@@ -186,7 +186,7 @@ def start(
     at once.
 
     One server per data dir: it holds <data dir>/stigmer.pid locked while it runs (`stigmer
-    server stop` will find it there), and a second one on the same data dir exits 75 at once,
+    server stop` finds it there), and a second one on the same data dir exits 75 at once,
     naming the running one's pid. A pid file left by a killed server is taken over.
 
     \b
