@@ -1,4 +1,4 @@
-"""``stigmer server start | status | wait`` (``stop``: stigmer.cli.server_control)."""
+"""``stigmer server start | status | wait`` (``stop`` and ``logs``: stigmer.cli.server_control)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ DURATION = _Duration()
 
 @click.group()
 def server() -> None:
-    """Run the stigmer server, stop it, and ask it how its Temporal connection is doing.
+    """Run the stigmer server, stop it, read its log, and ask it how its Temporal connection is doing.
 
     \b
     Security: the server listens on 127.0.0.1 unless told otherwise; any other address needs

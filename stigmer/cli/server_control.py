@@ -1,4 +1,4 @@
-"""``stigmer server stop``, and what ``server start`` does with the data dir first: lock
+"""``stigmer server stop | logs``, and what ``server start`` does with the data dir first: lock
 its pid file (one server per data dir, stigmer.pidfile) and open its log file (stigmer.logfile)."""
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from stigmer import __version__
 from stigmer.cli.common import ConfigUsageError, data_dir_option, emit_json, output_option
 from stigmer.config import Config, resolve_data_dir
 from stigmer.errors import ExitCode
-from stigmer.logfile import NO_LOG_FILE, default_log_file
+from stigmer.logfile import NO_LOG_FILE, LogFollower, default_log_file
 from stigmer.logs import add_file_sink
 from stigmer.pidfile import DataDirInUseError, PidFile, ServerRecord, pid_file_path, probe, process_alive, read_record
 
-#: Seconds between looks at a stopping server.
+#: Seconds between looks at a stopping server or a followed log file.
 POLL = 0.1
+FOLLOW_POLL = 0.2
 #: How long ``stop`` waits for a server it sent SIGKILL to, and for a just-started one to write its pid.
 KILL_WAIT = 10.0
 RECORD_WAIT = 2.0
@@ -217,3 +218,73 @@ def stop(data_dir: Path | None, timeout: float, force: bool, output: str) -> Non
         text = f"✅ Stopped server pid {pid} on data dir {where} in {seconds:.1f} s"
     payload = {"stopped": True, "pid": pid, "data_dir": str(where), "seconds": round(seconds, 3), "forced": forced}
     _say(output, payload, text)
+
+
+# ---------------------------------------------------------------------------------- server logs
+
+
+def _log_path(flag: Path | None, where: Path) -> Path:
+    if flag is not None:
+        return flag
+    record = read_record(pid_file_path(where))  # a running server started with --log-file says where
+    if record is not None and record.log_file:
+        return Path(record.log_file)
+    return default_log_file(where)
+
+
+def _print(lines: list[str]) -> None:
+    try:
+        for line in lines:
+            click.echo(line)
+    except BrokenPipeError:  # `stigmer server logs | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.OK)
+
+
+@click.command()
+@data_dir_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (across rotation) until Ctrl+C.")
+@click.option(
+    "-n", "--tail", "lines", type=click.IntRange(min=0), default=100, show_default=True, help="Print the last N lines."
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read this file [default: the running server's log file, else <data dir>/logs/stigmer.log].",
+)
+def logs(data_dir: Path | None, follow: bool, lines: int, log_file: Path | None) -> None:
+    """Print the server's log file: its last lines, and with -f every new one.
+
+    `server start` always writes its log to <data dir>/logs/stigmer.log too (unless started
+    with --log-file FILE or --log-file none), renamed aside at 20 MB (5 old files kept). -f
+    follows the file across that rotation and a truncation, like `tail -F`; Ctrl+C ends it
+    (exit 130). A missing file is exit 1, naming the path.
+
+    \b
+    Examples:
+      stigmer server logs --tail 50
+      stigmer server logs -f | grep "Temporal reconnect"
+    """
+    where = resolve_data_dir(data_dir)
+    path = _log_path(log_file, where)
+    try:
+        follower = LogFollower(path)
+    except OSError as err:
+        if not isinstance(err, FileNotFoundError):
+            hint = err.strerror or str(err)
+        elif log_file is not None:
+            hint = "no such file"
+        else:
+            hint = f"no such file; is the data dir {where}, and was the server started without --log-file?"
+        click.echo(f"❌ Error: cannot read the log file {path} ({hint})", err=True)
+        sys.exit(ExitCode.ERROR)
+    with follower:
+        _print(follower.tail(lines))
+        if not follow:
+            return
+        try:
+            while True:
+                _print(follower.poll())
+                time.sleep(FOLLOW_POLL)
+        except KeyboardInterrupt:
+            sys.exit(ExitCode.INTERRUPTED)
