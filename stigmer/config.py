@@ -35,6 +35,17 @@ ENV = {
 TEMPORAL_ADDRESS_ALIAS = "TEMPORAL_ADDRESS"
 
 
+def resolve_data_dir(value: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The data dir: ``value`` (a flag) if given, else STIGMER_DATA_DIR, else ~/.stigmer; ``~`` expanded.
+
+    What :meth:`Config.from_env` uses, and the commands that only need the data dir (``server
+    stop``, ``server logs``): those must not refuse to run over unrelated settings."""
+    env = os.environ if environ is None else environ
+    if value is None or not str(value).strip():
+        value = env.get("STIGMER_DATA_DIR", "").strip() or DEFAULT_DATA_DIR
+    return Path(str(value)).expanduser()
+
+
 def split_host_port(value: str, *, name: str) -> tuple[str, int]:
     host, sep, port_text = value.strip().rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -107,7 +118,8 @@ class Config:
         if "temporal_host_port" not in values and env.get(TEMPORAL_ADDRESS_ALIAS, "").strip():
             values["temporal_host_port"] = env[TEMPORAL_ADDRESS_ALIAS].strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for path_field in ("data_dir", "tls_cert", "tls_key"):
+        values["data_dir"] = resolve_data_dir(values.get("data_dir"), env)
+        for path_field in ("tls_cert", "tls_key"):
             if path_field in values:
                 values[path_field] = Path(str(values[path_field])).expanduser()
         if isinstance(values.get("auth_token"), str):

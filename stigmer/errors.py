@@ -54,6 +54,7 @@ class ExitCode(enum.IntEnum):
     #: EX_SOFTWARE: a bug.
     SOFTWARE = 70
     #: EX_TEMPFAIL: Temporal is unavailable (or the server did not answer in time): try again later.
+    #: Also ``server start`` on a data dir another server holds, and ``server stop`` that timed out.
     TEMPFAIL = 75
     #: EX_CONFIG: the settings, the data dir or its database cannot work.
     CONFIG = 78

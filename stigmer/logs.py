@@ -46,6 +46,14 @@ class RepeatSummarizer:
         self._seen: dict[str, tuple[float, int, int]] = {}  # key -> (window start, passed, swallowed)
 
     def __call__(self, record: Record) -> bool:
+        # One verdict per record, however many sinks ask (stderr and the log file): counted twice,
+        # a burst of 3 would let 2 lines through to one sink and 1 to the other.
+        verdict = record["extra"].get("_summarized")
+        if verdict is None:
+            verdict = record["extra"]["_summarized"] = self._decide(record)
+        return bool(verdict)
+
+    def _decide(self, record: Record) -> bool:
         if record["level"].no < logging.WARNING and not record["extra"].get("logger_name"):
             return True  # our own INFO/DEBUG lines are already one per state change
         if record["extra"].get("state") and not record["extra"].get("logger_name"):
@@ -77,51 +85,51 @@ def _text_format(record: Record) -> str:
     return "{time:YYYY-MM-DD HH:mm:ss.SSS} [{extra[_level]}] {message}{extra[_pairs]}\n{exception}"
 
 
+def _json_line(record: Record) -> str:
+    entry = {
+        "time": record["time"].isoformat(),
+        "level": _SHORT.get(record["level"].name, record["level"].name),
+        "message": record["message"],
+        **{k: str(v) for k, v in record["extra"].items() if not k.startswith("_")},
+    }
+    exc = record["exception"]
+    if exc is not None and exc.type is not None and exc.value is not None:
+        entry["exception"] = logging.Formatter().formatException((exc.type, exc.value, exc.traceback))
+    return json.dumps(entry, ensure_ascii=False)
+
+
+def _json_format(record: Record) -> str:
+    # A loguru format: the JSON goes in through a field, so its braces are never parsed as a format.
+    record["extra"]["_json"] = _json_line(record)
+    return "{extra[_json]}\n"
+
+
 def _json_sink(stream: TextIO) -> Callable[[Message], None]:
     def write(message: Message) -> None:
-        record = message.record
-        entry = {
-            "time": record["time"].isoformat(),
-            "level": _SHORT.get(record["level"].name, record["level"].name),
-            "message": record["message"],
-            **{k: str(v) for k, v in record["extra"].items() if not k.startswith("_")},
-        }
-        exc = record["exception"]
-        if exc is not None and exc.type is not None and exc.value is not None:
-            entry["exception"] = logging.Formatter().formatException((exc.type, exc.value, exc.traceback))
-        stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        stream.write(_json_line(message.record) + "\n")
         stream.flush()
 
     return write
 
 
+#: The one summariser of the sinks setup_logging made (add_file_sink shares it).
+_summarizer = RepeatSummarizer()
+
+
 def setup_logging(
     *, level: str = "INFO", fmt: str = "text", file: Path | None = None, stream: TextIO | None = None
 ) -> None:
-    """Configure every sink. Call once, from the CLI entry point only."""
+    """Configure every sink. Call once, from the CLI entry point only (then add_file_sink if wanted)."""
+    global _summarizer
     logger.remove()
     out = stream or sys.stderr
-    summarize = RepeatSummarizer()
+    _summarizer = RepeatSummarizer()
     if fmt == "json":
-        logger.add(_json_sink(out), level=level, filter=summarize, diagnose=False)
+        logger.add(_json_sink(out), level=level, filter=_summarizer, diagnose=False)
     else:
-        logger.add(out, level=level, format=_text_format, filter=summarize, colorize=False, diagnose=False)
+        logger.add(out, level=level, format=_text_format, filter=_summarizer, colorize=False, diagnose=False)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "json":
-            handle = file.open("a", encoding="utf-8")
-            logger.add(_json_sink(handle), level=level, filter=summarize, diagnose=False)
-        else:
-            logger.add(
-                file,
-                level=level,
-                format=_text_format,
-                filter=summarize,
-                rotation="20 MB",
-                retention=5,
-                encoding="utf-8",
-                diagnose=False,
-            )
+        add_file_sink(file, level=level, fmt=fmt)
     logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
     # Libraries speak only when it matters; the SDK core's lines arrive via temporalio.core.
     for name, lib_level in (
@@ -131,3 +139,24 @@ def setup_logging(
         ("asyncio", logging.WARNING),
     ):
         logging.getLogger(name).setLevel(lib_level)
+
+
+#: Where the log file is renamed aside and a new one started, and how many old ones are kept.
+ROTATION, RETENTION = "20 MB", 5
+
+
+def add_file_sink(file: Path, *, level: str = "INFO", fmt: str = "text") -> None:
+    """Also write the log to ``file`` (text or one JSON object a line), renamed aside at
+    :data:`ROTATION` (``stigmer.2025-01-31_12-00-00_000000.log``), the newest :data:`RETENTION`
+    kept. Raises ``OSError`` if the file cannot be opened."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    logger.add(
+        file,
+        level=level,
+        format=_json_format if fmt == "json" else _text_format,
+        filter=_summarizer,
+        rotation=ROTATION,
+        retention=RETENTION,
+        encoding="utf-8",
+        diagnose=False,
+    )

@@ -8,6 +8,7 @@ from stigmer import __version__
 from stigmer.cli.agent_execution import agent_execution
 from stigmer.cli.diagram import diagram
 from stigmer.cli.server import server
+from stigmer.cli.server_control import logs, stop
 from stigmer.cli.workflow import workflow
 from stigmer.cli.workflow_execution import workflow_execution
 
@@ -25,6 +26,8 @@ def cli() -> None:
     """
 
 
+server.add_command(stop)
+server.add_command(logs)
 cli.add_command(server)
 cli.add_command(agent_execution)
 cli.add_command(diagram)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -40,6 +41,14 @@ address_option = click.option(
     help="The stigmer server to talk to [env: STIGMER_SERVER_ADDRESS]. If it requires a token or TLS, set "
     "STIGMER_AUTH_TOKEN and STIGMER_TLS_CA in the environment (see `stigmer server --help`).",
 )
+data_dir_option = click.option(
+    "--data-dir",
+    envvar="STIGMER_DATA_DIR",
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="The server's data dir: SQLite database, managed Temporal's database, logs/ and the pid file "
+    "stigmer.pid [default: ~/.stigmer].",
+)
 timeout_option = click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
@@ -47,6 +56,13 @@ timeout_option = click.option(
     show_default=True,
     help="Seconds to wait for the server's answer.",
 )
+
+
+class ConfigUsageError(click.UsageError):
+    """A usage error that exits with EX_CONFIG (78) rather than click's 2."""
+
+    # Set on the class: click 8.5 declares exit_code a ClassVar, which an instance may not assign.
+    exit_code = ExitCode.CONFIG
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``stigmer server start | status | wait``."""
+"""``stigmer server start | status | wait`` (``stop`` and ``logs``: stigmer.cli.server_control)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,25 @@ import click
 from loguru import logger
 
 from stigmer.api import status_pb2
-from stigmer.cli.common import address_option, api, call, emit_json, is_tty, output_option, refusals, to_dict
+from stigmer.cli.common import (
+    ConfigUsageError,
+    address_option,
+    api,
+    call,
+    data_dir_option,
+    emit_json,
+    is_tty,
+    output_option,
+    refusals,
+    to_dict,
+)
+from stigmer.cli.server_control import data_dir_claimed
 from stigmer.client.models import message_of
 from stigmer.config import Config
 from stigmer.errors import ConfigError, ExitCode, ServerUnreachableError
 from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
+from stigmer.pidfile import PidFile
 from stigmer.process import exit_process
 
 # click 8.4 made ParamType generic; the older releases that pyproject allows (>=8.1) cannot be
@@ -45,16 +58,9 @@ class _Duration(_FloatParamType):
 DURATION = _Duration()
 
 
-class _ConfigUsageError(click.UsageError):
-    """A usage error that exits with EX_CONFIG (78) rather than click's 2."""
-
-    # Set on the class: click 8.5 declares exit_code a ClassVar, which an instance may not assign.
-    exit_code = ExitCode.CONFIG
-
-
 @click.group()
 def server() -> None:
-    """Run the stigmer server and ask it how its Temporal connection is doing.
+    """Run the stigmer server, stop it, read its log, and ask it how its Temporal connection is doing.
 
     \b
     Security: the server listens on 127.0.0.1 unless told otherwise; any other address needs
@@ -112,13 +118,7 @@ def server() -> None:
     is_flag=True,
     help="Allow a non-loopback --address with neither token nor TLS (logged as a loud warning).",
 )
-@click.option(
-    "--data-dir",
-    envvar="STIGMER_DATA_DIR",
-    show_envvar=True,
-    type=click.Path(path_type=Path),
-    help="SQLite database, managed Temporal's database and logs [default: ~/.stigmer].",
-)
+@data_dir_option
 @click.option(
     "--health-interval",
     type=click.FloatRange(min=0.1),
@@ -164,7 +164,10 @@ def server() -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
-    "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the log to FILE (rotated at 20 MB)."
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the log to FILE, renamed aside at 20 MB (5 old files kept); `none`: no file "
+    "[default: <data dir>/logs/stigmer.log, what `stigmer server logs` reads].",
 )
 def start(
     temporal_host_port: str | None,
@@ -192,12 +195,16 @@ def start(
     again). Watch for "✅ Temporal reconnected successfully" in the log. A second Ctrl+C exits
     at once.
 
+    One server per data dir: it holds <data dir>/stigmer.pid locked while it runs (`stigmer
+    server stop` finds it there), and a second one on the same data dir exits 75 at once,
+    naming the running one's pid. A pid file left by a killed server is taken over.
+
     \b
     Examples:
       stigmer server start --managed-temporal          # everything on this machine
       TEMPORAL_HOST_PORT=temporal.prod:7233 stigmer server start --namespace prod
     """
-    setup_logging(level=log_level.upper(), fmt=log_format, file=log_file)
+    setup_logging(level=log_level.upper(), fmt=log_format)
     try:
         config = Config.from_env(
             temporal_host_port=temporal_host_port,
@@ -214,17 +221,22 @@ def start(
             request_id_ttl=request_id_ttl,
         )
     except ConfigError as err:
-        raise _ConfigUsageError(str(err)) from err
-    exit_process(asyncio.run(_run_server(config, managed_temporal)))
+        raise ConfigUsageError(str(err)) from err
+    # Before the port is bound: a second server on this data dir is turned away here.
+    with data_dir_claimed(config, log_file, level=log_level.upper(), fmt=log_format) as pid_file:
+        code = asyncio.run(_run_server(config, managed_temporal, pid_file))
+    exit_process(code)
 
 
-async def _run_server(config: Config, managed_temporal: bool) -> int:
+async def _run_server(config: Config, managed_temporal: bool, pid_file: PidFile | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
             logger.warning("Second {} - exiting at once", sig.name)
+            if pid_file is not None:
+                pid_file.release()
             exit_process(ExitCode.INTERRUPTED)
         logger.info("Received {} - shutting down gracefully (again to exit at once)", sig.name)
         stop.set()

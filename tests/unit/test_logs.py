@@ -77,3 +77,34 @@ def test_state_changes_are_never_summarised():
     lines = out.getvalue().splitlines()
     assert lines.count("Temporal connection unhealthy, initiating reconnection (health check failed)") == 5
     assert lines.count("Old workers did not stop in time; cancelling them") == 3  # other repeats still summarised
+
+
+def test_stderr_and_the_log_file_let_the_same_lines_through(tmp_path):
+    # One summariser serves both sinks: it once counted each record twice, so of a burst of 3 the
+    # terminal showed 2 lines and the log file 1.
+    out, path = io.StringIO(), tmp_path / "logs" / "stigmer.log"
+    setup_logging(stream=out, file=path)
+    for i in range(6):
+        logging.getLogger("temporalio.core").warning("poll failed %d", i)
+    logger.complete()
+    shown = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    assert shown == ["poll failed 0", "poll failed 1", "poll failed 2"]
+    assert [line.split("] ", 1)[1] for line in path.read_text().splitlines()] == shown
+
+
+def test_the_json_log_file_has_one_object_a_line_and_rotates(tmp_path):
+    from stigmer.logs import add_file_sink
+
+    path = tmp_path / "stigmer.log"
+    setup_logging(stream=io.StringIO(), fmt="json")
+    add_file_sink(path, fmt="json")
+    logger.bind(attempt=1).info("Attempting {braces} and {0}")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("Stigmer Server failed")
+    logger.complete()
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert entries[0]["message"] == "Attempting {braces} and {0}" and entries[0]["attempt"] == "1"
+    assert entries[1]["level"] == "ERROR" and "ValueError: boom" in entries[1]["exception"]
+    assert not any(key.startswith("_") for entry in entries for key in entry)
