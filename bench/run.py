@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench`, `stigmer` and `t
     sys.path.insert(0, str(ROOT))
 
 from bench import (  # noqa: E402
+    cancel,
     client_overhead,
     detection,
     happy_path,
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     sporadic.NAME: sporadic.run,
     happy_path.NAME: happy_path.run,
     client_overhead.NAME: client_overhead.run,
+    cancel.NAME: cancel.run,
 }
 
 

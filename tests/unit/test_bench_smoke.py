@@ -9,14 +9,26 @@ import os
 
 import pytest
 
-from bench import client_overhead, detection, happy_path, idle, lb_recovery, procs, reconnect, recovery, sporadic, stats
+from bench import (
+    cancel,
+    client_overhead,
+    detection,
+    happy_path,
+    idle,
+    lb_recovery,
+    procs,
+    reconnect,
+    recovery,
+    sporadic,
+    stats,
+)
 from bench.procs import ProcSample, Usage
 
 MODULES = [
     "bench.run", "bench.harness", "bench.stats", "bench.procs", "bench.machine", "bench.recovery",
     "bench.detection", "bench.happy_path", "bench.idle", "bench.reconnect", "bench.plain_sdk",
     "bench.plain_workflow", "bench.load_client", "bench.patched_server", "bench.sporadic", "bench.lb_recovery",
-    "bench.client_overhead", "bench.legacy",
+    "bench.client_overhead", "bench.legacy", "bench.cancel",
 ]  # fmt: skip
 
 
@@ -27,7 +39,7 @@ def test_module_imports(name: str) -> None:
 
 def test_every_benchmark_is_registered_under_its_name() -> None:
     run = importlib.import_module("bench.run")
-    modules = (recovery, detection, happy_path, idle, reconnect, sporadic, lb_recovery, client_overhead)
+    modules = (recovery, detection, happy_path, idle, reconnect, sporadic, lb_recovery, client_overhead, cancel)
     assert set(run.BENCHMARKS) == {m.NAME for m in modules}
     args = run.parse_args(["--quick", "--only", "idle", "--only", "happy"])
     assert args.quick and args.only == ["idle", "happy"]
