@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,8 @@ from .watch import DEFAULT_RECHECK_INTERVAL, follow
 
 #: How long Delete with force waits for a cancelled execution to stop.
 FORCE_DELETE_WAIT = 30.0
+#: Ids whose workflow this process started, remembered so a retry need not start it again.
+STARTED_MEMORY = 4096
 
 
 class _Record(Protocol):
@@ -80,6 +83,7 @@ class ExecutionController(Generic[R, C]):
         # all a request needs (it keeps its own reference for the rest of the call).
         self._creator: C | None = None
         self._starting: dict[str, asyncio.Future[None]] = {}
+        self._started: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def set_creator(self, creator: C | None) -> None:
         self._creator = creator
@@ -123,7 +127,7 @@ class ExecutionController(Generic[R, C]):
         inflight = self._starting.get(record.id)
         if inflight is not None:
             await asyncio.shield(inflight)  # the first attempt's error, if its start failed
-        elif record.phase is Phase.PENDING:
+        elif record.phase is Phase.PENDING and record.id not in self._started:
             # Its start may have failed after the record was stored (the server stopped mid-way);
             # starting again is a no-op if it had reached Temporal.
             creator = await self._require_creator()
@@ -155,6 +159,9 @@ class ExecutionController(Generic[R, C]):
             raise
         else:
             done.set_result(None)
+            self._started[record.id] = None
+            if len(self._started) > STARTED_MEMORY:
+                self._started.popitem(last=False)
         finally:
             self._starting.pop(record.id, None)
         return self._read(record.id)

@@ -97,15 +97,21 @@ async def test_a_retry_during_a_failing_start_gets_the_same_error_and_nothing_st
     assert store.get_agent_execution(again.id).request_id == request_id
 
 
-async def test_a_retry_after_a_lost_reply_starts_again_only_what_is_still_pending(store: Store) -> None:
+async def test_a_retry_after_a_lost_reply_starts_again_only_what_this_process_did_not_start(
+    store: Store,
+) -> None:
     creator = GatedCreator()
     aex = controller(store, creator)
     request_id = str(uuid.uuid4())
     first = await aex.create(agent="echo", message="m", request_id=request_id)
     again = await aex.create(agent="echo", message="m", request_id=request_id)
-    assert again.id == first.id and creator.starts == [first.id, first.id]  # PENDING: started again (a no-op)
+    assert again.id == first.id and creator.starts == [first.id]  # started here: just answered
+    # Another process (or this one before a restart) stored it: a PENDING record is started again.
+    restarted = controller(store, creator)
+    await restarted.create(agent="echo", message="m", request_id=request_id)
+    assert creator.starts == [first.id, first.id]
     store.mark_agent_execution_started(first.id)
-    await aex.create(agent="echo", message="m", request_id=request_id)
+    await controller(store, creator).create(agent="echo", message="m", request_id=request_id)
     assert len(creator.starts) == 2  # IN_PROGRESS: just answered
 
 
