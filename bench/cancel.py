@@ -2,7 +2,7 @@
 
 One real server (the product's defaults: the echo agent heartbeats every 0.5 s, the agent worker
 throttles heartbeats to 1 s) on its own queues of the shared Temporal. Each sample creates an agent
-execution that would run 10 minutes, waits until it is IN_PROGRESS, then waits a random 0-1.5 s
+execution that would run 5 minutes, waits until it is IN_PROGRESS, then waits a random 0-1.5 s
 (so the cancel lands anywhere in the heartbeat cycle), calls Cancel and times:
 
 - ``cancel RPC``: the Cancel call's own latency;
@@ -75,7 +75,7 @@ async def _connected(stub: agent_execution_pb2_grpc.AgentExecutionServiceStub) -
 
 async def _one_cancel(stub: agent_execution_pb2_grpc.AgentExecutionServiceStub, *, delay: float) -> tuple[float, float]:
     created = await stub.Create(
-        agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message="long", runtime_env={DELAY_ENV: "600"}),
+        agent_execution_pb2.CreateAgentExecutionRequest(agent="echo", message="long", runtime_env={DELAY_ENV: "300"}),
         timeout=CALL,
     )
     watch = stub.Watch(agent_execution_pb2.WatchAgentExecutionRequest(id=created.id), timeout=120)
