@@ -102,10 +102,12 @@ class StigmerServer:
             logger.error("{}", err)
             return ExitCode.CONFIG
         try:
-            store = Store.open(config.data_dir)
-        except DatabaseError as err:
+            url = config.database_url.reveal() if config.database_url is not None else None
+            store = Store.connect(url, data_dir=config.data_dir)
+        except (DatabaseError, ConfigError) as err:
             logger.error("Cannot open the data store: {}", err)
             return ExitCode.CONFIG
+        logger.info("Store: {}", store.path)
         managed: ManagedTemporal | None = None
         try:
             if self._managed_requested:

@@ -30,6 +30,7 @@ ENV = {
     AUTH_TOKEN_ENV: "auth_token",
     "STIGMER_TLS_CERT": "tls_cert",
     "STIGMER_TLS_KEY": "tls_key",
+    "STIGMER_DATABASE_URL": "database_url",
 }
 #: Temporal's own name for the address (its CLI and SDKs); TEMPORAL_HOST_PORT wins when both are set.
 TEMPORAL_ADDRESS_ALIAS = "TEMPORAL_ADDRESS"
@@ -78,6 +79,8 @@ class Config:
     temporal_security: TemporalSecurity | None = None
     #: Seconds a create's request_id keeps returning what it created (AIP-155).
     request_id_ttl: float = 24 * 3600.0
+    #: Where the store lives (stigmer.store.urls); None: SQLite in the data dir. A Secret: it may carry a password.
+    database_url: Secret | None = None
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")
@@ -122,8 +125,9 @@ class Config:
         for path_field in ("tls_cert", "tls_key"):
             if path_field in values:
                 values[path_field] = Path(str(values[path_field])).expanduser()
-        if isinstance(values.get("auth_token"), str):
-            values["auth_token"] = Secret(values["auth_token"])
+        for secret in ("auth_token", "database_url"):
+            if isinstance(values.get(secret), str):
+                values[secret] = Secret(values[secret])
         values.setdefault("queues", TaskQueues.from_env(env))
         if "temporal_security" not in values:
             from stigmer.temporal.tls import temporal_client_settings

@@ -15,7 +15,8 @@ code, which the CLI maps to an :class:`ExitCode` (stigmer.cli.common); anything 
      │    ├── NotFoundError (LookupError)     no record with that id or name (.kind, .id)
      │    ├── AlreadyExistsError              a record with that id or name is already stored
      │    └── DatabaseError                   the database cannot be used (file, schema, permissions)
-     │         └── StoreFullError             its disk is full; the write was rolled back
+     │         ├── StoreFullError             its disk is full; the write was rolled back
+     │         └── DatabaseUnavailableError   PostgreSQL did not answer: nothing was done, retry later
      ├── TemporalUnavailableError             Temporal did not answer: nothing was done, retry later
      │    (stigmer.temporal.diagnose adds the dial's kinds: accepted-then-closed, misconfigured)
      ├── ServerUnreachableError               the stigmer server itself did not answer (.address)
@@ -120,6 +121,10 @@ class StoreFullError(DatabaseError):
     """The disk holding the database is full; the write was rolled back. Free space and retry."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The database server did not answer (down, restarting, unreachable): retry later."""
+
+
 class TemporalUnavailableError(StigmerError):
     """Temporal did not answer in time, or answered UNAVAILABLE: nothing was done, try again later.
 
@@ -167,6 +172,7 @@ __all__ = [
     "AlreadyExistsError",
     "ConfigError",
     "DatabaseError",
+    "DatabaseUnavailableError",
     "ExitCode",
     "FailedPreconditionError",
     "InvalidArgumentError",

@@ -153,6 +153,15 @@ def server() -> None:
     "connection. [default: off: reconnect for ever]",
 )
 @click.option(
+    "--database-url",
+    envvar="STIGMER_DATABASE_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="Where executions and workflows are stored: sqlite:///PATH (default: stigmer.db in the data "
+    "dir, for one server) or postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE (shared by many servers "
+    "and workers; the schema is created on first start).",
+)
+@click.option(
     "--request-id-ttl",
     envvar="STIGMER_REQUEST_ID_TTL",
     show_envvar=True,
@@ -183,6 +192,7 @@ def start(
     workflow_sandbox: bool,
     exit_after_outage: float | None,
     request_id_ttl: float | None,
+    database_url: str | None,
     log_format: str,
     log_level: str,
     log_file: Path | None,
@@ -219,6 +229,7 @@ def start(
             workflow_sandbox=workflow_sandbox,
             exit_after_outage=exit_after_outage,
             request_id_ttl=request_id_ttl,
+            database_url=database_url,
         )
     except ConfigError as err:
         raise ConfigUsageError(str(err)) from err

@@ -29,6 +29,7 @@ from stigmer.errors import (
     UNAVAILABLE_MESSAGE,
     AlreadyExistsError,
     DatabaseError,
+    DatabaseUnavailableError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -48,6 +49,7 @@ CODES: tuple[tuple[type[StigmerError], grpc.StatusCode], ...] = (
     (FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (TemporalUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StoreFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DatabaseUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (DatabaseError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 

@@ -9,7 +9,6 @@ mistake in the Python check can never move a terminal record.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 
 from stigmer.errors import AlreadyExistsError
@@ -17,6 +16,7 @@ from stigmer.errors import AlreadyExistsError
 from .codec import agent_execution_from_row, dump_json, messages_to_json
 from .models import AgentExecution, Message, Phase
 from .requests import RequestKey
+from .sql import INTEGRITY_ERRORS, Connection
 from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, UNFINISHED, ExecutionTable, cancelled_error
 
 __all__ = [
@@ -54,7 +54,7 @@ def _check_env(runtime_env: Mapping[str, str]) -> dict[str, str]:
 
 
 def insert(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     id: str,
     agent: str,
@@ -85,7 +85,7 @@ def insert(
                 "" if request is None else request.digest,
             ),
         )
-    except sqlite3.IntegrityError as exc:
+    except INTEGRITY_ERRORS as exc:
         raise AlreadyExistsError(f"agent execution {id} already exists") from exc
     return get(conn, id)
 
@@ -102,10 +102,10 @@ request_cancel = _TABLE.request_cancel
 withdraw_cancel = _TABLE.withdraw_cancel
 
 
-def cancel(conn: sqlite3.Connection, id: str, *, at: float, pending_only: bool = False) -> tuple[AgentExecution, bool]:
+def cancel(conn: Connection, id: str, *, at: float, pending_only: bool = False) -> tuple[AgentExecution, bool]:
     """Unfinished -> CANCELLED, by whoever asked: its own cancel request, else its workflow
     execution's (a step cancelled with its parent), else Temporal (cancelled there directly)."""
-    current = get(conn, id)
+    current = get(conn, id, lock=True)
     if current.phase.terminal or (pending_only and current.phase is not Phase.PENDING):
         return current, False
     if current.cancel_requested_at is not None:
@@ -128,10 +128,8 @@ def cancel(conn: sqlite3.Connection, id: str, *, at: float, pending_only: bool =
     return _TABLE.finish_cancelled(conn, current, by=by, reason=reason, error=error, at=at)
 
 
-def complete(
-    conn: sqlite3.Connection, id: str, *, replies: Sequence[Message], at: float
-) -> tuple[AgentExecution, bool]:
-    current = get(conn, id)
+def complete(conn: Connection, id: str, *, replies: Sequence[Message], at: float) -> tuple[AgentExecution, bool]:
+    current = get(conn, id, lock=True)
     if current.phase.terminal:
         return current, False
     messages = (*current.messages, *replies)
@@ -144,8 +142,8 @@ def complete(
     return get(conn, id), cursor.rowcount == 1
 
 
-def fail(conn: sqlite3.Connection, id: str, *, error: str, at: float) -> tuple[AgentExecution, bool]:
-    current = get(conn, id)
+def fail(conn: Connection, id: str, *, error: str, at: float) -> tuple[AgentExecution, bool]:
+    current = get(conn, id, lock=True)
     if current.phase.terminal:
         return current, False
     cursor = conn.execute(

@@ -1,26 +1,27 @@
-"""What every store method rests on: the database, change listeners, and one transition helper.
+"""What every store method rests on: a backend, change listeners, and one transition helper.
 
 Listeners hear about a change only after it is committed, and are called after the lock is
 released, so a slow or re-entrant listener (one that reads the store) cannot deadlock or stall
-other writers.
+other writers. A backend shared by several processes (PostgreSQL) also announces each change to
+the others and delivers theirs to these same listeners.
 """
 
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Protocol, Self, TypeVar
 
 from loguru import logger
 
-from .db import Database
+from .sql import Connection
 
-__all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Listener", "StoreBase", "now"]
+__all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Backend", "Listener", "StoreBase", "now"]
 
 # Kinds passed to listeners.
 AGENT_EXECUTION = "agent_execution"
@@ -35,15 +36,40 @@ def now(at: float | None) -> float:
     return time.time() if at is None else at
 
 
+class Backend(Protocol):
+    """A database the store runs its transactions on (db.Database: SQLite; postgres.PgDatabase)."""
+
+    @property
+    def path(self) -> Path | str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def read(self, doing: str) -> AbstractContextManager[Connection]: ...
+
+    def write(self, doing: str) -> AbstractContextManager[Connection]: ...
+
+    def announce(self, kind: str, id: str) -> None:
+        """Tell other processes about a committed change (a no-op for a single-process backend)."""
+        ...
+
+    def subscribe(self, deliver: Callable[[str, str], None]) -> None:
+        """Deliver other processes' changes from now on (a no-op for a single-process backend)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class StoreBase:
     """The database and its listeners; Store adds the methods of each record kind."""
 
-    def __init__(self, *, database: Database) -> None:
+    def __init__(self, *, database: Backend) -> None:
         self._db = database
-        self.path: Path = database.path
+        self.path: Path | str = database.path
         self._listeners: dict[int, Listener] = {}
         self._listener_keys = itertools.count()
         self._listeners_lock = threading.Lock()
+        database.subscribe(self._deliver)
 
     def close(self) -> None:
         self._db.close()
@@ -75,6 +101,10 @@ class StoreBase:
         return unsubscribe
 
     def _notify(self, kind: str, id: str) -> None:
+        self._db.announce(kind, id)
+        self._deliver(kind, id)
+
+    def _deliver(self, kind: str, id: str) -> None:
         with self._listeners_lock:
             listeners = list(self._listeners.values())
         for fn in listeners:
@@ -84,7 +114,7 @@ class StoreBase:
                 # The change is already committed; one broken watcher must not fail the writer.
                 logger.exception("Store listener {!r} failed on {} {}", fn, kind, id)
 
-    def _change(self, kind: str, id: str, doing: str, change: Callable[[sqlite3.Connection], tuple[T, bool]]) -> T:
+    def _change(self, kind: str, id: str, doing: str, change: Callable[[Connection], tuple[T, bool]]) -> T:
         """Run one transition in a write transaction; notify if it changed the record."""
         with self._db.write(doing) as conn:
             record, changed = change(conn)

@@ -7,11 +7,11 @@ trips every Python ``str`` and ``float`` exactly, which is what "byte for byte" 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .models import AgentExecution, Message, Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
+from .sql import Row
 
 __all__ = [
     "agent_execution_from_row",
@@ -62,7 +62,7 @@ def _env_from_json(text: str) -> dict[str, str]:
     return dict(loaded)
 
 
-def agent_execution_from_row(row: sqlite3.Row) -> AgentExecution:
+def agent_execution_from_row(row: Row) -> AgentExecution:
     return AgentExecution(
         id=row["id"],
         agent=row["agent"],
@@ -84,7 +84,7 @@ def agent_execution_from_row(row: sqlite3.Row) -> AgentExecution:
     )
 
 
-def workflow_from_row(row: sqlite3.Row) -> Workflow:
+def workflow_from_row(row: Row) -> Workflow:
     return Workflow(
         id=row["id"],
         name=row["name"],
@@ -97,7 +97,7 @@ def workflow_from_row(row: sqlite3.Row) -> Workflow:
     )
 
 
-def workflow_execution_from_row(row: sqlite3.Row) -> WorkflowExecution:
+def workflow_execution_from_row(row: Row) -> WorkflowExecution:
     return WorkflowExecution(
         id=row["id"],
         workflow_id=row["workflow_id"],

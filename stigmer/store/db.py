@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -68,8 +68,8 @@ class Database:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, data_dir: Path) -> Database:
-        """Open (creating if needed) ``<data_dir>/stigmer.db``; refuse anything we cannot trust."""
+    def open(cls, data_dir: Path, *, name: str = DB_FILE_NAME) -> Database:
+        """Open (creating if needed) ``<data_dir>/<name>``; refuse anything we cannot trust."""
         data_dir = Path(data_dir)
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ class Database:
                 f"could not create the data dir {data_dir}: {exc.strerror or exc}. Create it with write "
                 f"permission for this user, or point STIGMER_DATA_DIR at a writable directory."
             ) from exc
-        path = data_dir / DB_FILE_NAME
+        path = data_dir / name
         if path.exists() and not path.is_file():
             raise DatabaseError(f"{path} exists but is not a file. Move it aside so the database can be created.")
         try:
@@ -163,6 +163,12 @@ class Database:
                     raise
             except sqlite3.Error as exc:
                 raise store_error(exc, path=self.path, doing=doing) from exc
+
+    def announce(self, kind: str, id: str) -> None:
+        """One process per file: its listeners are all local (see StoreBase)."""
+
+    def subscribe(self, deliver: Callable[[str, str], None]) -> None:
+        """Nothing to deliver: no other process writes this file while we hold it."""
 
     @property
     def closed(self) -> bool:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from .ids import is_valid_id
 from .models import Phase
+from .sql import Connection, Row
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -88,13 +88,13 @@ def decode_page_token(token: str, *, prefix: str, filters: Sequence[Filter] = ()
 
 
 def select_page(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     table: str,
     prefix: str,
     page_size: int,
     page_token: str,
-    convert: Callable[[sqlite3.Row], T],
+    convert: Callable[[Row], T],
     filters: Sequence[Filter] = (),
 ) -> tuple[list[T], str]:
     """One page of ``table`` (newest first, only rows matching every filter) and the token for the

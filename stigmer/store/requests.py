@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from stigmer.errors import AlreadyExistsError
+
+from .sql import Connection, Row
 
 __all__ = ["DEFAULT_REQUEST_ID_TTL", "RequestKey", "body_digest", "claim"]
 
@@ -49,13 +50,13 @@ def body_digest(body: object) -> str:
 
 
 def claim(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     table: str,
     kind: str,
     key: RequestKey,
     now: float,
-    convert: Callable[[sqlite3.Row], T],
+    convert: Callable[[Row], T],
 ) -> T | None:
     """The live record created with ``key.id`` (same body), or None if the caller may insert one.
 

@@ -18,7 +18,9 @@ from .ids import is_valid_id, new_id
 from .lifecycle import Execution, ExecutionLifecycle
 from .models import AgentExecution, Message, Phase, TaskStatus, Workflow, WorkflowExecution
 from .paging import Filter
+from .postgres import PgDatabase
 from .requests import RequestKey
+from .urls import SqliteTarget, parse_database_url
 
 __all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Execution", "Listener", "Store"]
 
@@ -42,6 +44,14 @@ class Store(ExecutionLifecycle):
     def open(cls, data_dir: Path) -> Store:
         """Create the dir and database if needed; StoreError if the file cannot be trusted or written."""
         return cls(database=Database.open(data_dir))
+
+    @classmethod
+    def connect(cls, url: str | None, *, data_dir: Path) -> Store:
+        """The store STIGMER_DATABASE_URL names (None: SQLite under ``data_dir``); ConfigError if malformed."""
+        target = parse_database_url(url, data_dir=data_dir)
+        if isinstance(target, SqliteTarget):
+            return cls(database=Database.open(target.path.parent, name=target.path.name))
+        return cls(database=PgDatabase.open(target.url))
 
     # -- agent executions ---------------------------------------------------------------------
 

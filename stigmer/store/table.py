@@ -3,7 +3,6 @@ cancellation and deletion. Every function runs inside the caller's transaction."
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -13,6 +12,7 @@ from stigmer.errors import FailedPreconditionError, NotFoundError
 from .models import Phase
 from .paging import Filter, select_page
 from .requests import RequestKey, claim
+from .sql import Connection, Row, for_update
 
 
 class _Record(Protocol):
@@ -54,16 +54,19 @@ class ExecutionTable(Generic[R]):
     #: For messages: "agent execution", "workflow execution".
     kind: str
     prefix: str
-    convert: Callable[[sqlite3.Row], R]
+    convert: Callable[[Row], R]
 
-    def get(self, conn: sqlite3.Connection, id: str) -> R:
-        row = conn.execute(f"SELECT * FROM {self.table} WHERE id = ?", (id,)).fetchone()
+    def get(self, conn: Connection, id: str, *, lock: bool = False) -> R:
+        """The record; ``lock`` (before a write that depends on what was read) locks its row."""
+        row = conn.execute(
+            f"SELECT * FROM {self.table} WHERE id = ?{for_update(conn) if lock else ''}", (id,)
+        ).fetchone()
         if row is None:
             raise NotFoundError(self.kind, repr(id))
         return self.convert(row)
 
     def list_page(
-        self, conn: sqlite3.Connection, *, filters: Sequence[Filter] = (), page_size: int, page_token: str
+        self, conn: Connection, *, filters: Sequence[Filter] = (), page_size: int, page_token: str
     ) -> tuple[list[R], str]:
         return select_page(
             conn,
@@ -75,16 +78,16 @@ class ExecutionTable(Generic[R]):
             convert=self.convert,
         )
 
-    def delete(self, conn: sqlite3.Connection, id: str) -> bool:
+    def delete(self, conn: Connection, id: str) -> bool:
         return conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (id,)).rowcount > 0
 
-    def delete_finished(self, conn: sqlite3.Connection, id: str) -> R:
+    def delete_finished(self, conn: Connection, id: str) -> R:
         """Delete a record in a terminal phase and return it as it was.
 
         NotFoundError if there is none; FailedPreconditionError naming the phase if it is unfinished.
         The DELETE repeats the phase guard, so a record that is not terminal is never removed.
         """
-        current = self.get(conn, id)
+        current = self.get(conn, id, lock=True)
         if not current.phase.terminal:
             raise FailedPreconditionError(
                 f"{self.kind} {id} is {current.phase.value}: only a finished execution (COMPLETED, FAILED or "
@@ -94,15 +97,15 @@ class ExecutionTable(Generic[R]):
         conn.execute(f"DELETE FROM {self.table} WHERE id = ? AND phase IN ({placeholders})", (id, *TERMINAL))
         return current
 
-    def unfinished(self, conn: sqlite3.Connection) -> list[R]:
+    def unfinished(self, conn: Connection) -> list[R]:
         """PENDING or IN_PROGRESS, oldest first (for the reconciler)."""
         rows = conn.execute(f"SELECT * FROM {self.table} WHERE phase IN (?, ?) ORDER BY id ASC", UNFINISHED)
         return [self.convert(row) for row in rows.fetchall()]
 
-    def mark_started(self, conn: sqlite3.Connection, id: str, *, at: float) -> tuple[R, bool]:
+    def mark_started(self, conn: Connection, id: str, *, at: float) -> tuple[R, bool]:
         """PENDING -> IN_PROGRESS (conditional on the phase, so two starters cannot both win);
         (the record, whether this call changed it)."""
-        current = self.get(conn, id)
+        current = self.get(conn, id, lock=True)
         if current.phase is not Phase.PENDING:
             return current, False
         cursor = conn.execute(
@@ -111,16 +114,16 @@ class ExecutionTable(Generic[R]):
         )
         return self.get(conn, id), cursor.rowcount == 1
 
-    def find_request(self, conn: sqlite3.Connection, key: RequestKey, *, now: float) -> R | None:
+    def find_request(self, conn: Connection, key: RequestKey, *, now: float) -> R | None:
         """The live record made with this request id (same body); see requests.claim."""
         return claim(conn, table=self.table, kind=self.kind, key=key, now=now, convert=self.convert)
 
-    def request_cancel(self, conn: sqlite3.Connection, id: str, *, by: str, reason: str, at: float) -> tuple[R, bool]:
+    def request_cancel(self, conn: Connection, id: str, *, by: str, reason: str, at: float) -> tuple[R, bool]:
         """Record who asked to cancel and why; the first request is kept, a repeat changes nothing.
 
         FailedPreconditionError naming the phase if the record is already terminal.
         """
-        current = self.get(conn, id)
+        current = self.get(conn, id, lock=True)
         if current.phase.terminal:
             raise FailedPreconditionError(
                 f"{self.kind} {id} is already {current.phase.value}: only a PENDING or IN_PROGRESS execution "
@@ -135,7 +138,7 @@ class ExecutionTable(Generic[R]):
         )
         return self.get(conn, id), True
 
-    def withdraw_cancel(self, conn: sqlite3.Connection, id: str, *, requested_at: float) -> bool:
+    def withdraw_cancel(self, conn: Connection, id: str, *, requested_at: float) -> bool:
         """Undo request_cancel (the cancel never reached Temporal), if the record is still as it left it."""
         cursor = conn.execute(
             f"UPDATE {self.table} SET cancel_requested_at = NULL, cancelled_by = '', cancel_reason = '',"
@@ -145,7 +148,7 @@ class ExecutionTable(Generic[R]):
         return cursor.rowcount == 1
 
     def finish_cancelled(
-        self, conn: sqlite3.Connection, current: R, *, by: str, reason: str, error: str, at: float, **more: object
+        self, conn: Connection, current: R, *, by: str, reason: str, error: str, at: float, **more: object
     ) -> tuple[R, bool]:
         """An unfinished record -> CANCELLED, keeping a recorded request's time; ``more`` sets other
         columns (fixed names of ours). A terminal record is returned unchanged."""

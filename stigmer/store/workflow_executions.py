@@ -7,7 +7,6 @@ already failed) are ignored rather than rewriting history.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from stigmer.errors import AlreadyExistsError, NotFoundError
@@ -16,6 +15,7 @@ from . import agent_executions
 from .codec import tasks_to_json, workflow_execution_from_row
 from .models import Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
 from .requests import RequestKey
+from .sql import INTEGRITY_ERRORS, Connection
 from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, TERMINAL, UNFINISHED, ExecutionTable, cancelled_error
 
 __all__ = [
@@ -45,7 +45,7 @@ def temporal_workflow_id(execution_id: str) -> str:
 
 
 def insert(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     id: str,
     workflow: Workflow,
@@ -81,7 +81,7 @@ def insert(
                 "" if request is None else request.digest,
             ),
         )
-    except sqlite3.IntegrityError as exc:
+    except INTEGRITY_ERRORS as exc:
         raise AlreadyExistsError(f"workflow execution {id} already exists") from exc
     return get(conn, id)
 
@@ -98,11 +98,11 @@ withdraw_cancel = _TABLE.withdraw_cancel
 
 
 def cancel(
-    conn: sqlite3.Connection, id: str, *, at: float, pending_only: bool = False
+    conn: Connection, id: str, *, at: float, pending_only: bool = False
 ) -> tuple[WorkflowExecution, bool, list[str]]:
     """Unfinished -> CANCELLED: the running task CANCELLED, the tasks not reached SKIPPED, and its
     unfinished step agent executions cancelled with it; (record, changed, ids of steps changed)."""
-    current = get(conn, id)
+    current = get(conn, id, lock=True)
     if current.phase.terminal or (pending_only and current.phase is not Phase.PENDING):
         return current, False, []
     if current.cancel_requested_at is not None:
@@ -128,7 +128,7 @@ def cancel(
     return record, changed, steps
 
 
-def delete_finished(conn: sqlite3.Connection, id: str) -> tuple[WorkflowExecution, list[str]]:
+def delete_finished(conn: Connection, id: str) -> tuple[WorkflowExecution, list[str]]:
     """Delete a finished execution and its finished steps; (the record as it was, step ids deleted)."""
     record = _TABLE.delete_finished(conn, id)
     placeholders = ", ".join("?" * len(TERMINAL))
@@ -141,7 +141,7 @@ def delete_finished(conn: sqlite3.Connection, id: str) -> tuple[WorkflowExecutio
     return record, steps
 
 
-def count_unfinished_of(conn: sqlite3.Connection, workflow_id: str) -> tuple[int, str]:
+def count_unfinished_of(conn: Connection, workflow_id: str) -> tuple[int, str]:
     """(how many executions of the workflow are unfinished, the id of the oldest, or "")."""
     row = conn.execute(
         "SELECT COUNT(*) AS n, MIN(id) AS oldest FROM workflow_executions WHERE workflow_id = ? AND phase IN (?, ?)",
@@ -151,9 +151,9 @@ def count_unfinished_of(conn: sqlite3.Connection, workflow_id: str) -> tuple[int
 
 
 def set_task_status(
-    conn: sqlite3.Connection, id: str, task: str, status: TaskStatus, *, output: str, error: str
+    conn: Connection, id: str, task: str, status: TaskStatus, *, output: str, error: str
 ) -> tuple[WorkflowExecution, bool]:
-    current = get(conn, id)
+    current = get(conn, id, lock=True)
     status = TaskStatus(status)
     index = next((i for i, t in enumerate(current.tasks) if t.name == task), None)
     if index is None:
@@ -172,8 +172,8 @@ def set_task_status(
     return get(conn, id), cursor.rowcount == 1
 
 
-def complete(conn: sqlite3.Connection, id: str, *, output: str, at: float) -> tuple[WorkflowExecution, bool]:
-    current = get(conn, id)
+def complete(conn: Connection, id: str, *, output: str, at: float) -> tuple[WorkflowExecution, bool]:
+    current = get(conn, id, lock=True)
     if current.phase.terminal:
         return current, False
     cursor = conn.execute(
@@ -184,8 +184,8 @@ def complete(conn: sqlite3.Connection, id: str, *, output: str, at: float) -> tu
     return get(conn, id), cursor.rowcount == 1
 
 
-def fail(conn: sqlite3.Connection, id: str, *, error: str, at: float) -> tuple[WorkflowExecution, bool]:
-    current = get(conn, id)
+def fail(conn: Connection, id: str, *, error: str, at: float) -> tuple[WorkflowExecution, bool]:
+    current = get(conn, id, lock=True)
     if current.phase.terminal:
         return current, False
     cursor = conn.execute(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from stigmer.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
@@ -12,6 +11,7 @@ from .ids import is_valid_id
 from .models import Workflow
 from .paging import select_page
 from .requests import RequestKey, claim
+from .sql import INTEGRITY_ERRORS, Connection
 
 __all__ = ["PREFIX", "delete", "find_request", "get", "insert", "list_page"]
 
@@ -19,7 +19,7 @@ PREFIX = "wf"
 
 
 def insert(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     id: str,
     name: str,
@@ -46,12 +46,12 @@ def insert(
                 "" if request is None else request.digest,
             ),
         )
-    except sqlite3.IntegrityError as exc:
+    except INTEGRITY_ERRORS as exc:
         raise AlreadyExistsError(f"a workflow named {name!r} already exists") from exc
     return get(conn, id)
 
 
-def get(conn: sqlite3.Connection, id_or_name: str) -> Workflow:
+def get(conn: Connection, id_or_name: str) -> Workflow:
     row = None
     # An id is tried first; a name that happens to look like an id still resolves by name below.
     if is_valid_id(PREFIX, id_or_name):
@@ -63,11 +63,11 @@ def get(conn: sqlite3.Connection, id_or_name: str) -> Workflow:
     return workflow_from_row(row)
 
 
-def find_request(conn: sqlite3.Connection, key: RequestKey, *, now: float) -> Workflow | None:
+def find_request(conn: Connection, key: RequestKey, *, now: float) -> Workflow | None:
     return claim(conn, table="workflows", kind="workflow", key=key, now=now, convert=workflow_from_row)
 
 
-def delete(conn: sqlite3.Connection, id_or_name: str, *, unfinished: tuple[int, str]) -> Workflow:
+def delete(conn: Connection, id_or_name: str, *, unfinished: tuple[int, str]) -> Workflow:
     """Delete a workflow (its name is free again) and return it; ``unfinished`` is (count, oldest
     id) of its unfinished executions, read by the caller in this transaction: any refuses it."""
     current = get(conn, id_or_name)
@@ -81,7 +81,7 @@ def delete(conn: sqlite3.Connection, id_or_name: str, *, unfinished: tuple[int, 
     return current
 
 
-def list_page(conn: sqlite3.Connection, *, page_size: int, page_token: str) -> tuple[list[Workflow], str]:
+def list_page(conn: Connection, *, page_size: int, page_token: str) -> tuple[list[Workflow], str]:
     return select_page(
         conn,
         table="workflows",

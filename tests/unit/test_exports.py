@@ -19,7 +19,7 @@ FACES = {
         "AlreadyExistsError", "ConfigError", "DatabaseError", "ExitCode", "FailedPreconditionError",
         "InvalidArgumentError", "NotFoundError", "StigmerError", "StoreError", "StoreFullError",
         "TemporalUnavailableError", "UNAVAILABLE_MESSAGE", "PhaseNotReachedError", "ServerUnreachableError",
-        "UnauthenticatedError", "WaitTimeoutError",
+        "UnauthenticatedError", "WaitTimeoutError", "DatabaseUnavailableError",
     },
     "stigmer.controllers": {
         "AgentExecutionController", "Availability", "LOST_REASON", "NO_RESULT_REASON", "ReconcileReport",

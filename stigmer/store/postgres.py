@@ -1,0 +1,341 @@
+"""The PostgreSQL backend: a psycopg 3 connection pool, the schema under an advisory lock, and
+change notifications across processes.
+
+Why psycopg 3 and psycopg-pool: the reference PostgreSQL driver for Python, plain SQL with bound
+parameters (the table modules' SQL runs as it is, ``?`` bound as ``%s``), real server-side
+LISTEN/NOTIFY, and a pool that replaces broken connections by itself. No ORM: every statement is
+ours and visible in the table modules.
+
+Transactions run at READ COMMITTED; a transition's read-check-write locks the row it read
+(``SELECT ... FOR UPDATE``, ``sql.for_update``) and its UPDATE repeats the phase guard, so two
+processes never both complete, fail or cancel one execution.
+
+PostgreSQL down (at start, or later): the server keeps serving. The first failure marks the database
+unavailable; from then on store calls answer DatabaseUnavailableError at once (gRPC UNAVAILABLE,
+"database unavailable: ...") instead of each waiting out the pool's timeout, while a prober thread
+connects every PROBE_INTERVAL s. When it succeeds (and, after a start without the database, the
+schema is in place) the database is available again; the pool has replaced broken connections.
+
+Watch across processes: after each change the store announces ``kind id`` on the channel
+``stigmer_changes`` (NOTIFY, from a publisher thread, so a write never waits for it); every
+process LISTENs and hands other processes' changes to its local listeners. A notification lost
+while a connection was down costs a watcher at most its periodic recheck.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from loguru import logger
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from stigmer.errors import DatabaseError, DatabaseUnavailableError
+
+from . import pg_schema
+from .sql import Cursor
+
+__all__ = ["CHANNEL", "PgConnection", "PgDatabase", "redact"]
+
+# The pool logs every failed connection attempt at WARNING through `logging`; the database's
+# availability is logged here, once per change.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+CHANNEL = "stigmer_changes"
+#: How long a call waits for a pooled connection (PostgreSQL down: the pool cannot make one).
+POOL_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5
+#: The listener's reconnect delay after its connection broke.
+LISTEN_RETRY = 1.0
+#: How often the prober tries the database while it is unavailable.
+PROBE_INTERVAL = 0.5
+PROBE_CONNECT_TIMEOUT = 2
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pg_sql(sql: str) -> str:
+    # Only our constant SQL text reaches here: values are always bound parameters.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgConnection:
+    """A psycopg connection as the table modules see it (sql.Connection): ``?`` placeholders, dict rows."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        return self._conn.execute(_pg_sql(sql), tuple(parameters))
+
+
+class PgDatabase:
+    """A PostgreSQL database shared by any number of stigmer processes."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.path = redact(url)  # what messages call it
+        self.token = uuid.uuid4().hex  # tells this process's announcements from the others'
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=POOL_TIMEOUT,
+            kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT, "application_name": "stigmer"},
+            check=ConnectionPool.check_connection,
+            name="stigmer",
+        )
+        self._closed = False
+        self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._publisher: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self._prober: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._state_lock = threading.Lock()
+        self._available = False
+        self._schema_ready = False
+        self._why = "not connected yet"
+        self._watchers: list[Callable[[bool], None]] = []
+
+    @classmethod
+    def open(cls, url: str) -> PgDatabase:
+        """Connect and create, check or migrate the schema under an advisory lock.
+
+        PostgreSQL unreachable: the database is returned unavailable (store calls answer
+        DatabaseUnavailableError) and the schema is prepared as soon as it answers. Any other
+        problem (a schema we must not touch, a read-only role, a wrong password) raises.
+        """
+        db = cls(url)
+        db._pool.open(wait=False)
+        try:
+            db._prepare()
+        except DatabaseUnavailableError as err:
+            logger.warning(
+                "PostgreSQL is not reachable yet ({}); serving anyway, retrying every {:g} s", err, PROBE_INTERVAL
+            )
+            db._mark_down(str(err))
+        except BaseException:
+            db._pool.close()
+            raise
+        return db
+
+    def _prepare(self) -> None:
+        try:
+            # A connection of its own, not the pool's: a refused or unknown server answers at once
+            # instead of after the pool's timeout.
+            with (
+                psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, row_factory=dict_row) as conn,
+                conn.transaction(),
+            ):
+                pg_schema.ensure_schema(PgConnection(conn), where=self.path)
+        except psycopg.OperationalError as exc:
+            if _is_configuration(exc):
+                raise DatabaseError(_configuration_advice(exc, self.path)) from exc
+            raise DatabaseUnavailableError(f"database unavailable: {_one_line(exc)}") from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise DatabaseError(
+                f"the role in STIGMER_DATABASE_URL may not change {self.path} ({_one_line(exc)}): stigmer needs a "
+                "role that can create tables and write them (e.g. the database's owner)"
+            ) from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"could not prepare {self.path}: {_one_line(exc)}") from exc
+        with self._state_lock:
+            self._schema_ready = True
+            self._set_available(True, "")
+
+    # -- availability -------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    def on_availability(self, fn: Callable[[bool], None]) -> None:
+        """Call ``fn(available)`` on every change (from a background thread)."""
+        self._watchers.append(fn)
+
+    def _set_available(self, value: bool, why: str) -> None:
+        # Under _state_lock.
+        changed = value != self._available
+        self._available, self._why = value, why
+        if changed:
+            if value:
+                logger.info("✅ Database {} is available", self.path)
+            for fn in list(self._watchers):
+                try:
+                    fn(value)
+                except Exception:
+                    logger.exception("Database availability watcher {!r} failed", fn)
+
+    def _mark_down(self, why: str) -> None:
+        with self._state_lock:
+            if self._closed:
+                return
+            if self._available:
+                logger.warning("Database {} is unavailable: {}", self.path, why)
+            self._set_available(False, why)
+            if self._prober is None or not self._prober.is_alive():
+                self._prober = threading.Thread(target=self._probe, name="stigmer-pg-probe", daemon=True)
+                self._prober.start()
+
+    def _probe(self) -> None:
+        while not self._stop.wait(PROBE_INTERVAL):
+            try:
+                with psycopg.connect(self.url, connect_timeout=PROBE_CONNECT_TIMEOUT, autocommit=True) as conn:
+                    conn.execute("SELECT 1")
+                if self._schema_ready:
+                    with self._state_lock:
+                        self._set_available(True, "")
+                else:
+                    self._prepare()
+                return
+            except Exception as exc:
+                with self._state_lock:
+                    self._why = _one_line(exc)
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self, doing: str) -> Iterator[PgConnection]:
+        with self._transaction(doing) as conn:
+            yield conn
+
+    @contextmanager
+    def write(self, doing: str) -> Iterator[PgConnection]:
+        with self._transaction(doing) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[PgConnection]:
+        if self._closed:
+            raise DatabaseError(f"the store for {self.path} is closed; open it again with Store.open().")
+        if not self._available:
+            raise DatabaseUnavailableError(
+                f"database unavailable: could not {doing}: {self.path} is not reachable ({self._why}); "
+                "retry later, stigmer reconnects by itself"
+            )
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield PgConnection(conn)
+        except PoolTimeout as exc:
+            self._mark_down(f"no connection within {POOL_TIMEOUT:g} s")
+            raise DatabaseUnavailableError(
+                f"database unavailable: could not {doing}: no connection to {self.path} within {POOL_TIMEOUT:g} s "
+                f"({exc}). Check that PostgreSQL is running and reachable; stigmer reconnects by itself."
+            ) from exc
+        except psycopg.OperationalError as exc:
+            self._mark_down(_one_line(exc))
+            raise DatabaseUnavailableError(
+                f"database unavailable: could not {doing}: {_one_line(exc)}. Retry; stigmer reconnects by itself."
+            ) from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"could not {doing}: database error on {self.path} ({_one_line(exc)}).") from exc
+
+    # -- change notifications -----------------------------------------------------------------
+
+    def announce(self, kind: str, id: str) -> None:
+        """Tell the other processes (asynchronously; a lost announcement costs a watcher one recheck)."""
+        if not self._closed:
+            self._outbox.put(f"{self.token} {kind} {id}")
+
+    def subscribe(self, deliver: Callable[[str, str], None]) -> None:
+        """Start the publisher and the listener; ``deliver(kind, id)`` gets the other processes' changes."""
+        self._publisher = threading.Thread(target=self._publish, name="stigmer-pg-notify", daemon=True)
+        self._listener = threading.Thread(target=self._listen, args=(deliver,), name="stigmer-pg-listen", daemon=True)
+        self._publisher.start()
+        self._listener.start()
+
+    def _publish(self) -> None:
+        while True:
+            payload = self._outbox.get()
+            if payload is None:
+                return
+            batch = [payload]
+            while True:  # whatever queued meanwhile goes in the same round trip
+                try:
+                    more = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._outbox.put(None)
+                    break
+                batch.append(more)
+            try:
+                with self._pool.connection(timeout=POOL_TIMEOUT) as conn:
+                    conn.autocommit = True
+                    with conn.cursor() as cur:
+                        cur.executemany("SELECT pg_notify(%s, %s)", [(CHANNEL, p) for p in batch])
+            except Exception as exc:
+                logger.debug("Could not announce {} change(s) to other processes: {}", len(batch), exc)
+
+    def _listen(self, deliver: Callable[[str, str], None]) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5, stop_after=100):
+                            token, _, rest = note.payload.partition(" ")
+                            kind, _, id = rest.partition(" ")
+                            if token != self.token and kind and id:
+                                deliver(kind, id)
+            except Exception as exc:
+                logger.debug("Change listener on {} lost its connection ({}); reconnecting", self.path, exc)
+                self._stop.wait(LISTEN_RETRY)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._outbox.put(None)
+        for thread in (self._publisher, self._listener, self._prober):
+            if thread is not None:
+                thread.join(timeout=5)
+        self._pool.close(timeout=5)
+
+
+_CONFIGURATION_HINTS = ("password authentication failed", "does not exist", "no password supplied", "role ")
+
+
+def _is_configuration(exc: psycopg.OperationalError) -> bool:
+    """A refusal that waiting will not fix (wrong password, no such database or role)."""
+    text = str(exc).lower()
+    return any(hint in text for hint in _CONFIGURATION_HINTS)
+
+
+def _configuration_advice(exc: psycopg.OperationalError, where: str) -> str:
+    text = str(exc).lower()
+    if "password" in text:
+        return f"PostgreSQL refused the credentials in STIGMER_DATABASE_URL for {where}: fix the user or password"
+    if "database" in text and "does not exist" in text:
+        return f"the database in STIGMER_DATABASE_URL does not exist ({where}): create it (CREATE DATABASE ...) first"
+    return f"PostgreSQL refused STIGMER_DATABASE_URL ({where}): {_one_line(exc)}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
