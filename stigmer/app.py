@@ -153,7 +153,7 @@ class StigmerServer:
         )
         connection.when_connected(reconciler.reconcile)
         limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
-        health = ServerHealth(connection.lifecycle)
+        health = ServerHealth(connection.lifecycle, database=store)
         services = Services(
             agent_executions=agent_executions,
             workflows=workflows,

@@ -6,10 +6,11 @@
 
 from stigmer.server.errors import INTERNAL_MESSAGE, RETRY_AFTER_KEY, STATE_KEY, grpc_errors
 from stigmer.server.grpc_server import MAX_RECEIVE_MESSAGE_BYTES, BoundServer, ListenError, Services, build_server
-from stigmer.server.health import OVERALL, TEMPORAL_SERVICE, ServerHealth
+from stigmer.server.health import DATABASE_SERVICE, OVERALL, TEMPORAL_SERVICE, ServerHealth
 from stigmer.server.status import StatusProvider, StatusServicer
 
 __all__ = [
+    "DATABASE_SERVICE",
     "INTERNAL_MESSAGE",
     "MAX_RECEIVE_MESSAGE_BYTES",
     "OVERALL",

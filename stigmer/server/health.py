@@ -6,6 +6,8 @@ Two services are reported:
 * ``"stigmer.temporal"``: SERVING exactly while the lifecycle is CONNECTED, i.e. exactly while
   workers run and creators are injected (the lifecycle's invariant), so a probe that sees it
   SERVING knows that a Create will be accepted.
+* ``"stigmer.database"``: SERVING while the store's database answers (always, for SQLite);
+  NOT_SERVING while PostgreSQL is unreachable and store calls answer UNAVAILABLE.
 
 The lifecycle announces transitions synchronously (``EventLog.subscribe``) while the grpc aio
 health servicer's ``set`` is a coroutine; one pump task applies the statuses in order, so a
@@ -26,6 +28,7 @@ from statemachine import State, TransitionEvent
 
 OVERALL = ""
 TEMPORAL_SERVICE = "stigmer.temporal"
+DATABASE_SERVICE = "stigmer.database"
 
 #: health_pb2.HealthCheckResponse.ServingStatus values (plain ints on the wire and in Python).
 ServingStatus: TypeAlias = int
@@ -46,6 +49,15 @@ class LifecycleView(Protocol):
     def is_connected(self) -> bool: ...
 
 
+class DatabaseView(Protocol):
+    """The part of the store health needs: whether its database answers, and changes of that."""
+
+    @property
+    def available(self) -> bool: ...
+
+    def on_availability(self, fn: Callable[[bool], None]) -> None: ...
+
+
 def temporal_status(state: State) -> ServingStatus:
     return SERVING if state is State.CONNECTED else NOT_SERVING
 
@@ -53,10 +65,12 @@ def temporal_status(state: State) -> ServingStatus:
 class ServerHealth:
     """Owns the aio HealthServicer and keeps ``stigmer.temporal`` in step with the lifecycle."""
 
-    def __init__(self, lifecycle: LifecycleView) -> None:
+    def __init__(self, lifecycle: LifecycleView, *, database: DatabaseView | None = None) -> None:
         self.servicer = health_aio.HealthServicer()
         self._lifecycle = lifecycle
-        self._pending: asyncio.Queue[ServingStatus] = asyncio.Queue()
+        self._database = database
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: asyncio.Queue[tuple[str, ServingStatus]] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._last: ServingStatus | None = None
@@ -73,21 +87,32 @@ class ServerHealth:
         self._unsubscribe = self._lifecycle.events.subscribe(self._on_transition)
         current = SERVING if self._lifecycle.is_connected() else NOT_SERVING
         self._last = current
+        self._loop = asyncio.get_running_loop()
         await self.servicer.set(OVERALL, SERVING)
         await self.servicer.set(TEMPORAL_SERVICE, current)
+        if self._database is not None:
+            self._database.on_availability(self._on_database)
+            await self.servicer.set(DATABASE_SERVICE, SERVING if self._database.available else NOT_SERVING)
         self._pump = asyncio.create_task(self._apply_forever(), name="stigmer-health-pump")
+
+    def _on_database(self, available: bool) -> None:
+        # From the store's prober thread: hand it to the loop, in order with everything else.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            status = SERVING if available else NOT_SERVING
+            loop.call_soon_threadsafe(self._pending.put_nowait, (DATABASE_SERVICE, status))
 
     def _on_transition(self, event: TransitionEvent) -> None:
         status = temporal_status(event.dest)
         # CONNECTING -> DISCONNECTED and the like change nothing a probe can see.
         if status != self._last:
             self._last = status
-            self._pending.put_nowait(status)
+            self._pending.put_nowait((TEMPORAL_SERVICE, status))
 
     async def _apply_forever(self) -> None:
         while True:
-            status = await self._pending.get()
-            await self.servicer.set(TEMPORAL_SERVICE, status)
+            service, status = await self._pending.get()
+            await self.servicer.set(service, status)
 
     async def set_not_serving_all(self) -> None:
         """Shutdown began: every service NOT_SERVING for good (later transitions are ignored)."""

@@ -57,6 +57,13 @@ class Backend(Protocol):
         """Deliver other processes' changes from now on (a no-op for a single-process backend)."""
         ...
 
+    @property
+    def available(self) -> bool:
+        """Whether the database answers (a SQLite file always does, once open)."""
+        ...
+
+    def on_availability(self, fn: Callable[[bool], None]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -73,6 +80,15 @@ class StoreBase:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def available(self) -> bool:
+        """False while the database does not answer (store calls then raise DatabaseUnavailableError)."""
+        return self._db.available
+
+    def on_availability(self, fn: Callable[[bool], None]) -> None:
+        """Call ``fn(available)`` whenever that changes (from a background thread)."""
+        self._db.on_availability(fn)
 
     @property
     def closed(self) -> bool:

@@ -171,6 +171,13 @@ class Database:
         """Nothing to deliver: no other process writes this file while we hold it."""
 
     @property
+    def available(self) -> bool:
+        return True
+
+    def on_availability(self, fn: Callable[[bool], None]) -> None:
+        """Never changes: a problem with the file is an error of the call that met it."""
+
+    @property
     def closed(self) -> bool:
         return self._conn is None
 
