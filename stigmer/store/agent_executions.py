@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from stigmer.errors import AlreadyExistsError
-
 from .codec import agent_execution_from_row, dump_json, messages_to_json
 from .models import AgentExecution, Message, Phase
 from .requests import RequestKey
-from .sql import INTEGRITY_ERRORS, Connection
+from .sql import INTEGRITY_ERRORS, Connection, refused_insert
 from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, UNFINISHED, ExecutionTable, cancelled_error
 
 __all__ = [
@@ -86,7 +84,9 @@ def insert(
             ),
         )
     except INTEGRITY_ERRORS as exc:
-        raise AlreadyExistsError(f"agent execution {id} already exists") from exc
+        raise refused_insert(
+            exc, request_id=None if request is None else request.id, message=f"agent execution {id} already exists"
+        ) from exc
     return get(conn, id)
 
 

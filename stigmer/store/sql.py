@@ -15,7 +15,16 @@ from typing import Any, Protocol
 
 import psycopg
 
-__all__ = ["INTEGRITY_ERRORS", "Connection", "Cursor", "Row", "for_update"]
+__all__ = [
+    "INTEGRITY_ERRORS",
+    "Connection",
+    "Cursor",
+    "RequestRace",
+    "Row",
+    "for_share",
+    "for_update",
+    "refused_insert",
+]
 
 
 class Row(Protocol):
@@ -46,3 +55,22 @@ def for_update(conn: Connection) -> str:
     that two processes' read-check-write of one record run one after the other.
     """
     return "" if isinstance(conn, sqlite3.Connection) else " FOR UPDATE"
+
+
+def for_share(conn: Connection) -> str:
+    """A shared row lock: the row must not be deleted before this transaction commits."""
+    return "" if isinstance(conn, sqlite3.Connection) else " FOR SHARE"
+
+
+class RequestRace(Exception):
+    """Another process inserted a record with the same request id between our lookup and our insert:
+    the store runs the create again, and then finds that record."""
+
+
+def refused_insert(exc: Exception, *, request_id: str | None, message: str) -> Exception:
+    """What a refused INSERT means: a request id taken meanwhile (RequestRace), else AlreadyExistsError."""
+    from stigmer.errors import AlreadyExistsError
+
+    if request_id is not None and "request_id" in str(exc):
+        return RequestRace(request_id)
+    return AlreadyExistsError(message)

@@ -7,8 +7,9 @@ listeners are notified after the commit (see ``base``). Cancel and delete are in
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from . import agent_executions, workflow_executions, workflows
 from .base import AGENT_EXECUTION, WORKFLOW, WORKFLOW_EXECUTION, Listener
@@ -20,9 +21,21 @@ from .models import AgentExecution, Message, Phase, TaskStatus, Workflow, Workfl
 from .paging import Filter
 from .postgres import PgDatabase
 from .requests import RequestKey
+from .sql import RequestRace
 from .urls import SqliteTarget, parse_database_url
 
+T = TypeVar("T")
+
 __all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Execution", "Listener", "Store"]
+
+
+def _once_more_on_race(create: Callable[[], T]) -> T:
+    """A create whose request id another process took between lookup and insert runs once more:
+    its lookup then finds that record (PostgreSQL only; SQLite transactions do not overlap)."""
+    try:
+        return create()
+    except RequestRace:
+        return create()
 
 
 def _created_after(created_after: float | None) -> list[Filter]:
@@ -83,23 +96,27 @@ class Store(ExecutionLifecycle):
         """(record, created): with ``request``, the live record made with that request id is
         returned instead of a new one (AlreadyExistsError if its body differs)."""
         new = _id_for(agent_executions.PREFIX, id)
-        with self._db.write(f"create agent execution {new}") as conn:
-            now = time.time()
-            found = None if request is None else agent_executions.find_request(conn, request, now=now)
-            if found is not None:
-                return found, False
-            record = agent_executions.insert(
-                conn,
-                id=new,
-                agent=agent,
-                message=message,
-                runtime_env=runtime_env or {},
-                parent_id=parent_id,
-                at=now,
-                request=request,
-            )
-        self._notify(AGENT_EXECUTION, new)
-        return record, True
+
+        def admit() -> tuple[AgentExecution, bool]:
+            with self._db.write(f"create agent execution {new}") as conn:
+                now = time.time()
+                found = None if request is None else agent_executions.find_request(conn, request, now=now)
+                if found is not None:
+                    return found, False
+                record = agent_executions.insert(
+                    conn,
+                    id=new,
+                    agent=agent,
+                    message=message,
+                    runtime_env=runtime_env or {},
+                    parent_id=parent_id,
+                    at=now,
+                    request=request,
+                )
+            self._notify(AGENT_EXECUTION, new)
+            return record, True
+
+        return _once_more_on_race(admit)
 
     def get_agent_execution(self, id: str) -> AgentExecution:
         with self._db.read(f"read agent execution {id}") as conn:
@@ -175,23 +192,27 @@ class Store(ExecutionLifecycle):
         """AlreadyExistsError if a workflow with this name is stored (unless ``request`` made it:
         then that workflow is returned, see admit_agent_execution)."""
         new = new_id(workflows.PREFIX)
-        with self._db.write(f"create workflow {name!r}") as conn:
-            now = time.time()
-            found = None if request is None else workflows.find_request(conn, request, now=now)
-            if found is not None:
-                return found
-            record = workflows.insert(
-                conn,
-                id=new,
-                name=name,
-                document=document,
-                valid=valid,
-                validation_errors=validation_errors,
-                at=now,
-                request=request,
-            )
-        self._notify(WORKFLOW, new)
-        return record
+
+        def admit() -> Workflow:
+            with self._db.write(f"create workflow {name!r}") as conn:
+                now = time.time()
+                found = None if request is None else workflows.find_request(conn, request, now=now)
+                if found is not None:
+                    return found
+                record = workflows.insert(
+                    conn,
+                    id=new,
+                    name=name,
+                    document=document,
+                    valid=valid,
+                    validation_errors=validation_errors,
+                    at=now,
+                    request=request,
+                )
+            self._notify(WORKFLOW, new)
+            return record
+
+        return _once_more_on_race(admit)
 
     def find_workflow_request(self, request: RequestKey) -> Workflow | None:
         """The workflow created with this request id and body, if it is still live."""
@@ -201,7 +222,7 @@ class Store(ExecutionLifecycle):
     def delete_workflow(self, id_or_name: str) -> Workflow:
         """Delete it and return it; FailedPreconditionError while executions of it are unfinished."""
         with self._db.write(f"delete workflow {id_or_name!r}") as conn:
-            current = workflows.get(conn, id_or_name)
+            current = workflows.get(conn, id_or_name, lock=True)  # no new execution of it meanwhile
             record = workflows.delete(
                 conn, current.id, unfinished=workflow_executions.count_unfinished_of(conn, current.id)
             )
@@ -243,23 +264,28 @@ class Store(ExecutionLifecycle):
     ) -> tuple[WorkflowExecution, bool]:
         """(record, created); see admit_agent_execution."""
         new = _id_for(workflow_executions.PREFIX, id)
-        with self._db.write(f"create workflow execution {new}") as conn:
-            now = time.time()
-            found = None if request is None else workflow_executions.find_request(conn, request, now=now)
-            if found is not None:
-                return found, False
-            workflows.get(conn, workflow.id)  # no executions of workflows the store never saw
-            record = workflow_executions.insert(
-                conn,
-                id=new,
-                workflow=workflow,
-                input=input,
-                task_names_kinds=task_names_kinds,
-                at=now,
-                request=request,
-            )
-        self._notify(WORKFLOW_EXECUTION, new)
-        return record, True
+
+        def admit() -> tuple[WorkflowExecution, bool]:
+            with self._db.write(f"create workflow execution {new}") as conn:
+                now = time.time()
+                found = None if request is None else workflow_executions.find_request(conn, request, now=now)
+                if found is not None:
+                    return found, False
+                # No executions of workflows the store never saw (or that a delete is removing).
+                workflows.get(conn, workflow.id, share_lock=True)
+                record = workflow_executions.insert(
+                    conn,
+                    id=new,
+                    workflow=workflow,
+                    input=input,
+                    task_names_kinds=task_names_kinds,
+                    at=now,
+                    request=request,
+                )
+            self._notify(WORKFLOW_EXECUTION, new)
+            return record, True
+
+        return _once_more_on_race(admit)
 
     def get_workflow_execution(self, id: str) -> WorkflowExecution:
         with self._db.read(f"read workflow execution {id}") as conn:

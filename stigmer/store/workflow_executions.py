@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stigmer.errors import AlreadyExistsError, NotFoundError
+from stigmer.errors import NotFoundError
 
 from . import agent_executions
 from .codec import tasks_to_json, workflow_execution_from_row
 from .models import Phase, TaskState, TaskStatus, Workflow, WorkflowExecution
 from .requests import RequestKey
-from .sql import INTEGRITY_ERRORS, Connection
+from .sql import INTEGRITY_ERRORS, Connection, refused_insert
 from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, TERMINAL, UNFINISHED, ExecutionTable, cancelled_error
 
 __all__ = [
@@ -82,7 +82,9 @@ def insert(
             ),
         )
     except INTEGRITY_ERRORS as exc:
-        raise AlreadyExistsError(f"workflow execution {id} already exists") from exc
+        raise refused_insert(
+            exc, request_id=None if request is None else request.id, message=f"workflow execution {id} already exists"
+        ) from exc
     return get(conn, id)
 
 

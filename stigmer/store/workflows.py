@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stigmer.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
+from stigmer.errors import FailedPreconditionError, NotFoundError
 
 from .codec import dump_json, workflow_from_row
 from .ids import is_valid_id
 from .models import Workflow
 from .paging import select_page
 from .requests import RequestKey, claim
-from .sql import INTEGRITY_ERRORS, Connection
+from .sql import INTEGRITY_ERRORS, Connection, for_share, for_update, refused_insert
 
 __all__ = ["PREFIX", "delete", "find_request", "get", "insert", "list_page"]
 
@@ -47,17 +47,21 @@ def insert(
             ),
         )
     except INTEGRITY_ERRORS as exc:
-        raise AlreadyExistsError(f"a workflow named {name!r} already exists") from exc
+        raise refused_insert(
+            exc, request_id=None if request is None else request.id, message=f"a workflow named {name!r} already exists"
+        ) from exc
     return get(conn, id)
 
 
-def get(conn: Connection, id_or_name: str) -> Workflow:
+def get(conn: Connection, id_or_name: str, *, lock: bool = False, share_lock: bool = False) -> Workflow:
+    """By id or name; ``lock`` locks the row for a delete, ``share_lock`` against one (PostgreSQL)."""
     row = None
+    locking = for_update(conn) if lock else (for_share(conn) if share_lock else "")
     # An id is tried first; a name that happens to look like an id still resolves by name below.
     if is_valid_id(PREFIX, id_or_name):
-        row = conn.execute("SELECT * FROM workflows WHERE id = ?", (id_or_name,)).fetchone()
+        row = conn.execute(f"SELECT * FROM workflows WHERE id = ?{locking}", (id_or_name,)).fetchone()
     if row is None:
-        row = conn.execute("SELECT * FROM workflows WHERE name = ?", (id_or_name,)).fetchone()
+        row = conn.execute(f"SELECT * FROM workflows WHERE name = ?{locking}", (id_or_name,)).fetchone()
     if row is None:
         raise NotFoundError("workflow", repr(id_or_name))
     return workflow_from_row(row)
@@ -70,7 +74,7 @@ def find_request(conn: Connection, key: RequestKey, *, now: float) -> Workflow |
 def delete(conn: Connection, id_or_name: str, *, unfinished: tuple[int, str]) -> Workflow:
     """Delete a workflow (its name is free again) and return it; ``unfinished`` is (count, oldest
     id) of its unfinished executions, read by the caller in this transaction: any refuses it."""
-    current = get(conn, id_or_name)
+    current = get(conn, id_or_name, lock=True)
     count, oldest = unfinished
     if count:
         raise FailedPreconditionError(

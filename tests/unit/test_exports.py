@@ -51,8 +51,8 @@ FACES = {
     },
     "stigmer.server": {
         "BoundServer", "INTERNAL_MESSAGE", "ListenError", "MAX_RECEIVE_MESSAGE_BYTES", "OVERALL", "RETRY_AFTER_KEY",
-        "STATE_KEY", "ServerHealth", "Services", "StatusProvider", "StatusServicer", "TEMPORAL_SERVICE", "DATABASE_SERVICE",
-        "build_server", "grpc_errors",
+        "STATE_KEY", "ServerHealth", "Services", "StatusProvider", "StatusServicer", "TEMPORAL_SERVICE",
+        "DATABASE_SERVICE", "build_server", "grpc_errors",
     },
 }  # fmt: skip
 
