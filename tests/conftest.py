@@ -5,10 +5,12 @@ stigmer_server_factory, ...); what is only this project's lives here, its logic 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from stigmer.store import Store
 from stigmer.testing.factories import close_all
 from stigmer.testing.temporal import TemporalDevServer
 from tests.support.tcp_proxy import TcpProxy
@@ -38,3 +40,23 @@ def tcp_proxy_factory() -> Iterator[TcpProxyFactory]:
 
     yield make
     close_all([proxy.close for proxy in proxies])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The store contract's fixture: every test that takes ``store`` runs on both backends,
+    SQLite in tmp_path and PostgreSQL in a fresh database of the session's cluster."""
+    if request.param == "sqlite":
+        with Store.open(tmp_path / "data") as opened:
+            yield opened
+        return
+    database = request.getfixturevalue("postgres_database")
+    with Store.connect(database.url, data_dir=tmp_path / "data") as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """A SQLite store, for what only SQLite has (its file, its pragmas)."""
+    with Store.open(tmp_path / "data") as opened:
+        yield opened

@@ -53,7 +53,7 @@ _CREATE: tuple[str, ...] = (
     )""",
     """CREATE TABLE workflows (
         id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
         document TEXT NOT NULL,
         valid INTEGER NOT NULL,
         validation_errors TEXT NOT NULL,
@@ -77,18 +77,21 @@ _CREATE: tuple[str, ...] = (
         temporal_workflow_id TEXT NOT NULL,
         version INTEGER NOT NULL,{_EXECUTION_COLUMNS}
     )""",
-    # The same indexes as SQLite's: phase scans (the reconciler's unfinished ones, List by
-    # phase), the request ids (unique), and the list filters.
+    # The same lookups as SQLite's indexes serve: phase scans (the reconciler's unfinished ones,
+    # List by phase), the request ids (unique), and the list filters. Free text (a name, an agent)
+    # can be longer than a B-tree entry may be (~2.7 kB): unique by its md5, found by a hash index.
+    "CREATE UNIQUE INDEX workflows_name ON workflows (md5(name))",
+    "CREATE INDEX workflows_name_lookup ON workflows USING hash (name)",
     "CREATE INDEX agent_executions_phase_id ON agent_executions (phase, id)",
     "CREATE INDEX workflow_executions_phase_id ON workflow_executions (phase, id)",
     *(
         f"CREATE UNIQUE INDEX {table}_request_id ON {table} (request_id) WHERE request_id IS NOT NULL"
         for table in ("agent_executions", "workflow_executions", "workflows")
     ),
-    "CREATE INDEX agent_executions_agent_id ON agent_executions (agent, id)",
-    "CREATE INDEX agent_executions_parent_id ON agent_executions (parent_id, id)",
+    "CREATE INDEX agent_executions_agent ON agent_executions USING hash (agent)",
+    "CREATE INDEX agent_executions_parent_id ON agent_executions USING hash (parent_id)",
     "CREATE INDEX workflow_executions_workflow_id ON workflow_executions (workflow_id, id)",
-    "CREATE INDEX workflow_executions_workflow_name ON workflow_executions (workflow_name, id)",
+    "CREATE INDEX workflow_executions_workflow_name ON workflow_executions USING hash (workflow_name)",
 )
 
 PG_MIGRATIONS: dict[int, Callable[[Connection], None]] = {}

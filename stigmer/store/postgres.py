@@ -36,7 +36,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from loguru import logger
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from stigmer.errors import DatabaseError, DatabaseUnavailableError
@@ -76,6 +75,35 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+# PostgreSQL text cannot hold NUL, and the API stores text byte for byte. NUL travels as U+E000
+# U+E002 and U+E000 itself as U+E000 U+E001 (private-use characters), in every text value in and
+# out, so any text round-trips and equal texts stay equal in the database.
+_ESC = "\ue000"
+_ENCODE = str.maketrans({"\x00": _ESC + "\ue002", _ESC: _ESC + "\ue001"})
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, str) and ("\x00" in value or _ESC in value):
+        return value.translate(_ENCODE)
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and _ESC in value:
+        return value.replace(_ESC + "\ue002", "\x00").replace(_ESC + "\ue001", _ESC)
+    return value
+
+
+def text_rows(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """A psycopg row factory: dict rows with every text value decoded (see _encode)."""
+    names = [column.name for column in cursor.description or ()]
+
+    def make(values: Sequence[Any]) -> dict[str, Any]:
+        return {name: _decode(value) for name, value in zip(names, values, strict=True)}
+
+    return make
+
+
 class PgConnection:
     """A psycopg connection as the table modules see it (sql.Connection): ``?`` placeholders, dict rows."""
 
@@ -83,7 +111,7 @@ class PgConnection:
         self._conn = conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
-        return self._conn.execute(_pg_sql(sql), tuple(parameters))
+        return self._conn.execute(_pg_sql(sql), tuple(_encode(value) for value in parameters))
 
 
 class PgDatabase:
@@ -99,7 +127,7 @@ class PgDatabase:
             max_size=pool_size,
             open=False,
             timeout=POOL_TIMEOUT,
-            kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT, "application_name": "stigmer"},
+            kwargs={"row_factory": text_rows, "connect_timeout": CONNECT_TIMEOUT, "application_name": "stigmer"},
             check=ConnectionPool.check_connection,
             name="stigmer",
         )
@@ -142,7 +170,7 @@ class PgDatabase:
             # A connection of its own, not the pool's: a refused or unknown server answers at once
             # instead of after the pool's timeout.
             with (
-                psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, row_factory=dict_row) as conn,
+                psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, row_factory=text_rows) as conn,
                 conn.transaction(),
             ):
                 pg_schema.ensure_schema(PgConnection(conn), where=self.path)
@@ -150,7 +178,7 @@ class PgDatabase:
             if _is_configuration(exc):
                 raise DatabaseError(_configuration_advice(exc, self.path)) from exc
             raise DatabaseUnavailableError(f"database unavailable: {_one_line(exc)}") from exc
-        except psycopg.errors.InsufficientPrivilege as exc:
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as exc:
             raise DatabaseError(
                 f"the role in STIGMER_DATABASE_URL may not change {self.path} ({_one_line(exc)}): stigmer needs a "
                 "role that can create tables and write them (e.g. the database's owner)"
@@ -240,13 +268,13 @@ class PgDatabase:
                 f"database unavailable: could not {doing}: no connection to {self.path} within {POOL_TIMEOUT:g} s "
                 f"({exc}). Check that PostgreSQL is running and reachable; stigmer reconnects by itself."
             ) from exc
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
+            if not _is_unreachable(exc):
+                raise DatabaseError(f"could not {doing}: database error on {self.path} ({_one_line(exc)}).") from exc
             self._mark_down(_one_line(exc))
             raise DatabaseUnavailableError(
                 f"database unavailable: could not {doing}: {_one_line(exc)}. Retry; stigmer reconnects by itself."
             ) from exc
-        except psycopg.Error as exc:
-            raise DatabaseError(f"could not {doing}: database error on {self.path} ({_one_line(exc)}).") from exc
 
     # -- change notifications -----------------------------------------------------------------
 
@@ -316,6 +344,17 @@ class PgDatabase:
             if thread is not None:
                 thread.join(timeout=5)
         self._pool.close(timeout=5)
+
+
+#: SQLSTATEs that mean "the server went away" (connection exceptions; shutting down; starting up).
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _is_unreachable(exc: psycopg.Error) -> bool:
+    """No answer from the server (as opposed to an answer refusing the statement)."""
+    if exc.sqlstate is None:  # failed client-side: the connection broke or never came up
+        return isinstance(exc, psycopg.OperationalError)
+    return exc.sqlstate.startswith(_UNREACHABLE_STATES)
 
 
 _CONFIGURATION_HINTS = ("password authentication failed", "does not exist", "no password supplied", "role ")

@@ -35,12 +35,6 @@ TRICKY_TEXTS = [
 ]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
-
-
 def reply(text: str, at: float = 2.0) -> Message:
     return Message(role="agent", text=text, at=at)
 
@@ -257,7 +251,8 @@ def test_data_dir_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> Non
         Store.open(tmp_path / "file" / "data")
 
 
-def test_a_write_is_all_or_nothing(store: Store) -> None:
+def test_a_write_is_all_or_nothing(sqlite_store: Store) -> None:
+    store = sqlite_store
     kept = store.create_agent_execution(agent="a", message="m")
     with pytest.raises(RuntimeError, match="in the middle"), store._db.write("test a partial write") as conn:
         conn.execute("DELETE FROM agent_executions")
@@ -269,7 +264,8 @@ def test_a_write_is_all_or_nothing(store: Store) -> None:
     other.close()
 
 
-def test_disk_full_rolls_back_and_store_recovers(store: Store) -> None:
+def test_disk_full_rolls_back_and_store_recovers(sqlite_store: Store) -> None:
+    store = sqlite_store
     first = store.create_agent_execution(agent="a", message="m")
     # SQLite's page limit is the portable way to make the "disk" full for this connection only.
     conn = store._db._conn
@@ -596,7 +592,8 @@ def test_text_round_trips_exactly_everywhere(store: Store, text: str) -> None:
     done = store.complete_workflow_execution(wex.id, output=text)
     assert (done.input, done.output, done.tasks[0].output, done.tasks[0].error) == (text, text, text, text)
     assert store.get_workflow_execution(wex.id) == done
-    assert {"agent_executions", "workflows", "workflow_executions"} <= table_names(store.path)
+    if isinstance(store.path, Path):  # SQLite: the file is still a SQLite database
+        assert {"agent_executions", "workflows", "workflow_executions"} <= table_names(store.path)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

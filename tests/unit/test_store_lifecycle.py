@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from stigmer.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
+from stigmer.errors import AlreadyExistsError, DatabaseError, FailedPreconditionError, NotFoundError
 from stigmer.store import (
     AGENT_EXECUTION,
     WORKFLOW_EXECUTION,
@@ -22,12 +19,6 @@ from stigmer.store import (
     body_digest,
 )
 from stigmer.store.table import TEMPORAL_CANCELLER
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
 
 
 def key(body: object, *, id: str | None = None, ttl: float = 3600.0) -> RequestKey:
@@ -110,12 +101,8 @@ def test_a_unique_index_backs_the_request_id(store: Store) -> None:
     k = key("x")
     store.admit_agent_execution(agent="e", message="m", request=k)
     other = store.create_agent_execution(agent="e", message="n")
-    conn = sqlite3.connect(store.path)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-            conn.execute("UPDATE agent_executions SET request_id = ? WHERE id = ?", (k.id, other.id))
-    finally:
-        conn.close()
+    with pytest.raises(DatabaseError, match=r"(?i)unique"), store._db.write("take a request id twice") as conn:
+        conn.execute("UPDATE agent_executions SET request_id = ? WHERE id = ?", (k.id, other.id))
 
 
 # -- cancel ---------------------------------------------------------------------------------------
