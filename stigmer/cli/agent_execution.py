@@ -1,9 +1,11 @@
-"""``stigmer agent-execution create | get | list | watch``."""
+"""``stigmer agent-execution create | get | list | watch | cancel | delete``."""
 
 from __future__ import annotations
 
 import json
 import sys
+import uuid
+from datetime import datetime
 
 import click
 
@@ -22,6 +24,17 @@ from stigmer.cli.common import (
     show,
     timeout_option,
     to_dict,
+)
+from stigmer.cli.lifecycle import (
+    cancel_timeout_option,
+    cancelled,
+    created_after_option,
+    deleted,
+    id_argument,
+    reason_option,
+    request_id_of,
+    request_id_option,
+    wait_option,
 )
 from stigmer.client.models import message_of
 from stigmer.errors import ExitCode
@@ -56,19 +69,34 @@ def agent_execution() -> None:
     "STIGMER_AGENT_FAIL=reason.",
 )
 @click.option("--follow", is_flag=True, help="Stream the status until it finishes; exit 1 unless COMPLETED.")
+@request_id_option
 @address_option
 @output_option
 @timeout_option
 def create(
-    agent: str, message: str, runtime_env: dict[str, str], follow: bool, address: str, output: str, timeout: float
+    agent: str,
+    message: str,
+    runtime_env: dict[str, str],
+    follow: bool,
+    request_id: uuid.UUID | None,
+    address: str,
+    output: str,
+    timeout: float,
 ) -> None:
     """Create an agent execution; prints "✅ Created: aex-..." when Temporal accepted it.
 
-    While Temporal is unreachable this fails fast (exit 75) and nothing is stored: try again later.
+    While Temporal is unreachable this fails fast (exit 75) and nothing is stored: try again later
+    (with the same --request-id, a retry that did land returns the same execution).
     """
     with api(address, timeout) as conn:
         created = call(
-            conn, output, conn.client.create_agent_execution, agent=agent, message=message, runtime_env=runtime_env
+            conn,
+            output,
+            conn.client.create_agent_execution,
+            agent=agent,
+            message=message,
+            runtime_env=runtime_env,
+            request_id=request_id_of(request_id),
         )
         if not follow:
             if output == "json":
@@ -95,18 +123,40 @@ def get(execution_id: str, address: str, output: str, timeout: float) -> None:
 
 @agent_execution.command("list")
 @phase_option
+@click.option("--agent", default="", help="Only executions of this agent (exact name).")
+@click.option("--parent", "parent_id", default="", metavar="WEX_ID", help="Only the steps of this workflow execution.")
+@created_after_option
 @paging_options
 @address_option
 @output_option
 @timeout_option
-def list_(phase: str | None, page_size: int, page_token: str, address: str, output: str, timeout: float) -> None:
-    """List agent executions, newest first."""
+def list_(
+    phase: str | None,
+    agent: str,
+    parent_id: str,
+    created_after: datetime | None,
+    page_size: int,
+    page_token: str,
+    address: str,
+    output: str,
+    timeout: float,
+) -> None:
+    """List agent executions, newest first; the filters combine (a --page-token needs the same ones).
+
+    \b
+    Examples:
+      stigmer agent-execution list --agent echo --created-after 10m
+      stigmer agent-execution list --parent wex-01JF8ZQ5W3K7N2C4R6T8V0XBYD -o json
+    """
     with api(address, timeout) as conn:
         page = call(
             conn,
             output,
             conn.client.list_agent_executions_page,
             phase=phase.upper() if phase else None,
+            agent=agent,
+            parent_id=parent_id,
+            created_after=created_after,
             page_size=page_size,
             page_token=page_token,
         )
@@ -131,6 +181,51 @@ def watch(execution_id: str, address: str, output: str) -> None:
     """Stream an execution's status until it finishes; exit 1 unless it COMPLETED."""
     with api(address, 30.0) as conn:
         _follow(conn, execution_id, output)
+
+
+@agent_execution.command()
+@id_argument("aex")
+@reason_option
+@wait_option
+@address_option
+@output_option
+@cancel_timeout_option
+def cancel(execution_id: str, reason: str, wait: bool, address: str, output: str, timeout: float) -> None:
+    """Ask a running execution to stop; it becomes CANCELLED about a second later.
+
+    Recorded with who asked (user@host) and --reason. A PENDING execution is cancelled at once;
+    one that already finished cannot be (exit 1, FAILED_PRECONDITION).
+
+    \b
+    Examples:
+      stigmer agent-execution cancel aex-01JF8ZQ5W3K7N2C4R6T8V0XBYD --reason "wrong prompt"
+      stigmer agent-execution cancel aex-01JF8ZQ5W3K7N2C4R6T8V0XBYD --wait -o json
+    """
+    with api(address, timeout) as conn:
+        record = call(conn, output, conn.client.cancel_agent_execution, execution_id, reason=reason)
+        cancelled(
+            conn, output, record, wait=wait, timeout=timeout, watch=conn.client.watch_agent_execution,
+            changes=render.phase_changes, text=render.agent_execution,
+        )  # fmt: skip
+
+
+@agent_execution.command()
+@id_argument("aex")
+@click.option("--force", is_flag=True, help="Cancel it first if it is still running, wait for it to stop, then delete.")
+@address_option
+@output_option
+@timeout_option
+def delete(execution_id: str, force: bool, address: str, output: str, timeout: float) -> None:
+    """Delete a finished execution; one still PENDING or IN_PROGRESS needs --force (else exit 1).
+
+    \b
+    Examples:
+      stigmer agent-execution delete aex-01JF8ZQ5W3K7N2C4R6T8V0XBYD
+      stigmer agent-execution delete aex-01JF8ZQ5W3K7N2C4R6T8V0XBYD --force -o json
+    """
+    with api(address, timeout) as conn:  # with --force the client allows the server's wait (30 s) and more
+        record = call(conn, output, conn.client.delete_agent_execution, execution_id, force=force)
+    deleted(record, output, detail=record.phase.value)
 
 
 def _follow(conn: Api, execution_id: str, output: str) -> None:

@@ -36,6 +36,36 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def cancellation(record: Any) -> list[str]:
+    """Who cancelled it and why (or asked to, if it has not stopped yet); nothing if nobody asked."""
+    if not record.HasField("cancel_requested_at"):
+        return []
+    phase = phase_name(record.phase)
+    why = f": {record.cancel_reason}" if record.cancel_reason else ""
+    asked = clock(record.cancel_requested_at)
+    if phase == "CANCELLED":
+        return [f"  cancelled by {record.cancelled_by} (asked {asked}){why}"]
+    if phase in TERMINAL:
+        return [f"  cancel asked by {record.cancelled_by} at {asked}{why}; it finished {phase} first"]
+    return [f"  cancel requested by {record.cancelled_by} at {asked}{why}; stopping"]
+
+
+def _error(record: Any) -> list[str]:
+    """The error line, unless it only repeats the cancellation line (``cancelled by WHO: WHY``)."""
+    said = f"cancelled by {record.cancelled_by}" + (f": {record.cancel_reason}" if record.cancel_reason else "")
+    if not record.error or (phase_name(record.phase) == "CANCELLED" and record.error == said):
+        return []
+    return [f"  error:  {record.error}"]
+
+
+def phase_changes(previous: Any | None, current: Any) -> list[str]:
+    """The phase line of an agent execution's update, when its phase changed (for ``--wait``)."""
+    if previous is not None and previous.phase == current.phase:
+        return []
+    phase = phase_name(current.phase)
+    return [f"{ICONS.get(phase, '')} {phase}"]
+
+
 def agent_execution(record: Any) -> str:
     phase = phase_name(record.phase)
     lines = [
@@ -47,9 +77,7 @@ def agent_execution(record: Any) -> str:
         lines.append(f"  part of {record.parent_id}")
     for message in record.messages:
         lines.append(f"  {message.role + ':':7} {message.text}")
-    if record.error:
-        lines.append(f"  error:  {record.error}")
-    return "\n".join(lines)
+    return "\n".join(lines + cancellation(record) + _error(record))
 
 
 def workflow_execution(record: Any) -> str:
@@ -65,14 +93,19 @@ def workflow_execution(record: Any) -> str:
         lines.append(f"  - {task.name} ({task.kind}): {status}" + (f"  {detail}" if detail else ""))
     if record.output:
         lines.append(f"  output: {short(record.output, 200)}")
-    if record.error:
-        lines.append(f"  error:  {record.error}")
-    return "\n".join(lines)
+    return "\n".join(lines + cancellation(record) + _error(record))
 
 
 # --- workflows and their executions --------------------------------------------------------------
 
-TASK_ICONS = {"PENDING": "⏳", "RUNNING": "⚙️ ", "COMPLETED": "✅", "FAILED": "❌", "SKIPPED": "⏭️ "}
+TASK_ICONS = {
+    "PENDING": "⏳",
+    "RUNNING": "⚙️ ",
+    "COMPLETED": "✅",
+    "FAILED": "❌",
+    "SKIPPED": "⏭️ ",
+    "CANCELLED": "🚫",
+}
 
 
 def task_status_name(task: Any) -> str:

@@ -1,9 +1,10 @@
-"""``stigmer workflow create | validate | get | list``."""
+"""``stigmer workflow create | validate | get | list | delete``."""
 
 from __future__ import annotations
 
 import os
 import sys
+import uuid
 from typing import IO, Any
 
 import click
@@ -22,6 +23,7 @@ from stigmer.cli.common import (
     timeout_option,
     to_dict,
 )
+from stigmer.cli.lifecycle import deleted, request_id_of, request_id_option
 from stigmer.client.models import message_of
 from stigmer.config import DEFAULT_ADDRESS
 from stigmer.errors import ExitCode, StigmerError
@@ -89,10 +91,11 @@ def workflow() -> None:
 
 @workflow.command()
 @file_option
+@request_id_option
 @address_option
 @output_option
 @timeout_option
-def create(document_file: IO[bytes], address: str, output: str, timeout: float) -> None:
+def create(document_file: IO[bytes], request_id: uuid.UUID | None, address: str, output: str, timeout: float) -> None:
     """Validate a workflow document and store it; prints "✅ Created: wf-... (NAME)".
 
     A document that fails validation is stored anyway (so its errors can be read back with
@@ -104,10 +107,13 @@ def create(document_file: IO[bytes], address: str, output: str, timeout: float) 
     Examples:
       stigmer workflow create -f examples/hello-workflow.json
       cat my-workflow.json | stigmer workflow create -f -
+      stigmer workflow create -f my-workflow.json --request-id 3f2b8c1e-5d4a-4f6b-9c7d-2e1f0a9b8c7d
     """
     document = read_document(document_file)
     with api(address, timeout) as conn:
-        created = message_of(call(conn, output, conn.client.create_workflow, document))
+        created = message_of(
+            call(conn, output, conn.client.create_workflow, document, request_id=request_id_of(request_id))
+        )
     valid = created.validation.valid
     if output == "json":
         emit_json(to_dict(created))
@@ -201,3 +207,22 @@ def list_(page_size: int, page_token: str, address: str, output: str, timeout: f
     click.echo(render.table(rows, ["ID", "NAME", "VALID", "TASKS", "CREATED"]) if rows else "No workflows.")
     if page.next_page_token:
         click.echo(f"More: --page-token {page.next_page_token}")
+
+
+@workflow.command()
+@click.argument("id_or_name", metavar="NAME_OR_ID", shell_complete=complete_workflow)
+@address_option
+@output_option
+@timeout_option
+def delete(id_or_name: str, address: str, output: str, timeout: float) -> None:
+    """Delete a stored workflow; its name can be used again. Executions of it that finished are
+    kept; while any is PENDING or IN_PROGRESS it cannot be deleted (exit 1, FAILED_PRECONDITION).
+
+    \b
+    Examples:
+      stigmer workflow delete hello-workflow
+      stigmer workflow delete wf-01JF8ZQ5W3K7N2C4R6T8V0XBYD -o json
+    """
+    with api(address, timeout) as conn:
+        record = call(conn, output, conn.client.delete_workflow, id_or_name)
+    deleted(record, output, detail=record.name)

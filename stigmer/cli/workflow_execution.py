@@ -1,10 +1,12 @@
-"""``stigmer workflow-execution create | get | list | watch``."""
+"""``stigmer workflow-execution create | get | list | watch | cancel | delete``."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any, NoReturn
+import uuid
+from datetime import datetime
+from typing import IO, NoReturn
 
 import click
 from click.shell_completion import CompletionItem
@@ -20,10 +22,21 @@ from stigmer.cli.common import (
     page_json,
     paging_options,
     phase_option,
-    refusals,
     show,
     timeout_option,
     to_dict,
+)
+from stigmer.cli.lifecycle import (
+    cancel_timeout_option,
+    cancelled,
+    created_after_option,
+    deleted,
+    follow,
+    id_argument,
+    reason_option,
+    request_id_of,
+    request_id_option,
+    wait_option,
 )
 from stigmer.cli.workflow import COMPLETION_TIMEOUT, complete_workflow, completion_address
 from stigmer.client.models import message_of
@@ -123,6 +136,7 @@ def workflow_execution() -> None:
 @click.option(
     "--follow", is_flag=True, help="Stream the phase and each task's status until it finishes; exit 1 unless COMPLETED."
 )
+@request_id_option
 @address_option
 @output_option
 @timeout_option
@@ -131,6 +145,7 @@ def create(
     input_text: str | None,
     input_from_file: str | None,
     follow: bool,
+    request_id: uuid.UUID | None,
     address: str,
     output: str,
     timeout: float,
@@ -144,13 +159,21 @@ def create(
     Examples:
       stigmer workflow-execution create --workflow hello-workflow --input '{"user": "Ada"}'
       stigmer workflow-execution create --workflow hello-workflow --input-file input.json --follow
+      stigmer workflow-execution create --workflow hello-workflow --request-id "$(uuidgen)"
     """
     if input_text is not None and input_from_file is not None:
         raise click.UsageError("give the input once: --input JSON or --input-file FILE, not both")
     input_ = input_text if input_text is not None else input_from_file or ""
     with api(address, timeout) as conn:
         created = message_of(
-            call(conn, output, conn.client.create_workflow_execution, workflow=workflow_ref, input=input_)
+            call(
+                conn,
+                output,
+                conn.client.create_workflow_execution,
+                workflow=workflow_ref,
+                input=input_,
+                request_id=request_id_of(request_id),
+            )
         )
         if output == "text":
             click.echo(f"✅ Created: {created.id}")
@@ -179,17 +202,36 @@ def get(execution_id: str, address: str, output: str, timeout: float) -> None:
 
 @workflow_execution.command("list")
 @phase_option
+@click.option(
+    "--workflow",
+    "workflow_ref",
+    default="",
+    metavar="NAME_OR_ID",
+    shell_complete=complete_workflow,
+    help="Only executions of this workflow: its name (as it was when they were created) or its id.",
+)
+@created_after_option
 @paging_options
 @address_option
 @output_option
 @timeout_option
-def list_(phase: str | None, page_size: int, page_token: str, address: str, output: str, timeout: float) -> None:
-    """List workflow executions, newest first.
+def list_(
+    phase: str | None,
+    workflow_ref: str,
+    created_after: datetime | None,
+    page_size: int,
+    page_token: str,
+    address: str,
+    output: str,
+    timeout: float,
+) -> None:
+    """List workflow executions, newest first; the filters combine (a --page-token needs the same ones).
 
     \b
     Examples:
       stigmer workflow-execution list
       stigmer workflow-execution list --phase FAILED -o json
+      stigmer workflow-execution list --workflow hello-workflow --created-after 2h
     """
     with api(address, timeout) as conn:
         page = call(
@@ -197,6 +239,8 @@ def list_(phase: str | None, page_size: int, page_token: str, address: str, outp
             output,
             conn.client.list_workflow_executions_page,
             phase=phase.upper() if phase else None,
+            workflow=workflow_ref,
+            created_after=created_after,
             page_size=page_size,
             page_token=page_token,
         )
@@ -230,48 +274,57 @@ def watch(execution_id: str, address: str, output: str, timeout: float | None) -
         _follow(conn, execution_id, output, timeout=timeout)
 
 
+@workflow_execution.command()
+@id_argument("wex", shell_complete=complete_execution)
+@reason_option
+@wait_option
+@address_option
+@output_option
+@cancel_timeout_option
+def cancel(execution_id: str, reason: str, wait: bool, address: str, output: str, timeout: float) -> None:
+    """Ask a running execution to stop: its running task becomes CANCELLED (an agent step's
+    execution with it), the tasks not reached SKIPPED, the execution CANCELLED.
+
+    Recorded with who asked (user@host) and --reason. A PENDING execution is cancelled at once;
+    one that already finished cannot be (exit 1, FAILED_PRECONDITION).
+
+    \b
+    Examples:
+      stigmer workflow-execution cancel wex-01JF8ZQ5W3K7N2C4R6T8V0XBYD --reason "wrong input"
+      stigmer workflow-execution cancel wex-01JF8ZQ5W3K7N2C4R6T8V0XBYD --wait --timeout 60
+    """
+    with api(address, timeout) as conn:
+        record = call(conn, output, conn.client.cancel_workflow_execution, execution_id, reason=reason)
+        cancelled(
+            conn, output, record, wait=wait, timeout=timeout, watch=conn.client.watch_workflow_execution,
+            changes=render.execution_changes, text=render.workflow_execution,
+        )  # fmt: skip
+
+
+@workflow_execution.command()
+@id_argument("wex", shell_complete=complete_execution)
+@click.option("--force", is_flag=True, help="Cancel it first if it is still running, wait for it to stop, then delete.")
+@address_option
+@output_option
+@timeout_option
+def delete(execution_id: str, force: bool, address: str, output: str, timeout: float) -> None:
+    """Delete a finished execution and the agent executions of its steps; one still PENDING or
+    IN_PROGRESS needs --force (else exit 1).
+
+    \b
+    Examples:
+      stigmer workflow-execution delete wex-01JF8ZQ5W3K7N2C4R6T8V0XBYD
+      stigmer workflow-execution delete wex-01JF8ZQ5W3K7N2C4R6T8V0XBYD --force -o json
+    """
+    with api(address, timeout) as conn:  # with --force the client allows the server's wait (30 s) and more
+        record = call(conn, output, conn.client.delete_workflow_execution, execution_id, force=force)
+    deleted(record, output, detail=record.phase.value)
+
+
 def _follow(conn: Api, execution_id: str, output: str, *, timeout: float | None) -> NoReturn:
     """Print each change until a terminal phase; exit 0 only for COMPLETED."""
-    last: Any = None
-    with refusals(conn, output):
-        try:
-            for view in conn.client.watch_workflow_execution(execution_id, timeout=timeout):
-                update = message_of(view)
-                if output == "json":
-                    click.echo(json.dumps(to_dict(update), ensure_ascii=False))
-                else:
-                    for line in render.execution_changes(last, update):
-                        click.echo(line)
-                last = update
-        except StigmerError as error:
-            if error.code == "DEADLINE_EXCEEDED" and last is not None:
-                waited = f" after {timeout:g}s" if timeout else ""
-                _stop(
-                    f"gave up{waited}: {execution_id} is still {render.phase_name(last.phase)}",
-                    code="DEADLINE_EXCEEDED",
-                    exit_code=ExitCode.TEMPFAIL,
-                    output=output,
-                )
-            raise
-    if last is None or render.phase_name(last.phase) not in render.TERMINAL:
-        # Only a server going away mid-stream ends it early; the execution itself runs on.
-        where = "before sending anything" if last is None else f"while {render.phase_name(last.phase)}"
-        _stop(
-            f"the server at {conn.address} ended the stream {where}; "
-            f"check again with `stigmer workflow-execution watch {execution_id}`",
-            code="ABORTED",
-            exit_code=ExitCode.ERROR,
-            output=output,
-        )
+    updates = conn.client.watch_workflow_execution(execution_id, timeout=timeout)
+    last = follow(conn, output, execution_id, updates, changes=render.execution_changes, timeout=timeout)
     if output == "text":
         click.echo(render.workflow_execution(last))
     sys.exit(ExitCode.OK if render.phase_name(last.phase) == "COMPLETED" else ExitCode.ERROR)
-
-
-def _stop(message: str, *, code: str, exit_code: int, output: str) -> NoReturn:
-    if output == "json":
-        emit_json({"error": {"code": code, "message": message}})
-    else:
-        click.echo(f"❌ Error: {message}", err=True)
-        click.echo(f"Code: {code}", err=True)
-    sys.exit(exit_code)

@@ -6,18 +6,14 @@ The sync :class:`stigmer.client.Client` runs this same code on a loop of its own
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import os
-import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Collection, Mapping
+from datetime import datetime
+from typing import TypeVar
 
-import grpc
-from google.protobuf.message import Message as ProtoMessage
 from grpc_health.v1 import health_pb2
 
 from stigmer.api import agent_execution_pb2, common_pb2, status_pb2, workflow_execution_pb2, workflow_pb2
-from stigmer.client import _errors
+from stigmer.client._transport import Transport, fill_request_id, requester
 from stigmer.client.models import (
     AgentExecution,
     Page,
@@ -26,20 +22,11 @@ from stigmer.client.models import (
     Workflow,
     WorkflowExecution,
     phase_to_proto,
+    timestamp,
 )
-from stigmer.config import DEFAULT_ADDRESS
-from stigmer.errors import (
-    PhaseNotReachedError,
-    ServerUnreachableError,
-    StigmerError,
-    TemporalUnavailableError,
-    WaitTimeoutError,
-)
+from stigmer.errors import PhaseNotReachedError, ServerUnreachableError, WaitTimeoutError
 from stigmer.phases import Phase
-from stigmer.security import ClientSecurity, Secret
 
-ADDRESS_ENV = "STIGMER_SERVER_ADDRESS"
-T = TypeVar("T")
 V = TypeVar("V", AgentExecution, WorkflowExecution)
 
 _AEX = "/stigmer.v1.AgentExecutionService/"
@@ -47,11 +34,12 @@ _WF = "/stigmer.v1.WorkflowService/"
 _WEX = "/stigmer.v1.WorkflowExecutionService/"
 _HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 _TEMPORAL_SERVICE = "stigmer.temporal"
-#: No client-side size cap: a workflow execution with many agent steps can exceed gRPC's 4 MiB.
-_OPTIONS: list[tuple[str, Any]] = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", -1)]
+#: A Delete with force waits on the server (up to 30 s) for the execution to stop: the call's least deadline.
+FORCE_DELETE_DEADLINE = 40.0
+_TERMINAL = frozenset(p for p in Phase if p.terminal)
 
 
-class AsyncClient:
+class AsyncClient(Transport):
     """A connection to one stigmer server. ``async with AsyncClient() as client: ...``
 
     ``address`` defaults to ``STIGMER_SERVER_ADDRESS`` (else 127.0.0.1:7234); token and TLS come
@@ -60,114 +48,27 @@ class AsyncClient:
     off by default) retries a call the server refused with :class:`TemporalUnavailableError`,
     waiting the ``retry_after`` it sent, for at most that long in all: safe for creates too, since
     such a refusal stored nothing. A call that timed out is never retried (it may have landed).
+
+    Every create sends a ``request_id`` (AIP-155): a fresh UUID per call unless one is given, the
+    same on each of the call's own retries, so a retry can never create a second record. Give your
+    own to retry a create safely across calls or processes (the server remembers it for 24 h: the
+    same id and body return the first record; another body is :class:`AlreadyExistsError`).
     """
-
-    def __init__(
-        self,
-        *,
-        address: str | None = None,
-        token: str | None = None,
-        security: ClientSecurity | None = None,
-        timeout: float = 30.0,
-        retry_unavailable: float = 0.0,
-    ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self.address = address or os.environ.get(ADDRESS_ENV, "").strip() or DEFAULT_ADDRESS
-        security = security or ClientSecurity.from_env()
-        if token is not None:  # "" sends none
-            security = dataclasses.replace(security, token=Secret(token) if token else None)
-        self._security = security
-        self.timeout = timeout
-        self.retry_unavailable = retry_unavailable
-        self._metadata = security.metadata() or None
-        self._channel: grpc.aio.Channel | None = None
-        self._unaries: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
-        self._closed = False
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the channel; safe twice."""
-        self._closed = True
-        channel, self._channel = self._channel, None
-        self._unaries.clear()
-        if channel is not None:
-            await channel.close()
-
-    def _open(self) -> grpc.aio.Channel:
-        if self._closed:
-            raise RuntimeError("the client is closed")
-        if self._channel is None:
-            self._channel = self._security.aio_channel(self.address, options=_OPTIONS)
-        return self._channel
-
-    # -- the two call shapes ---------------------------------------------------------------
-
-    def _error(self, error: grpc.RpcError) -> StigmerError:
-        return _errors.from_rpc(error, address=self.address, tls=self._security.tls)
-
-    async def _unary(self, method: str, request: ProtoMessage, reply: type[T], timeout: float | None) -> T:
-        call = self._unaries.get(method)
-        if call is None:  # one multicallable per method and channel: making one per call costs CPU
-            call = self._unaries[method] = self._open().unary_unary(
-                method,
-                request_serializer=type(request).SerializeToString,
-                response_deserializer=reply.FromString,  # type: ignore[attr-defined]
-            )
-        budget = time.monotonic() + self.retry_unavailable
-        while True:
-            try:
-                result: T = await call(request, timeout=timeout or self.timeout, metadata=self._metadata)
-                return result
-            except grpc.RpcError as rpc_error:
-                error = self._error(rpc_error)
-            if not isinstance(error, TemporalUnavailableError) or time.monotonic() + error.retry_after > budget:
-                raise error from None
-            await asyncio.sleep(error.retry_after)
-
-    async def _stream(
-        self, method: str, request: ProtoMessage, reply: type[T], timeout: float | None = None
-    ) -> AsyncIterator[T]:
-        """A server stream (``timeout``: for all of it, none by default); a broken one raises
-        (ServerUnreachableError, ...) rather than just ending."""
-        call = self._open().unary_stream(
-            method,
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=reply.FromString,  # type: ignore[attr-defined]
-        )
-        stream = call(request, timeout=timeout, metadata=self._metadata)
-        try:
-            async for item in stream:
-                yield item
-        except grpc.RpcError as rpc_error:
-            raise self._error(rpc_error) from None
-        finally:
-            stream.cancel()
-
-    async def _pages(self, fetch: Callable[[str], Any]) -> AsyncIterator[Any]:
-        token = ""
-        while True:
-            page: Page = await fetch(token)
-            for item in page.items:
-                yield item
-            token = page.next_page_token
-            if not token:
-                return
 
     # -- agent executions ------------------------------------------------------------------
 
     async def create_agent_execution(
-        self, *, agent: str, message: str, runtime_env: Mapping[str, str] | None = None, timeout: float | None = None
+        self,
+        *,
+        agent: str,
+        message: str,
+        runtime_env: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
     ) -> AgentExecution:
+        """Record an execution and start it; ``request_id``: see the class (None: a fresh one, "": none)."""
         request = agent_execution_pb2.CreateAgentExecutionRequest(
-            agent=agent, message=message, runtime_env=dict(runtime_env or {})
+            agent=agent, message=message, runtime_env=dict(runtime_env or {}), request_id=fill_request_id(request_id)
         )
         reply = await self._unary(_AEX + "Create", request, agent_execution_pb2.AgentExecution, timeout)
         return AgentExecution.from_proto(reply)
@@ -182,22 +83,43 @@ class AsyncClient:
         self,
         *,
         phase: Phase | str | None = None,
+        agent: str = "",
+        parent_id: str = "",
+        created_after: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
     ) -> Page:
+        """One page; the filters (all optional) are ANDed: ``agent`` (exact name), ``parent_id``
+        (the steps of one "wex-..."), ``created_after`` (strictly after; a naive datetime is UTC; a
+        record's own ``created_at`` lists those created after it)."""
         request = agent_execution_pb2.ListAgentExecutionsRequest(
-            phase=_phase(phase), page_size=page_size, page_token=page_token
+            phase=_phase(phase), agent=agent, parent_id=parent_id, page_size=page_size, page_token=page_token
         )
+        if created_after is not None:
+            request.created_after.CopyFrom(timestamp(created_after, whole_microsecond=True))
         reply = await self._unary(_AEX + "List", request, agent_execution_pb2.ListAgentExecutionsResponse, timeout)
         return Page(tuple(AgentExecution.from_proto(m) for m in reply.executions), reply.next_page_token)
 
     def list_agent_executions(
-        self, *, phase: Phase | str | None = None, page_size: int = 100
+        self,
+        *,
+        phase: Phase | str | None = None,
+        agent: str = "",
+        parent_id: str = "",
+        created_after: datetime | None = None,
+        page_size: int = 100,
     ) -> AsyncIterator[AgentExecution]:
-        """Every agent execution (newest first), page by page as the iteration goes."""
+        """Every agent execution (newest first) that passes the filters, page by page as the iteration goes."""
         return self._pages(
-            lambda token: self.list_agent_executions_page(phase=phase, page_size=page_size, page_token=token)
+            lambda token: self.list_agent_executions_page(
+                phase=phase,
+                agent=agent,
+                parent_id=parent_id,
+                created_after=created_after,
+                page_size=page_size,
+                page_token=token,
+            )
         )
 
     async def watch_agent_execution(self, id: str, *, timeout: float | None = None) -> AsyncIterator[AgentExecution]:
@@ -206,10 +128,51 @@ class AsyncClient:
         async for m in self._stream(_AEX + "Watch", request, agent_execution_pb2.AgentExecution, timeout):
             yield AgentExecution.from_proto(m)
 
+    async def cancel_agent_execution(
+        self,
+        id: str,
+        *,
+        reason: str = "",
+        requested_by: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = 60.0,
+        timeout: float | None = None,
+    ) -> AgentExecution:
+        """Ask the execution to stop; returns it with ``cancel_requested_at`` set (it reaches
+        CANCELLED about a second later). ``requested_by`` defaults to user@host. With ``wait``,
+        follows it to its terminal phase and returns that: CANCELLED, or COMPLETED/FAILED if it
+        finished first (WaitTimeoutError after ``wait_timeout`` s). FailedPreconditionError if
+        it had already finished."""
+        request = agent_execution_pb2.CancelAgentExecutionRequest(
+            id=id, reason=reason, requested_by=requester(requested_by)
+        )
+        reply = await self._unary(_AEX + "Cancel", request, agent_execution_pb2.AgentExecution, timeout)
+        record = AgentExecution.from_proto(reply)
+        if wait and not record.phase.terminal:
+            return await _until(self.watch_agent_execution(id), id, _TERMINAL, wait_timeout)
+        return record
+
+    async def delete_agent_execution(
+        self, id: str, *, force: bool = False, timeout: float | None = None
+    ) -> AgentExecution:
+        """Delete a finished execution; returns it as it was. FailedPreconditionError if it is
+        unfinished, unless ``force``: then the server cancels it and waits (up to 30 s) first."""
+        request = agent_execution_pb2.DeleteAgentExecutionRequest(id=id, force=force)
+        reply = await self._unary(
+            _AEX + "Delete", request, agent_execution_pb2.AgentExecution, self._delete_deadline(force, timeout)
+        )
+        return AgentExecution.from_proto(reply)
+
+    def _delete_deadline(self, force: bool, timeout: float | None) -> float | None:
+        return timeout if timeout or not force else max(self.timeout, FORCE_DELETE_DEADLINE)
+
     # -- workflows -------------------------------------------------------------------------
 
-    async def create_workflow(self, document: str, *, timeout: float | None = None) -> Workflow:
-        request = workflow_pb2.CreateWorkflowRequest(document=document)
+    async def create_workflow(
+        self, document: str, *, request_id: str | None = None, timeout: float | None = None
+    ) -> Workflow:
+        """Validate and store a document; ``request_id``: see the class (None: a fresh one, "": none)."""
+        request = workflow_pb2.CreateWorkflowRequest(document=document, request_id=fill_request_id(request_id))
         return Workflow.from_proto(await self._unary(_WF + "Create", request, workflow_pb2.Workflow, timeout))
 
     async def validate_workflow(self, document: str, *, timeout: float | None = None) -> ValidationResult:
@@ -231,12 +194,21 @@ class AsyncClient:
     def list_workflows(self, *, page_size: int = 100) -> AsyncIterator[Workflow]:
         return self._pages(lambda token: self.list_workflows_page(page_size=page_size, page_token=token))
 
+    async def delete_workflow(self, id_or_name: str, *, timeout: float | None = None) -> Workflow:
+        """Delete a workflow (its finished executions stay); returns it as it was.
+        FailedPreconditionError while executions of it are unfinished."""
+        request = workflow_pb2.DeleteWorkflowRequest(id_or_name=id_or_name)
+        return Workflow.from_proto(await self._unary(_WF + "Delete", request, workflow_pb2.Workflow, timeout))
+
     # -- workflow executions ---------------------------------------------------------------
 
     async def create_workflow_execution(
-        self, *, workflow: str, input: str = "", timeout: float | None = None
+        self, *, workflow: str, input: str = "", request_id: str | None = None, timeout: float | None = None
     ) -> WorkflowExecution:
-        request = workflow_execution_pb2.CreateWorkflowExecutionRequest(workflow=workflow, input=input)
+        """Run a stored workflow; ``request_id``: see the class (None: a fresh one, "": none)."""
+        request = workflow_execution_pb2.CreateWorkflowExecutionRequest(
+            workflow=workflow, input=input, request_id=fill_request_id(request_id)
+        )
         reply = await self._unary(_WEX + "Create", request, workflow_execution_pb2.WorkflowExecution, timeout)
         return WorkflowExecution.from_proto(reply)
 
@@ -249,23 +221,36 @@ class AsyncClient:
         self,
         *,
         phase: Phase | str | None = None,
+        workflow: str = "",
+        created_after: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
     ) -> Page:
+        """One page; the filters (all optional) are ANDed: ``workflow`` (its id or name),
+        ``created_after`` (strictly after; a naive datetime is UTC)."""
         request = workflow_execution_pb2.ListWorkflowExecutionsRequest(
-            phase=_phase(phase), page_size=page_size, page_token=page_token
+            phase=_phase(phase), workflow=workflow, page_size=page_size, page_token=page_token
         )
+        if created_after is not None:
+            request.created_after.CopyFrom(timestamp(created_after, whole_microsecond=True))
         reply = await self._unary(
             _WEX + "List", request, workflow_execution_pb2.ListWorkflowExecutionsResponse, timeout
         )
         return Page(tuple(WorkflowExecution.from_proto(m) for m in reply.executions), reply.next_page_token)
 
     def list_workflow_executions(
-        self, *, phase: Phase | str | None = None, page_size: int = 100
+        self,
+        *,
+        phase: Phase | str | None = None,
+        workflow: str = "",
+        created_after: datetime | None = None,
+        page_size: int = 100,
     ) -> AsyncIterator[WorkflowExecution]:
         return self._pages(
-            lambda token: self.list_workflow_executions_page(phase=phase, page_size=page_size, page_token=token)
+            lambda token: self.list_workflow_executions_page(
+                phase=phase, workflow=workflow, created_after=created_after, page_size=page_size, page_token=token
+            )
         )
 
     async def watch_workflow_execution(
@@ -275,6 +260,36 @@ class AsyncClient:
         request = workflow_execution_pb2.WatchWorkflowExecutionRequest(id=id)
         async for m in self._stream(_WEX + "Watch", request, workflow_execution_pb2.WorkflowExecution, timeout):
             yield WorkflowExecution.from_proto(m)
+
+    async def cancel_workflow_execution(
+        self,
+        id: str,
+        *,
+        reason: str = "",
+        requested_by: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = 60.0,
+        timeout: float | None = None,
+    ) -> WorkflowExecution:
+        """As :meth:`cancel_agent_execution`: its running task becomes CANCELLED (an agent step's
+        execution with it), the tasks not reached SKIPPED."""
+        request = workflow_execution_pb2.CancelWorkflowExecutionRequest(
+            id=id, reason=reason, requested_by=requester(requested_by)
+        )
+        reply = await self._unary(_WEX + "Cancel", request, workflow_execution_pb2.WorkflowExecution, timeout)
+        record = WorkflowExecution.from_proto(reply)
+        if wait and not record.phase.terminal:
+            return await _until(self.watch_workflow_execution(id), id, _TERMINAL, wait_timeout)
+        return record
+
+    async def delete_workflow_execution(
+        self, id: str, *, force: bool = False, timeout: float | None = None
+    ) -> WorkflowExecution:
+        """As :meth:`delete_agent_execution`; the agent executions of its steps go with it."""
+        request = workflow_execution_pb2.DeleteWorkflowExecutionRequest(id=id, force=force)
+        deadline = self._delete_deadline(force, timeout)
+        reply = await self._unary(_WEX + "Delete", request, workflow_execution_pb2.WorkflowExecution, deadline)
+        return WorkflowExecution.from_proto(reply)
 
     # -- the connection to Temporal --------------------------------------------------------
 
@@ -323,18 +338,27 @@ class AsyncClient:
         PhaseNotReachedError if it ends in another phase; WaitTimeoutError after ``timeout`` s.
         """
         wanted = {Phase(p) for p in phases}
-        watch = self.watch_workflow_execution(id) if id.startswith("wex-") else self.watch_agent_execution(id)
-        last: AgentExecution | WorkflowExecution | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                async for last in watch:
-                    if last.phase in wanted:
-                        return last
-        except TimeoutError:
-            state = f"still {last.phase}" if last else "no answer"
-            raise WaitTimeoutError(f"{id} not {'/'.join(sorted(wanted))} after {timeout:g} s ({state})") from None
-        assert last is not None  # a Watch sends the current state first
-        raise PhaseNotReachedError(f"{id} ended {last.phase}: {last.error or 'no error'}", execution=last)
+        if id.startswith("wex-"):
+            return await _until(self.watch_workflow_execution(id), id, wanted, timeout)
+        return await _until(self.watch_agent_execution(id), id, wanted, timeout)
+
+
+async def _until(watch: AsyncIterator[V], id: str, wanted: Collection[Phase], timeout: float) -> V:
+    """The first state of a Watch in one of ``wanted``; the errors of :meth:`AsyncClient.wait_for_phase`."""
+    last: V | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            async for last in watch:
+                if last.phase in wanted:
+                    return last
+    except TimeoutError:
+        state = f"still {last.phase}" if last else "no answer"
+        what = "finished" if set(wanted) == _TERMINAL else "/".join(sorted(wanted))
+        raise WaitTimeoutError(f"{id} not {what} after {timeout:g} s ({state})") from None
+    finally:
+        await watch.aclose()  # type: ignore[attr-defined]  # an async generator
+    assert last is not None  # a Watch sends the current state first
+    raise PhaseNotReachedError(f"{id} ended {last.phase}: {last.error or 'no error'}", execution=last)
 
 
 def _phase(phase: Phase | str | None) -> common_pb2.ExecutionPhase:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Collection, Coroutine, Iterator, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from stigmer.client._aio import AsyncClient
@@ -103,10 +104,18 @@ class Client:
     # -- agent executions
 
     def create_agent_execution(
-        self, *, agent: str, message: str, runtime_env: Mapping[str, str] | None = None, timeout: float | None = None
+        self,
+        *,
+        agent: str,
+        message: str,
+        runtime_env: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
     ) -> AgentExecution:
         return self._run(
-            self._aio.create_agent_execution(agent=agent, message=message, runtime_env=runtime_env, timeout=timeout)
+            self._aio.create_agent_execution(
+                agent=agent, message=message, runtime_env=runtime_env, request_id=request_id, timeout=timeout
+            )
         )
 
     def get_agent_execution(self, id: str, *, timeout: float | None = None) -> AgentExecution:
@@ -116,28 +125,68 @@ class Client:
         self,
         *,
         phase: Phase | str | None = None,
+        agent: str = "",
+        parent_id: str = "",
+        created_after: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
     ) -> Page:
         return self._run(
             self._aio.list_agent_executions_page(
-                phase=phase, page_size=page_size, page_token=page_token, timeout=timeout
+                phase=phase,
+                agent=agent,
+                parent_id=parent_id,
+                created_after=created_after,
+                page_size=page_size,
+                page_token=page_token,
+                timeout=timeout,
             )
         )
 
     def list_agent_executions(
-        self, *, phase: Phase | str | None = None, page_size: int = 100
+        self,
+        *,
+        phase: Phase | str | None = None,
+        agent: str = "",
+        parent_id: str = "",
+        created_after: datetime | None = None,
+        page_size: int = 100,
     ) -> Iterator[AgentExecution]:
-        return self._iterate(self._aio.list_agent_executions(phase=phase, page_size=page_size))
+        return self._iterate(
+            self._aio.list_agent_executions(
+                phase=phase, agent=agent, parent_id=parent_id, created_after=created_after, page_size=page_size
+            )
+        )
 
     def watch_agent_execution(self, id: str, *, timeout: float | None = None) -> Iterator[AgentExecution]:
         return self._iterate(self._aio.watch_agent_execution(id, timeout=timeout))
 
+    def cancel_agent_execution(
+        self,
+        id: str,
+        *,
+        reason: str = "",
+        requested_by: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = 60.0,
+        timeout: float | None = None,
+    ) -> AgentExecution:
+        return self._run(
+            self._aio.cancel_agent_execution(
+                id, reason=reason, requested_by=requested_by, wait=wait, wait_timeout=wait_timeout, timeout=timeout
+            )
+        )
+
+    def delete_agent_execution(self, id: str, *, force: bool = False, timeout: float | None = None) -> AgentExecution:
+        return self._run(self._aio.delete_agent_execution(id, force=force, timeout=timeout))
+
     # -- workflows
 
-    def create_workflow(self, document: str, *, timeout: float | None = None) -> Workflow:
-        return self._run(self._aio.create_workflow(document, timeout=timeout))
+    def create_workflow(
+        self, document: str, *, request_id: str | None = None, timeout: float | None = None
+    ) -> Workflow:
+        return self._run(self._aio.create_workflow(document, request_id=request_id, timeout=timeout))
 
     def validate_workflow(self, document: str, *, timeout: float | None = None) -> ValidationResult:
         return self._run(self._aio.validate_workflow(document, timeout=timeout))
@@ -151,12 +200,17 @@ class Client:
     def list_workflows(self, *, page_size: int = 100) -> Iterator[Workflow]:
         return self._iterate(self._aio.list_workflows(page_size=page_size))
 
+    def delete_workflow(self, id_or_name: str, *, timeout: float | None = None) -> Workflow:
+        return self._run(self._aio.delete_workflow(id_or_name, timeout=timeout))
+
     # -- workflow executions
 
     def create_workflow_execution(
-        self, *, workflow: str, input: str = "", timeout: float | None = None
+        self, *, workflow: str, input: str = "", request_id: str | None = None, timeout: float | None = None
     ) -> WorkflowExecution:
-        return self._run(self._aio.create_workflow_execution(workflow=workflow, input=input, timeout=timeout))
+        return self._run(
+            self._aio.create_workflow_execution(workflow=workflow, input=input, request_id=request_id, timeout=timeout)
+        )
 
     def get_workflow_execution(self, id: str, *, timeout: float | None = None) -> WorkflowExecution:
         return self._run(self._aio.get_workflow_execution(id, timeout=timeout))
@@ -165,23 +219,60 @@ class Client:
         self,
         *,
         phase: Phase | str | None = None,
+        workflow: str = "",
+        created_after: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
     ) -> Page:
         return self._run(
             self._aio.list_workflow_executions_page(
-                phase=phase, page_size=page_size, page_token=page_token, timeout=timeout
+                phase=phase,
+                workflow=workflow,
+                created_after=created_after,
+                page_size=page_size,
+                page_token=page_token,
+                timeout=timeout,
             )
         )
 
     def list_workflow_executions(
-        self, *, phase: Phase | str | None = None, page_size: int = 100
+        self,
+        *,
+        phase: Phase | str | None = None,
+        workflow: str = "",
+        created_after: datetime | None = None,
+        page_size: int = 100,
     ) -> Iterator[WorkflowExecution]:
-        return self._iterate(self._aio.list_workflow_executions(phase=phase, page_size=page_size))
+        return self._iterate(
+            self._aio.list_workflow_executions(
+                phase=phase, workflow=workflow, created_after=created_after, page_size=page_size
+            )
+        )
 
     def watch_workflow_execution(self, id: str, *, timeout: float | None = None) -> Iterator[WorkflowExecution]:
         return self._iterate(self._aio.watch_workflow_execution(id, timeout=timeout))
+
+    def cancel_workflow_execution(
+        self,
+        id: str,
+        *,
+        reason: str = "",
+        requested_by: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = 60.0,
+        timeout: float | None = None,
+    ) -> WorkflowExecution:
+        return self._run(
+            self._aio.cancel_workflow_execution(
+                id, reason=reason, requested_by=requested_by, wait=wait, wait_timeout=wait_timeout, timeout=timeout
+            )
+        )
+
+    def delete_workflow_execution(
+        self, id: str, *, force: bool = False, timeout: float | None = None
+    ) -> WorkflowExecution:
+        return self._run(self._aio.delete_workflow_execution(id, force=force, timeout=timeout))
 
     # -- the connection to Temporal
 

@@ -24,6 +24,22 @@ def phase_to_proto(phase: Phase | str) -> common_pb2.ExecutionPhase:
     return common_pb2.ExecutionPhase.Value(Phase(phase).value)  # type: ignore[return-value]  # typed as int
 
 
+def timestamp(when: datetime, *, whole_microsecond: bool = False) -> Timestamp:
+    """A datetime as a Timestamp: an aware one at its instant, a naive one read as UTC.
+
+    ``whole_microsecond`` (for "created after" filters) makes it the last nanosecond of its
+    microsecond: the server's times are finer than a datetime's, so a record's own ``created_at``
+    (cut to the microsecond) would otherwise read as a moment just before the record.
+    """
+    if not isinstance(when, datetime):
+        raise TypeError(f"expected a datetime, got {type(when).__name__}")
+    stamp = Timestamp()
+    stamp.FromDatetime(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+    if whole_microsecond:
+        stamp.nanos += 999
+    return stamp
+
+
 def _phase(value: int) -> Phase:
     return Phase(common_pb2.ExecutionPhase.Name(value))
 
@@ -63,6 +79,10 @@ class AgentExecution(_View[agent_execution_pb2.AgentExecution]):
     completed_at: datetime | None
     temporal_workflow_id: str
     parent_id: str
+    request_id: str
+    cancel_requested_at: datetime | None
+    cancelled_by: str
+    cancel_reason: str
 
     @classmethod
     def from_proto(cls, m: agent_execution_pb2.AgentExecution) -> AgentExecution:
@@ -80,6 +100,10 @@ class AgentExecution(_View[agent_execution_pb2.AgentExecution]):
             completed_at=_time(m.completed_at, present=m.HasField("completed_at")),
             temporal_workflow_id=m.temporal_workflow_id,
             parent_id=m.parent_id,
+            request_id=m.request_id,
+            cancel_requested_at=_time(m.cancel_requested_at, present=m.HasField("cancel_requested_at")),
+            cancelled_by=m.cancelled_by,
+            cancel_reason=m.cancel_reason,
         )
 
     @property
@@ -105,6 +129,7 @@ class Workflow(_View[workflow_pb2.Workflow]):
     document: str
     validation: ValidationResult
     created_at: datetime | None
+    request_id: str
 
     @classmethod
     def from_proto(cls, m: workflow_pb2.Workflow) -> Workflow:
@@ -115,6 +140,7 @@ class Workflow(_View[workflow_pb2.Workflow]):
             document=m.document,
             validation=ValidationResult.from_proto(m.validation),
             created_at=_time(m.created_at),
+            request_id=m.request_id,
         )
 
 
@@ -141,6 +167,10 @@ class WorkflowExecution(_View[workflow_execution_pb2.WorkflowExecution]):
     started_at: datetime | None
     completed_at: datetime | None
     temporal_workflow_id: str
+    request_id: str
+    cancel_requested_at: datetime | None
+    cancelled_by: str
+    cancel_reason: str
 
     @classmethod
     def from_proto(cls, m: workflow_execution_pb2.WorkflowExecution) -> WorkflowExecution:
@@ -162,6 +192,10 @@ class WorkflowExecution(_View[workflow_execution_pb2.WorkflowExecution]):
             started_at=_time(m.started_at, present=m.HasField("started_at")),
             completed_at=_time(m.completed_at, present=m.HasField("completed_at")),
             temporal_workflow_id=m.temporal_workflow_id,
+            request_id=m.request_id,
+            cancel_requested_at=_time(m.cancel_requested_at, present=m.HasField("cancel_requested_at")),
+            cancelled_by=m.cancelled_by,
+            cancel_reason=m.cancel_reason,
         )
 
 

@@ -14,7 +14,8 @@ Tests" pattern, server first and Temporal after, reads::
 Public names (everything else here is private):
 
 * fixtures ``temporal_dev_server``, ``stigmer_server``, ``stigmer_client``, ``async_stigmer_client``,
-  ``temporal_dev_server_factory``, ``stigmer_server_factory`` (each documented below);
+  ``temporal_dev_server_factory``, ``stigmer_server_factory``, ``stigmer_postgres``,
+  ``postgres_database``, ``owned_postgres`` (each documented below);
 * the marker ``stigmer_temporal(start=True)``;
 * the command line option ``--stigmer-scope`` and the ini option ``stigmer_scope``.
 
@@ -32,7 +33,14 @@ checked by binding, never handed out twice by one process), directories from ``t
 
 **Failures.** When a test's setup, call or teardown fails, its report gets a section with the log
 of every stigmer server the test used (``stigmer server log (ADDRESS)``, the last 200 lines) and
-the tail of every dev server's log (``temporal dev server log (ADDRESS)``).
+the tail of every dev server's log (``temporal dev server log (ADDRESS)``) and of every PostgreSQL
+cluster's (``postgres log (127.0.0.1:PORT)``).
+
+**PostgreSQL** (``stigmer.testing.postgres``, for the PostgreSQL store of issue 15). ``stigmer_postgres``
+is one throw-away cluster per session (per xdist worker), started only when a test asks for it;
+``postgres_database`` gives each test a fresh empty database on it (dropped at teardown), and
+``owned_postgres`` a cluster of the test's own, to kill and restart. Without PostgreSQL's server
+binaries these fixtures skip the test, except under ``CI`` where they fail.
 
 **Cleanup.** Every process is killed by its PID (its process group) at teardown on every path;
 dev servers that outlive their fixture anyway (a crashed run) are killed at interpreter exit.
@@ -40,6 +48,7 @@ dev servers that outlive their fixture anyway (a crashed run) are killed at inte
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
@@ -52,6 +61,7 @@ from stigmer.testing.server import StigmerServerProcess
 
 if TYPE_CHECKING:
     from stigmer.client import AsyncClient, Client
+    from stigmer.testing.postgres import PostgresDatabase, PostgresServer
     from stigmer.testing.temporal import TemporalDevServer
 
 Scope = Literal["function", "module", "session"]
@@ -116,6 +126,7 @@ def _log_sections(item: pytest.Item) -> list[tuple[str, str]]:
     """The logs of the processes this item's fixtures started (or point at), titled by address."""
     servers: list[StigmerServerProcess] = []
     temporals: list[TemporalDevServer] = []
+    clusters: list[PostgresServer] = []
     for value in getattr(item, "funcargs", {}).values():
         if isinstance(value, StigmerServerFactory):
             servers += value.servers
@@ -126,6 +137,8 @@ def _log_sections(item: pytest.Item) -> list[tuple[str, str]]:
             temporals += value.servers
         elif _is_dev_server(value):
             temporals.append(value)
+        elif (postgres := _postgres_of(value)) is not None:
+            clusters.append(postgres)
     sections = [
         (f"stigmer server log ({server.address})", log_tail(server.log()) or "(empty)") for server in _unique(servers)
     ]
@@ -133,12 +146,25 @@ def _log_sections(item: pytest.Item) -> list[tuple[str, str]]:
         (f"temporal dev server log ({temporal.address})", temporal.log_tail(lines=TEMPORAL_LOG_LINES))
         for temporal in _unique(temporals)
     ]
+    sections += [
+        (f"postgres log (127.0.0.1:{cluster.port})", cluster.log_tail(lines=TEMPORAL_LOG_LINES))
+        for cluster in _unique(clusters)
+    ]
     return sections
 
 
 def _is_dev_server(value: object) -> bool:
     module = sys.modules.get("stigmer.testing.temporal")  # not loaded: no dev server exists
     return module is not None and isinstance(value, module.TemporalDevServer)
+
+
+def _postgres_of(value: object) -> PostgresServer | None:
+    module = sys.modules.get("stigmer.testing.postgres")  # not loaded: no cluster exists
+    if module is None:
+        return None
+    if isinstance(value, module.PostgresDatabase):
+        return cast("PostgresServer", value.server)
+    return cast("PostgresServer", value) if isinstance(value, module.PostgresServer) else None
 
 
 def _unique(items: list[Any]) -> list[Any]:
@@ -246,3 +272,62 @@ async def async_stigmer_client(stigmer_server: StigmerServerProcess) -> AsyncIte
 
     async with AsyncClient(address=stigmer_server.address, timeout=CLIENT_TIMEOUT) as client:
         yield client
+
+
+# -- PostgreSQL (stigmer.testing.postgres, imported only when a test asks for a cluster) --------
+
+
+def _postgres_server() -> PostgresServer:
+    """A started cluster; skips the test when PostgreSQL is not installed (fails under CI)."""
+    from stigmer.testing.postgres import PostgresNotFoundError, PostgresServer
+
+    try:
+        server = PostgresServer()
+    except PostgresNotFoundError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    try:
+        return server.start()
+    except BaseException:
+        server.close()
+        raise
+
+
+@pytest.fixture(scope="session")
+def stigmer_postgres() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL cluster for the session (per xdist worker), started on first use:
+    a ``stigmer.testing.postgres.PostgresServer`` on a free loopback port (``.url`` is
+    ``postgresql://stigmer@127.0.0.1:PORT/stigmer``, the superuser; ``.create_database()``,
+    ``.create_role(name, password=..., read_only=...)``, ``.connect()``, ``.execute(sql)``). Shared:
+    never kill, restart or stop it (use ``owned_postgres``) and give roles unique names. Killed
+    and its temp dir removed at the end of the session."""
+    server = _postgres_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_database(stigmer_postgres: PostgresServer) -> Iterator[PostgresDatabase]:
+    """A fresh empty database ``test_<uuid>`` on ``stigmer_postgres``, dropped (``WITH (FORCE)``) at
+    teardown: a ``PostgresDatabase`` with ``.name``, ``.url``, ``.url_for(user=, password=)`` and
+    ``.connect()``."""
+    database = stigmer_postgres.create_database()
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+@pytest.fixture
+def owned_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own, started: ``.kill()`` (SIGKILL of the postmaster and
+    every backend), ``.stop()`` and ``.restart()`` (same port and data dir, data kept). Killed and
+    its temp dir removed at teardown."""
+    server = _postgres_server()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,161 @@
+"""The transport under :class:`stigmer.client.AsyncClient`: one channel, the two call shapes (unary
+with the opt-in retry, server stream), paging, and what a call says about itself (request ids, who
+asks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import getpass
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Self, TypeVar
+
+import grpc
+from google.protobuf.message import Message as ProtoMessage
+
+from stigmer.client import _errors
+from stigmer.client.models import Page
+from stigmer.config import DEFAULT_ADDRESS
+from stigmer.errors import StigmerError, TemporalUnavailableError
+from stigmer.security import ClientSecurity, Secret
+
+ADDRESS_ENV = "STIGMER_SERVER_ADDRESS"
+T = TypeVar("T")
+#: No client-side size cap: a workflow execution with many agent steps can exceed gRPC's 4 MiB.
+_OPTIONS: list[tuple[str, Any]] = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", -1)]
+
+
+class Transport:
+    """A connection to one stigmer server and the shapes of its calls (AsyncClient's base).
+
+    ``timeout`` arguments are gRPC deadlines callers pass per call, not waits (hence the noqa).
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        token: str | None = None,
+        security: ClientSecurity | None = None,
+        timeout: float = 30.0,
+        retry_unavailable: float = 0.0,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.address = address or os.environ.get(ADDRESS_ENV, "").strip() or DEFAULT_ADDRESS
+        security = security or ClientSecurity.from_env()
+        if token is not None:  # "" sends none
+            security = dataclasses.replace(security, token=Secret(token) if token else None)
+        self._security = security
+        self.timeout = timeout
+        self.retry_unavailable = retry_unavailable
+        self._metadata = security.metadata() or None
+        self._channel: grpc.aio.Channel | None = None
+        self._unaries: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; safe twice."""
+        self._closed = True
+        channel, self._channel = self._channel, None
+        self._unaries.clear()
+        if channel is not None:
+            await channel.close()
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._channel is None:
+            self._channel = self._security.aio_channel(self.address, options=_OPTIONS)
+        return self._channel
+
+    # -- the two call shapes ---------------------------------------------------------------
+
+    def _error(self, error: grpc.RpcError) -> StigmerError:
+        return _errors.from_rpc(error, address=self.address, tls=self._security.tls)
+
+    async def _unary(self, method: str, request: ProtoMessage, reply: type[T], timeout: float | None) -> T:  # noqa: ASYNC109
+        call = self._unaries.get(method)
+        if call is None:  # one multicallable per method and channel: making one per call costs CPU
+            call = self._unaries[method] = self._open().unary_unary(
+                method,
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=reply.FromString,  # type: ignore[attr-defined]
+            )
+        budget = time.monotonic() + self.retry_unavailable
+        while True:
+            try:
+                result: T = await call(request, timeout=timeout or self.timeout, metadata=self._metadata)
+                return result
+            except grpc.RpcError as rpc_error:
+                error = self._error(rpc_error)
+            if not isinstance(error, TemporalUnavailableError) or time.monotonic() + error.retry_after > budget:
+                raise error from None
+            await asyncio.sleep(error.retry_after)
+
+    async def _stream(
+        self,
+        method: str,
+        request: ProtoMessage,
+        reply: type[T],
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncIterator[T]:
+        """A server stream (``timeout``: for all of it, none by default); a broken one raises
+        (ServerUnreachableError, ...) rather than just ending."""
+        call = self._open().unary_stream(
+            method,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=reply.FromString,  # type: ignore[attr-defined]
+        )
+        stream = call(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for item in stream:
+                yield item
+        except grpc.RpcError as rpc_error:
+            raise self._error(rpc_error) from None
+        finally:
+            stream.cancel()
+
+    async def _pages(self, fetch: Callable[[str], Any]) -> AsyncIterator[Any]:
+        token = ""
+        while True:
+            page: Page = await fetch(token)
+            for item in page.items:
+                yield item
+            token = page.next_page_token
+            if not token:
+                return
+
+
+def fill_request_id(given: str | None) -> str:
+    """The request_id of one create: the caller's (``""``: none), else a fresh UUID. Made once per
+    call, before its request: the call's own retries resend that same request, hence the same id."""
+    return str(uuid.uuid4()) if given is None else given
+
+
+def requester(given: str | None) -> str:
+    """Who asks for a cancel: the caller's text, else ``user@host`` (within the server's 256 bytes)."""
+    if given is not None:
+        return given
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError, ImportError):  # no USER/LOGNAME and no passwd entry (a container's uid)
+        user = ""
+    try:
+        host = socket.gethostname()
+    except OSError:
+        host = ""
+    return f"{user or 'unknown'}@{host or 'localhost'}".encode()[:256].decode(errors="ignore")
