@@ -22,6 +22,14 @@ UNAVAILABLE_LINES = [
 ]
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_flags(request) -> list[str]:
+    """The guide's three scenarios run on both stores: SQLite in the data dir, and PostgreSQL."""
+    if request.param == "sqlite":
+        return []
+    return ["--database-url", request.getfixturevalue("postgres_database").url]
+
+
 def create(server, message: str = "hello"):
     return server.cli("agent-execution", "create", "--agent", "echo", "--message", message)
 
@@ -32,9 +40,9 @@ def assert_created(result) -> str:
     return result.out.split("Created: ", 1)[1].strip()
 
 
-def test_delayed_start_server_first_temporal_later(temporal_dev_server_factory, stigmer_server_factory):
+def test_delayed_start_server_first_temporal_later(temporal_dev_server_factory, stigmer_server_factory, store_flags):
     port = free_port()
-    server = stigmer_server_factory(temporal=f"127.0.0.1:{port}")
+    server = stigmer_server_factory(temporal=f"127.0.0.1:{port}", extra=store_flags)
     wait_for_log(server, "Failed initial Temporal connection - will retry automatically")
     # The API serves while Temporal is down, and says so.
     status = server.cli("server", "status")
@@ -54,9 +62,9 @@ def test_delayed_start_server_first_temporal_later(temporal_dev_server_factory, 
     assert follow.code == 0 and "COMPLETED" in follow.out, follow.text
 
 
-def test_temporal_restart(temporal_dev_server_factory, stigmer_server_factory):
+def test_temporal_restart(temporal_dev_server_factory, stigmer_server_factory, store_flags):
     temporal = temporal_dev_server_factory()
-    server = stigmer_server_factory(temporal=temporal.address)
+    server = stigmer_server_factory(temporal=temporal.address, extra=store_flags)
     wait_for_log(server, "✅ Initial Temporal connection successful")
     assert "All Temporal workers started" in server.log()
     assert_created(create(server, "before"))
@@ -85,10 +93,12 @@ def test_temporal_restart(temporal_dev_server_factory, stigmer_server_factory):
     print(f"restart: create succeeded {took:.2f}s after Temporal answered ({len(results)} tries)")
 
 
-def test_connection_loss_through_a_black_hole(temporal_dev_server_factory, tcp_proxy_factory, stigmer_server_factory):
+def test_connection_loss_through_a_black_hole(
+    temporal_dev_server_factory, tcp_proxy_factory, stigmer_server_factory, store_flags
+):
     temporal = temporal_dev_server_factory()
     proxy = tcp_proxy_factory(temporal.address)
-    server = stigmer_server_factory(temporal=proxy.address)
+    server = stigmer_server_factory(temporal=proxy.address, extra=store_flags)
     wait_for_log(server, "✅ Initial Temporal connection successful")
     assert_created(create(server, "before"))
     offset = len(server.log())
