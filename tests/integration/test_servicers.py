@@ -119,11 +119,17 @@ class Stack:
 
 @asynccontextmanager
 async def serving(
-    settings: ConnectionSettings, data_dir: Path, *, start_timeout: float = 10.0, reconcile: bool = False
+    settings: ConnectionSettings,
+    data_dir: Path,
+    *,
+    start_timeout: float = 10.0,
+    reconcile: bool = False,
+    database_url: str | None = None,
 ) -> AsyncIterator[Stack]:
     """The production wiring in miniature: listener first, then Temporal in the background
-    (and, with ``reconcile``, the reconciler on every CONNECTED)."""
-    store = Store.open(data_dir)
+    (and, with ``reconcile``, the reconciler on every CONNECTED). The store is SQLite in
+    ``data_dir`` unless ``database_url`` names another."""
+    store = Store.connect(database_url, data_dir=data_dir)
     # The connection is the controllers' Availability and the controllers are its creator
     # targets: the lambdas break the cycle (they read the controllers only once connected).
     connection = TemporalConnection(
@@ -145,7 +151,7 @@ async def serving(
     )
     if reconcile:
         connection.when_connected(Reconciler(store=store, availability=connection).reconcile)
-    health = ServerHealth(connection.lifecycle)
+    health = ServerHealth(connection.lifecycle, database=store)
     bound = build_server(
         Services(
             agent_executions=agent_executions,
