@@ -19,7 +19,7 @@ from stigmer.client import Client, Page
 from stigmer.client.models import message_of
 from stigmer.config import DEFAULT_ADDRESS
 from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY
-from stigmer.errors import ExitCode, StigmerError, TemporalUnavailableError
+from stigmer.errors import DatabaseUnavailableError, ExitCode, StigmerError, TemporalUnavailableError
 from stigmer.security import ClientSecurity, ClientSecurityError, tls_hint
 
 T = TypeVar("T")
@@ -96,7 +96,8 @@ def fail(error: StigmerError, *, address: str, output: str) -> NoReturn:
     """Print a server's refusal the way the contract says and exit with its code."""
     code, details, trailing = error.code or "UNKNOWN", error.details or str(error), error.trailing
     ours = isinstance(error, TemporalUnavailableError)  # the server refused: Temporal is down (stigmer.client)
-    if code == "UNAVAILABLE" and not ours:
+    database = isinstance(error, DatabaseUnavailableError)  # the server refused: its database is down
+    if code == "UNAVAILABLE" and not ours and not database:
         message = f"cannot reach the stigmer server at {address} ({details or 'no answer'}). " + (
             tls_hint(details, tls=ClientSecurity.from_env().tls)
             or "Start it with `stigmer server start` (add --managed-temporal to run a local Temporal too), "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY, UNAVAILABLE_MESSAGE
+from stigmer.contract import DATABASE_UNAVAILABLE, RETRY_AFTER_KEY, STATE_KEY, UNAVAILABLE_KIND_KEY, UNAVAILABLE_MESSAGE
 from stigmer.errors import (
     AlreadyExistsError,
+    DatabaseUnavailableError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -48,6 +49,8 @@ def _map(code: grpc.StatusCode, details: str, metadata: dict[str, str], *, addre
         retry_after = float(metadata.get(RETRY_AFTER_KEY, "1") or 1)
         return TemporalUnavailableError(details or UNAVAILABLE_MESSAGE, state=metadata.get(STATE_KEY, ""),
                                         retry_after=retry_after)  # fmt: skip
+    if code == grpc.StatusCode.UNAVAILABLE and metadata.get(UNAVAILABLE_KIND_KEY) == DATABASE_UNAVAILABLE:
+        return DatabaseUnavailableError(details)  # the server answered: its database did not
     if code == grpc.StatusCode.UNAVAILABLE:
         hint = tls_hint(details, tls=tls) or "is it running (`stigmer server start`), and is the address right?"
         return ServerUnreachableError(

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from loguru import logger
 
+from stigmer.contract import DATABASE_UNAVAILABLE, UNAVAILABLE_KIND_KEY
 from stigmer.contract import RETRY_AFTER_KEY as RETRY_AFTER_KEY
 from stigmer.contract import STATE_KEY as STATE_KEY
 from stigmer.errors import (
@@ -68,6 +69,13 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[
         retry_after = str(retry_after_seconds(error.retry_after))
         metadata = ((STATE_KEY, error.state or "UNKNOWN"), (RETRY_AFTER_KEY, retry_after))
         return grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, metadata
+    if isinstance(error, DatabaseUnavailableError):
+        # The server answered: marked so that a client tells it from "could not reach the server".
+        return (
+            grpc.StatusCode.UNAVAILABLE,
+            str(error),
+            ((UNAVAILABLE_KIND_KEY, DATABASE_UNAVAILABLE), (RETRY_AFTER_KEY, "1")),
+        )
     for kind, code in CODES:
         if isinstance(error, kind):
             return code, str(error), ()
@@ -89,6 +97,9 @@ def finish_with(error: Exception, context: grpc.aio.ServicerContext[Any, Any], *
     code, details, metadata = status_for(error)
     if code is grpc.StatusCode.INTERNAL:
         logger.opt(exception=error).error("Unhandled error in {}", rpc, rpc=rpc)
+    elif isinstance(error, DatabaseUnavailableError):
+        # The store logs the database's outage once; one line per refused request would flood.
+        logger.debug("{} refused: database unavailable", rpc, rpc=rpc)
     elif isinstance(error, DatabaseError):
         logger.error("{} failed: {}", rpc, error, rpc=rpc)  # the operator has something to fix
     elif code is grpc.StatusCode.UNAVAILABLE:

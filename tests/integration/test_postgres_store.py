@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stigmer.testing.postgres import PostgresDatabase, PostgresServer
 
 from stigmer.errors import ConfigError, DatabaseError, DatabaseUnavailableError
 from stigmer.store import AGENT_EXECUTION, Phase, RequestKey, Store, body_digest
 from stigmer.testing.eventually import wait_until
+from stigmer.testing.postgres import PostgresDatabase, PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
