@@ -21,7 +21,8 @@ from google.protobuf.message import Message as ProtoMessage
 from stigmer.client import _errors
 from stigmer.client.models import Page
 from stigmer.config import DEFAULT_ADDRESS
-from stigmer.errors import StigmerError, TemporalUnavailableError
+from stigmer.contract import RETRY_AFTER_KEY
+from stigmer.errors import DatabaseUnavailableError, StigmerError, TemporalUnavailableError
 from stigmer.security import ClientSecurity, Secret
 
 ADDRESS_ENV = "STIGMER_SERVER_ADDRESS"
@@ -102,9 +103,12 @@ class Transport:
                 return result
             except grpc.RpcError as rpc_error:
                 error = self._error(rpc_error)
-            if not isinstance(error, TemporalUnavailableError) or time.monotonic() + error.retry_after > budget:
+            # The server refused for now (Temporal or its database away): nothing was done, and a
+            # create resends the same request id, so a retry cannot duplicate anything.
+            wait = _retry_after(error)
+            if wait is None or time.monotonic() + wait > budget:
                 raise error from None
-            await asyncio.sleep(error.retry_after)
+            await asyncio.sleep(wait)
 
     async def _stream(
         self,
@@ -159,3 +163,12 @@ def requester(given: str | None) -> str:
     except OSError:
         host = ""
     return f"{user or 'unknown'}@{host or 'localhost'}".encode()[:256].decode(errors="ignore")
+
+
+def _retry_after(error: StigmerError) -> float | None:
+    """Seconds to wait before retrying a refusal worth retrying; None for any other error."""
+    if isinstance(error, TemporalUnavailableError):
+        return error.retry_after
+    if isinstance(error, DatabaseUnavailableError):
+        return float((error.trailing or {}).get(RETRY_AFTER_KEY, "1") or 1)
+    return None
