@@ -12,6 +12,12 @@ from statemachine.table import machine_transitions
 Format = Literal["mermaid", "dot", "svg"]
 FORMATS: Final[tuple[Format, ...]] = ("mermaid", "dot", "svg")
 TITLE: Final = "Temporal connection lifecycle"
+#: What entering and leaving CONNECTED does, per process role (one machine, role-specific effects).
+ROLE_EFFECTS: Final = (
+    "entry: start workers (roles all, worker; --queues)",
+    "+ inject creators (roles all, api)",
+    "exit: withdraw creators, stop workers",
+)
 
 
 class DiagramError(RuntimeError):
@@ -47,8 +53,9 @@ def render_mermaid(*, current: State | None = None) -> str:
     text: str = _graph("mermaid", current).draw(None)  # type: ignore[attr-defined]
     # Mermaid documents the styling statement in lower case.
     text = text.replace("\n  Class ", "\n  class ")
-    # Show that STOPPED is terminal, the way state diagrams usually do.
-    return text.rstrip("\n") + "\n  STOPPED --> [*]\n"
+    # Show that STOPPED is terminal, the way state diagrams usually do, and what CONNECTED does.
+    note = "".join(f"    {line}\n" for line in ROLE_EFFECTS)
+    return text.rstrip("\n") + f"\n  STOPPED --> [*]\n  note right of CONNECTED\n{note}  end note\n"
 
 
 def render_dot(*, current: State | None = None) -> str:

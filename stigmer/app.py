@@ -15,7 +15,14 @@ from loguru import logger
 
 from stigmer import __version__
 from stigmer.config import Config, split_host_port
-from stigmer.controllers import AgentExecutionController, Reconciler, WorkflowController, WorkflowExecutionController
+from stigmer.controllers import (
+    LEASE_KEY,
+    AgentExecutionController,
+    LeadingReconciler,
+    Reconciler,
+    WorkflowController,
+    WorkflowExecutionController,
+)
 from stigmer.errors import ConfigError, DatabaseError, ExitCode
 from stigmer.managed_temporal import ManagedTemporal, TemporalBinaryMissing
 from stigmer.outage import OutageLimit
@@ -90,6 +97,7 @@ class StigmerServer:
             temporal=config.temporal_host_port,
             namespace=config.namespace,
             data_dir=str(config.data_dir),
+            role=config.role.describe(),
             protection=describe_protection(config),
             temporal_security=config.temporal_security.describe() if config.temporal_security else "plaintext",
         )
@@ -126,20 +134,20 @@ class StigmerServer:
             store.close()
             logger.info("Stigmer Server stopped")
 
-    async def _serve(self, config: Config, store: Store, managed: ManagedTemporal | None, stop: asyncio.Event) -> int:
-        settings = config.connection_settings()
-        if managed is not None and settings.security.describe() != "plaintext":
-            # Our own dev server speaks plaintext only; production credentials are not for it.
-            logger.warning(
-                "Ignoring Temporal TLS/API key settings ({}) for the managed local Temporal",
-                settings.security.describe(),
-            )
-            settings = replace(settings, security=TemporalSecurity())
-        connection = TemporalConnection(settings, store=store, runner=self._runner)
+    @staticmethod
+    def _api(config: Config, store: Store, connection: TemporalConnection) -> tuple[Services, LeadingReconciler | None]:
+        """The controllers of an API process (roles all and api), wired to the connection; a worker
+        process serves only status and health, and never reconciles."""
+        health = ServerHealth(connection.lifecycle, database=store)
+        if not config.role.serves_api:
+            return Services(
+                agent_executions=None, workflows=None, workflow_executions=None, status=connection, health=health
+            ), None
         # The controllers ask the connection for a fast retry; the connection hands them creators
         # while CONNECTED, and on every entry to CONNECTED the reconciler settles unfinished
-        # executions (nothing is left in PENDING).
+        # executions (nothing is left in PENDING) -- in one API process at a time (the lease).
         reconciler = Reconciler(store=store, availability=connection)
+        leader = LeadingReconciler(reconciler, store.lease(LEASE_KEY), session=connection.session)
         ttl = config.request_id_ttl
         agent_executions = AgentExecutionController(store=store, availability=connection, request_id_ttl=ttl)
         workflows = WorkflowController(store=store, availability=connection, request_id_ttl=ttl)
@@ -151,9 +159,7 @@ class StigmerServer:
                 workflow_validation=workflows.set_validator,
             )
         )
-        connection.when_connected(reconciler.reconcile)
-        limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
-        health = ServerHealth(connection.lifecycle, database=store)
+        connection.when_connected(leader.on_connected)
         services = Services(
             agent_executions=agent_executions,
             workflows=workflows,
@@ -161,6 +167,20 @@ class StigmerServer:
             status=connection,
             health=health,
         )
+        return services, leader
+
+    async def _serve(self, config: Config, store: Store, managed: ManagedTemporal | None, stop: asyncio.Event) -> int:
+        settings = config.connection_settings()
+        if managed is not None and settings.security.describe() != "plaintext":
+            # Our own dev server speaks plaintext only; production credentials are not for it.
+            logger.warning(
+                "Ignoring Temporal TLS/API key settings ({}) for the managed local Temporal",
+                settings.security.describe(),
+            )
+            settings = replace(settings, security=TemporalSecurity())
+        connection = TemporalConnection(settings, store=store, runner=self._runner)
+        services, leader = self._api(config, store, connection)
+        limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
         try:
             bound = build_server(
                 services,
@@ -171,6 +191,7 @@ class StigmerServer:
         except ListenError as err:
             logger.error("{}", err)
             return ExitCode.UNAVAILABLE
+        health = services.health
         await bound.server.start()
         await health.start()
         self.running = Running(store=store, connection=connection, bound=bound, health=health, managed=managed)
@@ -181,6 +202,7 @@ class StigmerServer:
         await connection.start()
         self.started.set()
         watch = asyncio.create_task(limit.watch(stop), name="stigmer-outage-limit") if limit else None
+        leading = asyncio.create_task(leader.run(), name="stigmer-reconciler-lease") if leader else None
         try:
             await stop.wait()
             if limit is not None and limit.tripped:
@@ -191,8 +213,9 @@ class StigmerServer:
                     ExitCode.UNAVAILABLE,
                 )
         finally:
-            if watch is not None:
-                watch.cancel()
+            for task in (watch, leading):
+                if task is not None:
+                    task.cancel()
             logger.info("Shutting down Stigmer Server", grace=config.grace)
             await health.set_not_serving_all()
             await bound.server.stop(grace=config.grace)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stigmer.errors import ConfigError
+from stigmer.roles import Role, RoleSpec
 from stigmer.security import AUTH_TOKEN_ENV, Secret, is_loopback, token_problem
 from stigmer.temporal.names import TaskQueues
 
@@ -47,6 +48,10 @@ def resolve_data_dir(value: str | Path | None = None, environ: Mapping[str, str]
     return Path(str(value)).expanduser()
 
 
+def _shared_store(url: Secret | None) -> bool:
+    return url is not None and url.reveal().strip().lower().startswith(("postgresql:", "postgres:"))
+
+
 def split_host_port(value: str, *, name: str) -> tuple[str, int]:
     host, sep, port_text = value.strip().rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -81,6 +86,8 @@ class Config:
     request_id_ttl: float = 24 * 3600.0
     #: Where the store lives (stigmer.store.urls); None: SQLite in the data dir. A Secret: it may carry a password.
     database_url: Secret | None = None
+    #: What this process runs (stigmer.roles): the API, the workers (``worker_queues``), or both.
+    role: RoleSpec = field(default_factory=RoleSpec)
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")
@@ -89,6 +96,12 @@ class Config:
             raise ConfigError("TEMPORAL_NAMESPACE / --namespace must not be empty")
         if self.exit_after_outage is not None and not self.exit_after_outage > 0:
             raise ConfigError(f"--exit-after-outage must be > 0 seconds, got {self.exit_after_outage}")
+        if self.role.role is not Role.ALL and not _shared_store(self.database_url):
+            raise ConfigError(
+                f"--role {self.role.role.value} needs a store the other processes share: set "
+                "STIGMER_DATABASE_URL / --database-url to postgresql://... (SQLite is one process's file; "
+                "run --role all to use it)"
+            )
         if not self.request_id_ttl > 0:
             raise ConfigError(f"--request-id-ttl must be > 0 seconds, got {self.request_id_ttl}")
         if not self.health_interval > 0:
@@ -159,4 +172,6 @@ class Config:
             health_interval=self.health_interval,
             workflow_sandbox=self.workflow_sandbox,
             security=self.temporal_security or TemporalSecurity(),
+            workers=self.role.worker_names,
+            creators=self.role.serves_api,
         )

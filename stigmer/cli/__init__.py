@@ -7,7 +7,7 @@ import click
 from stigmer import __version__
 from stigmer.cli.agent_execution import agent_execution
 from stigmer.cli.diagram import diagram
-from stigmer.cli.server import server
+from stigmer.cli.server import server, worker
 from stigmer.cli.server_control import logs, stop
 from stigmer.cli.workflow import workflow
 from stigmer.cli.workflow_execution import workflow_execution
@@ -33,6 +33,7 @@ cli.add_command(agent_execution)
 cli.add_command(diagram)
 cli.add_command(workflow)
 cli.add_command(workflow_execution)
+cli.add_command(worker)
 
 
 def main() -> None:

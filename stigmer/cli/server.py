@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import signal
 import sys
@@ -34,6 +35,7 @@ from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
 from stigmer.pidfile import PidFile
 from stigmer.process import exit_process
+from stigmer.roles import Role, RoleSpec, parse_queues
 
 # click 8.4 made ParamType generic; the older releases that pyproject allows (>=8.1) cannot be
 # subscripted at run time, so only mypy sees ParamType[float].
@@ -170,6 +172,26 @@ def server() -> None:
     help="How long a create's request_id keeps returning the execution it created, so that a "
     "client's retry never makes a second one (AIP-155). [default: 24h]",
 )
+@click.option(
+    "--role",
+    envvar="STIGMER_ROLE",
+    show_envvar=True,
+    type=click.Choice([r.value for r in Role]),
+    default=Role.ALL.value,
+    show_default=True,
+    help="What this process runs: `all` (the API and the workers, one process), `api` (the gRPC API; "
+    "starts workflows, runs no worker), `worker` (the workers only; serves just grpc.health and status "
+    "on --address). Roles other than `all` need a shared store (--database-url postgresql://...); "
+    "give each process on a machine its own --data-dir.",
+)
+@click.option(
+    "--queues",
+    envvar="STIGMER_QUEUES",
+    show_envvar=True,
+    metavar="LIST",
+    help="Which workers a worker (or `all`) process runs: a comma-separated subset of "
+    "agent,workflow,validation. [default: all three]",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
@@ -193,6 +215,8 @@ def start(
     exit_after_outage: float | None,
     request_id_ttl: float | None,
     database_url: str | None,
+    role: str,
+    queues: str | None,
     log_format: str,
     log_level: str,
     log_file: Path | None,
@@ -230,6 +254,7 @@ def start(
             exit_after_outage=exit_after_outage,
             request_id_ttl=request_id_ttl,
             database_url=database_url,
+            role=RoleSpec(Role(role), parse_queues(queues)),
         )
     except ConfigError as err:
         raise ConfigUsageError(str(err)) from err
@@ -368,3 +393,19 @@ def wait(address: str, output: str, timeout: float) -> None:
         if is_tty():
             click.echo("\r\033[K", nl=False)
         click.echo("✅ Connected to Temporal")
+
+
+@click.group()
+def worker() -> None:
+    """Run Temporal workers without the API (`server start --role worker`)."""
+
+
+worker_start = click.Command(
+    "start",
+    callback=functools.partial(start.callback, role=Role.WORKER.value),  # type: ignore[arg-type,misc]
+    params=[param for param in start.params if param.name != "role"],
+    help="Run the workers (--queues: agent,workflow,validation) until Ctrl+C or SIGTERM, with no gRPC "
+    "API: only grpc.health and the status service on --address (for probes and `stigmer server "
+    "status`). Same options as `server start`; needs a shared store (--database-url postgresql://...).",
+)
+worker.add_command(worker_start)

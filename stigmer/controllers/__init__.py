@@ -7,16 +7,19 @@ stigmer.errors.
 """
 
 from .agent_executions import AgentExecutionController
+from .leadership import LEASE_KEY, LeadingReconciler
 from .ports import Availability, RemoteStatus, Session, Starter, Validator
 from .reconciler import LOST_REASON, NO_RESULT_REASON, Reconciler, ReconcileReport
 from .workflow_executions import WorkflowExecutionController
 from .workflows import WorkflowController
 
 __all__ = [
+    "LEASE_KEY",
     "LOST_REASON",
     "NO_RESULT_REASON",
     "AgentExecutionController",
     "Availability",
+    "LeadingReconciler",
     "ReconcileReport",
     "Reconciler",
     "RemoteStatus",

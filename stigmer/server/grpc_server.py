@@ -53,9 +53,10 @@ class ListenError(StigmerError):
 class Services:
     """What the servicers call; narrow, typed collaborators instead of a god object."""
 
-    agent_executions: AgentExecutionController
-    workflows: WorkflowController
-    workflow_executions: WorkflowExecutionController
+    #: None for a worker process (--role worker): it serves only status and health.
+    agent_executions: AgentExecutionController | None
+    workflows: WorkflowController | None
+    workflow_executions: WorkflowExecutionController | None
     status: StatusProvider
     health: ServerHealth
 
@@ -92,13 +93,16 @@ def build_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    agent_execution_pb2_grpc.add_AgentExecutionServiceServicer_to_server(
-        AgentExecutionServicer(services.agent_executions), server
-    )
-    workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(services.workflows), server)
-    workflow_execution_pb2_grpc.add_WorkflowExecutionServiceServicer_to_server(
-        WorkflowExecutionServicer(services.workflow_executions), server
-    )
+    if services.agent_executions is not None:
+        agent_execution_pb2_grpc.add_AgentExecutionServiceServicer_to_server(
+            AgentExecutionServicer(services.agent_executions), server
+        )
+    if services.workflows is not None:
+        workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(services.workflows), server)
+    if services.workflow_executions is not None:
+        workflow_execution_pb2_grpc.add_WorkflowExecutionServiceServicer_to_server(
+            WorkflowExecutionServicer(services.workflow_executions), server
+        )
     status_pb2_grpc.add_StatusServiceServicer_to_server(StatusServicer(services.status), server)
     health_pb2_grpc.add_HealthServicer_to_server(services.health.servicer, server)
     try:

@@ -21,7 +21,7 @@ from loguru import logger
 
 from .sql import Connection
 
-__all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Backend", "Listener", "StoreBase", "now"]
+__all__ = ["AGENT_EXECUTION", "WORKFLOW", "WORKFLOW_EXECUTION", "Backend", "Lease", "Listener", "StoreBase", "now"]
 
 # Kinds passed to listeners.
 AGENT_EXECUTION = "agent_execution"
@@ -64,7 +64,19 @@ class Backend(Protocol):
 
     def on_availability(self, fn: Callable[[bool], None]) -> None: ...
 
+    def lease(self, key: int) -> Lease: ...
+
     def close(self) -> None: ...
+
+
+class Lease(Protocol):
+    """Leadership among the processes sharing a store (one reconciler at a time)."""
+
+    def acquire(self) -> bool:
+        """True while this process holds it (taking it if free); blocks for a round trip."""
+        ...
+
+    def release(self) -> None: ...
 
 
 class StoreBase:
@@ -89,6 +101,10 @@ class StoreBase:
     def on_availability(self, fn: Callable[[bool], None]) -> None:
         """Call ``fn(available)`` whenever that changes (from a background thread)."""
         self._db.on_availability(fn)
+
+    def lease(self, key: int) -> Lease:
+        """Leadership among the processes sharing this store (always held for SQLite)."""
+        return self._db.lease(key)
 
     @property
     def closed(self) -> bool:

@@ -22,7 +22,7 @@ from stigmer.errors import DatabaseError, StoreFullError
 
 from .schema import ensure_schema, inspect_schema
 
-__all__ = ["DB_FILE_NAME", "Database", "store_error"]
+__all__ = ["DB_FILE_NAME", "AlwaysHeld", "Database", "store_error"]
 
 DB_FILE_NAME = "stigmer.db"
 BUSY_TIMEOUT_MS = 5_000
@@ -57,6 +57,16 @@ def store_error(exc: sqlite3.Error, *, path: Path, doing: str) -> DatabaseError:
     if code == sqlite3.SQLITE_IOERR:
         return DatabaseError(f"could not {doing}: I/O error on {path} ({exc}). Check the disk and the file system.")
     return DatabaseError(f"could not {doing}: database error on {path} ({exc}).")
+
+
+class AlwaysHeld:
+    """The lease of a single-process store."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
 
 
 class Database:
@@ -173,6 +183,10 @@ class Database:
     @property
     def available(self) -> bool:
         return True
+
+    def lease(self, key: int) -> AlwaysHeld:
+        """One process per file: it always leads."""
+        return AlwaysHeld()
 
     def on_availability(self, fn: Callable[[bool], None]) -> None:
         """Never changes: a problem with the file is an error of the call that met it."""

@@ -24,6 +24,7 @@ while a connection was down costs a watcher at most its periodic recheck.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -43,7 +44,7 @@ from stigmer.errors import DatabaseError, DatabaseUnavailableError
 from . import pg_schema
 from .sql import Cursor
 
-__all__ = ["CHANNEL", "PgConnection", "PgDatabase", "redact"]
+__all__ = ["CHANNEL", "PgConnection", "PgDatabase", "PgLease", "redact"]
 
 # The pool logs every failed connection attempt at WARNING through `logging`; the database's
 # availability is logged here, once per change.
@@ -328,6 +329,10 @@ class PgDatabase:
                 logger.debug("Change listener on {} lost its connection ({}); reconnecting", self.path, exc)
                 self._stop.wait(LISTEN_RETRY)
 
+    def lease(self, key: int) -> PgLease:
+        """A session advisory lock on a connection of its own: held by one process at a time."""
+        return PgLease(self.url, key)
+
     # -- closing ------------------------------------------------------------------------------
 
     @property
@@ -373,6 +378,46 @@ def _configuration_advice(exc: psycopg.OperationalError, where: str) -> str:
     if "database" in text and "does not exist" in text:
         return f"the database in STIGMER_DATABASE_URL does not exist ({where}): create it (CREATE DATABASE ...) first"
     return f"PostgreSQL refused STIGMER_DATABASE_URL ({where}): {_one_line(exc)}"
+
+
+class PgLease:
+    """``pg_try_advisory_lock`` held on a dedicated connection: whoever holds it leads (one
+    reconciler among many servers). The lock goes with the connection, so a holder that dies
+    (or loses the database) hands it over: the next ``acquire()`` elsewhere gets it."""
+
+    def __init__(self, url: str, key: int) -> None:
+        self._url = url
+        self._key = key
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held = False
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        """True while this process holds the lock (taking it if free). Blocks for a round trip."""
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._held = False
+                    self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=PROBE_CONNECT_TIMEOUT)
+                if self._held:
+                    self._conn.execute("SELECT 1")  # still connected: still held
+                    return True
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+                self._held = bool(row and row[0])
+            except psycopg.Error:
+                self._drop()
+            return self._held
+
+    def release(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        self._held = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ built with, and re-pointing an old worker at a new client does not unstick its p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -82,8 +82,10 @@ def build_workers(
     graceful_shutdown_timeout: timedelta = DEFAULT_GRACEFUL_SHUTDOWN,
     on_fatal_error: FatalErrorHandler | None = None,
     sandbox: bool = False,
+    only: Collection[str] | None = None,
 ) -> list[Worker]:
-    """The agent execution, workflow execution and validation workers, in that order.
+    """The agent execution, workflow execution and validation workers, in that order (``only``: those
+    named, stigmer.temporal.connection.WORKER_NAMES).
 
     Not started: the caller runs them (``worker.run()``) and shuts them down. `on_fatal_error`
     is passed to every worker, so a poller failure can be turned into a state change. `sandbox`
@@ -106,8 +108,15 @@ def build_workers(
             default_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         )
 
-    return [
-        worker(queues.agent_execution, [AgentExecutionWorkflow], list(agent_activities.all())),
-        worker(queues.workflow_execution, [WorkflowExecutionWorkflow], list(workflow_activities.all())),
-        worker(queues.workflow_validation, [WorkflowValidationWorkflow], [validate_workflow_document]),
-    ]
+    makers: dict[str, Callable[[], Worker]] = {
+        "agent execution": lambda: worker(
+            queues.agent_execution, [AgentExecutionWorkflow], list(agent_activities.all())
+        ),
+        "workflow execution": lambda: worker(
+            queues.workflow_execution, [WorkflowExecutionWorkflow], list(workflow_activities.all())
+        ),
+        "workflow validation": lambda: worker(
+            queues.workflow_validation, [WorkflowValidationWorkflow], [validate_workflow_document]
+        ),
+    }
+    return [make() for name, make in makers.items() if only is None or name in only]

@@ -24,7 +24,7 @@ FACES = {
     "stigmer.controllers": {
         "AgentExecutionController", "Availability", "LOST_REASON", "NO_RESULT_REASON", "ReconcileReport",
         "Reconciler", "RemoteStatus", "Session", "Starter", "Validator", "WorkflowController",
-        "WorkflowExecutionController",
+        "WorkflowExecutionController", "LEASE_KEY", "LeadingReconciler",
     },
     "stigmer.client": {
         "AgentExecution", "AlreadyExistsError", "AsyncClient", "Client", "FailedPreconditionError",

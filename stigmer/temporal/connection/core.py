@@ -36,7 +36,6 @@ from stigmer.temporal.workers import build_workers
 
 from . import running
 from .clients import ClientReaper, CreatorTargets, TemporalClients, make_runtime
-from .running import WORKER_NAMES
 from .settings import ConnectionSettings
 
 Connect = Callable[..., Awaitable[Client]]
@@ -122,6 +121,13 @@ class TemporalConnection:
         self._refuse_once_started("send_creators_to")
         self._targets = targets
 
+    def session(self) -> TemporalSession | None:
+        """A session on the current connection while CONNECTED (for background work), else None."""
+        clients = self.lifecycle.client
+        if clients is None or not self.is_connected():
+            return None
+        return TemporalSession(clients.workers, queues=self.settings.queues)
+
     def when_connected(self, hook: Callable[[TemporalSession], Awaitable[object]]) -> None:
         """Run ``hook`` (the reconciler) in the background on every entry to CONNECTED. Before start() only."""
         self._refuse_once_started("when_connected")
@@ -184,7 +190,7 @@ class TemporalConnection:
         return ConnectionStatus(
             snapshot=snapshot,
             # Workers run exactly while CONNECTED (the lifecycle's invariant).
-            workers_running=len(WORKER_NAMES) if snapshot.connected else 0,
+            workers_running=len(self.settings.workers) if snapshot.connected else 0,
             host_port=self.settings.host_port,
             namespace=self.settings.namespace,
         )
@@ -274,18 +280,22 @@ class TemporalConnection:
 
     async def _start_workers(self, clients: TemporalClients) -> None:
         # On the workers' loop: the workers, their run() tasks and the wait for them live there.
+        names = self.settings.workers
+        if not names:  # the api role: this process runs no worker
+            return
         workers = self._build_workers(
             clients.workers,
             store=self._store,
             runner=self._runner,
             queues=self.settings.queues,
             sandbox=self.settings.workflow_sandbox,
+            only=names,
         )
-        tasks = running.spawn(workers)
+        tasks = running.spawn(workers, names)
         # Recorded before waiting, so that a rollback (stop_workers) finds them.
         self._workers, self._worker_tasks = workers, tasks
-        await running.wait_running(workers, tasks, timeout=self.settings.worker_start_timeout)
-        for name, task in zip(WORKER_NAMES, tasks, strict=True):
+        await running.wait_running(workers, tasks, timeout=self.settings.worker_start_timeout, names=names)
+        for name, task in zip(names, tasks, strict=True):
             task.add_done_callback(functools.partial(self._on_main_loop, self._on_worker_exit, name, clients))
 
     async def stop_workers(self) -> None:
@@ -326,6 +336,8 @@ class TemporalConnection:
             self.reaper.soon()
 
     async def inject_creators(self, clients: TemporalClients) -> None:
+        if not self.settings.creators:  # the worker role: no API, nothing to create with
+            return
         queues = self.settings.queues
         agent = AgentExecutionCreator(clients.api, queues=queues)
         workflow = WorkflowExecutionCreator(clients.api, queues=queues)

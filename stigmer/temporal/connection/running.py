@@ -17,19 +17,25 @@ class WorkerStartError(StigmerError):
     """A worker exited, or did not report running in time, while its generation started."""
 
 
-def spawn(workers: list[Worker]) -> list[asyncio.Task[None]]:
+def spawn(workers: list[Worker], names: tuple[str, ...] = WORKER_NAMES) -> list[asyncio.Task[None]]:
     """Each worker's ``run()`` as a task on the running loop, named after it."""
     return [
         asyncio.create_task(worker.run(), name=f"stigmer-worker-{name.replace(' ', '-')}")
-        for name, worker in zip(WORKER_NAMES, workers, strict=True)
+        for name, worker in zip(names, workers, strict=True)
     ]
 
 
-async def wait_running(workers: list[Worker], tasks: list[asyncio.Task[None]], *, timeout: float) -> None:  # noqa: ASYNC109
+async def wait_running(
+    workers: list[Worker],
+    tasks: list[asyncio.Task[None]],
+    *,
+    timeout: float,  # noqa: ASYNC109
+    names: tuple[str, ...] = WORKER_NAMES,
+) -> None:
     """Until every worker reports running; WorkerStartError if one exits or ``timeout`` s pass."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not all(worker.is_running for worker in workers):
-        for name, task in zip(WORKER_NAMES, tasks, strict=True):
+        for name, task in zip(names, tasks, strict=True):
             if task.done():
                 error = task.exception() if not task.cancelled() else asyncio.CancelledError()
                 logger.error("Failed to start worker", worker=name, error=describe(error) if error else "exited")

@@ -49,6 +49,10 @@ class ConnectionSettings:
     probe_slow_interval: float = 0.2
     probe_fast_for: float = 10.0
     worker_start_timeout: float = 10.0
+    #: The workers this process runs while CONNECTED (names from running.WORKER_NAMES; none for
+    #: the api role), and whether it hands creators to the controllers (not for the worker role).
+    workers: tuple[str, ...] = ("agent execution", "workflow execution", "workflow validation")
+    creators: bool = True
     #: Bound on stopping old workers; on a dead connection Worker.shutdown() can block ~30 s.
     worker_shutdown_timeout: float = 5.0
     #: Past worker_shutdown_timeout old workers are left to finish in the background up to this
