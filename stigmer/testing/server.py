@@ -64,9 +64,12 @@ class StigmerServerProcess:
             *(extra or []),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     def start(self) -> StigmerServerProcess:
+        """Start (or, after kill() or stop(), start again: the log is appended to) and wait until it serves."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_offset = len(self.log())
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self._args,
@@ -86,7 +89,7 @@ class StigmerServerProcess:
     def _started(self) -> bool:
         # Polled before the log is read: a process that had exited by then wrote all it ever will.
         code = self.proc.poll() if self.proc is not None else None
-        if "Stigmer Server started successfully" in self.log():
+        if "Stigmer Server started successfully" in self.log()[self._log_offset :]:
             return True
         if code is not None:
             raise StigmerServerExitedError(

@@ -201,3 +201,23 @@ def test_postgresql_down_at_start_then_up_then_killed_then_back(owned_postgres: 
         assert changes[:1] == [True] and False in changes and changes[-1] is True
     finally:
         store.close()
+
+
+def test_one_lease_holder_at_a_time_and_a_dead_holder_hands_over(two: tuple[Store, Store]) -> None:
+    a, b = two
+    first, second = a.lease(42), b.lease(42)
+    try:
+        assert first.acquire() and not second.acquire()
+        assert first.acquire()  # still held: its connection lives
+        first.release()
+        assert second.acquire() and not first.acquire()
+        # The holder's connection dies (its process was killed): the lock goes with it.
+        with a._db.write("kill the lease holder's backend") as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = ?", (42,)
+            )
+        wait_until(first.acquire, timeout=10, what="the lease taken over")
+        assert not second.acquire()
+    finally:
+        first.release()
+        second.release()
