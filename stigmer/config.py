@@ -20,6 +20,8 @@ DEFAULT_TEMPORAL_HOST_PORT = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_ADDRESS = "127.0.0.1:7234"
 DEFAULT_DATA_DIR = "~/.stigmer"
+#: The built-in echo runner (stigmer.temporal.runners.BUILTIN).
+DEFAULT_AGENT_RUNNER = "echo"
 
 #: env variable -> Config field
 ENV = {
@@ -31,6 +33,7 @@ ENV = {
     "STIGMER_TLS_CERT": "tls_cert",
     "STIGMER_TLS_KEY": "tls_key",
     "STIGMER_DATABASE_URL": "database_url",
+    "STIGMER_AGENT_RUNNER": "agent_runner",
 }
 #: Temporal's own name for the address (its CLI and SDKs); TEMPORAL_HOST_PORT wins when both are set.
 TEMPORAL_ADDRESS_ALIAS = "TEMPORAL_ADDRESS"
@@ -81,6 +84,9 @@ class Config:
     request_id_ttl: float = 24 * 3600.0
     #: Where the store lives (stigmer.store.urls); None: SQLite in the data dir. A Secret: it may carry a password.
     database_url: Secret | None = None
+    #: What answers agent executions: a name in the entry point group ``stigmer.agent_runners`` or
+    #: ``module:attr``; loaded and checked at start (stigmer.temporal.runners).
+    agent_runner: str = DEFAULT_AGENT_RUNNER
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")

@@ -170,6 +170,15 @@ def server() -> None:
     help="How long a create's request_id keeps returning the execution it created, so that a "
     "client's retry never makes a second one (AIP-155). [default: 24h]",
 )
+@click.option(
+    "--agent-runner",
+    envvar="STIGMER_AGENT_RUNNER",
+    show_envvar=True,
+    metavar="NAME|MODULE:ATTR",
+    help="What answers agent executions: a name from the entry point group stigmer.agent_runners, or "
+    "module:attr naming a runner class (instantiated with no arguments), a zero-argument factory or an "
+    "instance, with an async run() (README: 'Your own agent runner'). Checked at start. [default: echo]",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
@@ -193,6 +202,7 @@ def start(
     exit_after_outage: float | None,
     request_id_ttl: float | None,
     database_url: str | None,
+    agent_runner: str | None,
     log_format: str,
     log_level: str,
     log_file: Path | None,
@@ -230,6 +240,7 @@ def start(
             exit_after_outage=exit_after_outage,
             request_id_ttl=request_id_ttl,
             database_url=database_url,
+            agent_runner=agent_runner,
         )
     except ConfigError as err:
         raise ConfigUsageError(str(err)) from err
