@@ -4,6 +4,7 @@ names the setting (stigmer.temporal.runners). The runners are tests/support/cust
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -14,7 +15,7 @@ from loguru import logger
 from stigmer.app import StigmerServer
 from stigmer.config import DEFAULT_AGENT_RUNNER, Config
 from stigmer.errors import ConfigError, ExitCode
-from stigmer.temporal.agents import EchoAgentRunner
+from stigmer.temporal.agents import AgentFailure, EchoAgentRunner
 from stigmer.temporal.runners import BUILTIN, GROUP, SETTING, ChosenRunner, known_names, load_agent_runner
 from stigmer.testing.ports import free_port
 from tests.support import custom_runner
@@ -227,3 +228,28 @@ async def test_a_runner_given_to_the_server_wins_over_the_setting(tmp_path: Path
     async with StigmerServer(config, runner=custom_runner.INSTANCE) as server:
         assert server.running is not None
     assert server.exit_code == ExitCode.OK
+
+
+# -- the README's example stays true ----------------------------------------------------------------
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("## Your own agent runner", 1)[1].split("\n## ", 1)[0]
+
+
+async def test_the_readme_runner_loads_and_answers_as_it_says(site: Path) -> None:
+    section = readme_section()
+    block = re.search(r"```python\n# my_runners.py\n(.*?)```", section, re.S)
+    assert block, "the section's example runner"
+    (site / "my_runners.py").write_text(block.group(1))
+    chosen = load_agent_runner("my_runners:ShoutingRunner")
+    beats: list[None] = []
+    replies = await chosen.runner.run(
+        agent="loud", message="hello", runtime_env={}, heartbeat=lambda: beats.append(None)
+    )
+    assert replies == ["HELLO"] and len(beats) == 3
+    with pytest.raises(AgentFailure, match="nothing to shout"):
+        await chosen.runner.run(agent="loud", message=" ", runtime_env={}, heartbeat=lambda: None)
+    quoted = re.search(r"exit 78: `(.*?)`", " ".join(section.split()))
+    assert quoted and refusal("my_runners:Shouter") == quoted.group(1)
