@@ -29,8 +29,9 @@ from stigmer.outage import OutageLimit
 from stigmer.server import BoundServer, ListenError, ServerHealth, Services, build_server
 from stigmer.server.auth import ListenerSecurity, describe_protection, startup_warnings
 from stigmer.store import Store
-from stigmer.temporal.agents import AgentRunner, EchoAgentRunner
+from stigmer.temporal.agents import AgentRunner
 from stigmer.temporal.connection import CreatorTargets, TemporalConnection
+from stigmer.temporal.runners import load_agent_runner
 from stigmer.temporal.tls import TemporalSecurity
 
 
@@ -49,7 +50,8 @@ class StigmerServer:
     def __init__(self, config: Config, *, managed_temporal: bool = False, runner: AgentRunner | None = None) -> None:
         self.config = config
         self._managed_requested = managed_temporal
-        self._runner = runner or EchoAgentRunner()
+        #: None: the one config.agent_runner names, loaded at start.
+        self._runner = runner
         self.running: Running | None = None
         self.started = asyncio.Event()
         self._listener = ListenerSecurity()
@@ -109,6 +111,15 @@ class StigmerServer:
         except ConfigError as err:
             logger.error("{}", err)
             return ExitCode.CONFIG
+        if self._runner is None:
+            try:
+                # A user's module, imported before anything starts: one that fails is a setting to fix.
+                chosen = load_agent_runner(config.agent_runner)
+            except ConfigError as err:
+                logger.error("{}", err)
+                return ExitCode.CONFIG
+            self._runner = chosen.runner
+            logger.info("Agent runner: {}", chosen.describe())
         try:
             url = config.database_url.reveal() if config.database_url is not None else None
             store = Store.connect(url, data_dir=config.data_dir)
@@ -178,6 +189,7 @@ class StigmerServer:
                 settings.security.describe(),
             )
             settings = replace(settings, security=TemporalSecurity())
+        assert self._runner is not None  # chosen in run()
         connection = TemporalConnection(settings, store=store, runner=self._runner)
         services, leader = self._api(config, store, connection)
         limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None

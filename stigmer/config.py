@@ -21,6 +21,8 @@ DEFAULT_TEMPORAL_HOST_PORT = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_ADDRESS = "127.0.0.1:7234"
 DEFAULT_DATA_DIR = "~/.stigmer"
+#: The built-in echo runner (stigmer.temporal.runners.BUILTIN).
+DEFAULT_AGENT_RUNNER = "echo"
 
 #: env variable -> Config field
 ENV = {
@@ -32,6 +34,7 @@ ENV = {
     "STIGMER_TLS_CERT": "tls_cert",
     "STIGMER_TLS_KEY": "tls_key",
     "STIGMER_DATABASE_URL": "database_url",
+    "STIGMER_AGENT_RUNNER": "agent_runner",
 }
 #: Temporal's own name for the address (its CLI and SDKs); TEMPORAL_HOST_PORT wins when both are set.
 TEMPORAL_ADDRESS_ALIAS = "TEMPORAL_ADDRESS"
@@ -88,6 +91,9 @@ class Config:
     database_url: Secret | None = None
     #: What this process runs (stigmer.roles): the API, the workers (``worker_queues``), or both.
     role: RoleSpec = field(default_factory=RoleSpec)
+    #: What answers agent executions: a name in the entry point group ``stigmer.agent_runners`` or
+    #: ``module:attr``; loaded and checked at start (stigmer.temporal.runners).
+    agent_runner: str = DEFAULT_AGENT_RUNNER
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")

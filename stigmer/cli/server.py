@@ -192,6 +192,15 @@ def server() -> None:
     help="Which workers a worker (or `all`) process runs: a comma-separated subset of "
     "agent,workflow,validation. [default: all three]",
 )
+@click.option(
+    "--agent-runner",
+    envvar="STIGMER_AGENT_RUNNER",
+    show_envvar=True,
+    metavar="NAME|MODULE:ATTR",
+    help="What answers agent executions: a name from the entry point group stigmer.agent_runners, or "
+    "module:attr naming a runner class (instantiated with no arguments), a zero-argument factory or an "
+    "instance, with an async run() (README: 'Your own agent runner'). Checked at start. [default: echo]",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
@@ -217,6 +226,7 @@ def start(
     database_url: str | None,
     role: str,
     queues: str | None,
+    agent_runner: str | None,
     log_format: str,
     log_level: str,
     log_file: Path | None,
@@ -255,6 +265,7 @@ def start(
             request_id_ttl=request_id_ttl,
             database_url=database_url,
             role=RoleSpec(Role(role), parse_queues(queues)),
+            agent_runner=agent_runner,
         )
     except ConfigError as err:
         raise ConfigUsageError(str(err)) from err

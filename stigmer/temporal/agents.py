@@ -1,7 +1,11 @@
 """Agent runners: what actually answers an agent execution.
 
-The runner is pluggable (anything with the `AgentRunner` shape); the built-in `EchoAgentRunner`
-is deterministic and offline, so the whole service can be exercised without any model.
+The runner is pluggable: anything with the `AgentRunner` shape, chosen at start with
+``--agent-runner`` / ``STIGMER_AGENT_RUNNER`` (``module:attr``, or a name from the entry point group
+``stigmer.agent_runners``; stigmer.temporal.runners loads and checks it). The built-in
+`EchoAgentRunner` (``echo``, the default) is deterministic and offline, so the whole service can be
+exercised without any model. ``examples/openai_chat_runner.py`` is a complete runner that asks an
+HTTP chat-completions endpoint.
 
 Runtime-env keys understood by `EchoAgentRunner` (set per execution, in `runtime_env`):
 
@@ -35,7 +39,8 @@ Heartbeat = Callable[[], None]
 class AgentFailure(StigmerError):
     """The agent itself failed (a bad request, a refusal): retrying gives the same result.
 
-    Any other exception from a runner is treated as transient and retried.
+    Raised from `AgentRunner.run`, it fails the execution at once with ``reason`` as its error
+    (never retried). Any other exception from a runner is treated as transient and retried.
     """
 
     def __init__(self, reason: str) -> None:
@@ -44,7 +49,31 @@ class AgentFailure(StigmerError):
 
 
 class AgentRunner(Protocol):
-    """Runs one agent turn and returns the agent's replies, in order."""
+    """Runs one agent turn and returns the agent's replies, in order.
+
+    The server makes one runner at start (``--agent-runner``; a class is instantiated with no
+    arguments, a factory called, an instance used as it is) and calls its `run` for every agent
+    execution, from the Temporal activity ``RunAgent``:
+
+    - **Where**: on the workers' event loop, a thread of its own (not the API's loop), and
+      concurrently, once per running execution. Never block it: run blocking I/O in a thread
+      (``await asyncio.to_thread(...)``) or use an async client.
+    - **Heartbeat**: call ``heartbeat()`` at least every second or so while working, also while
+      waiting on a model. Temporal declares the attempt dead after 5 s without one (the activity's
+      heartbeat timeout) and retries it elsewhere, and a heartbeat is how a cancel reaches the
+      runner (the SDK sends them at most once a second and hears the cancel in the answer).
+    - **Cancellation** (a user's Cancel, a worker shutting down, an attempt Temporal gave up)
+      arrives as `asyncio.CancelledError` at the runner's current ``await``. Let it propagate
+      (clean up in ``finally``); do not swallow it.
+    - **A deliberate failure** (a refused request, bad input, a 4xx from a model API): raise
+      `AgentFailure(reason)`. The execution fails at once with that reason; no retry.
+    - **Anything else raised** is transient: Temporal retries the attempt (after 1, 2, 4, 8 s; 5
+      attempts in all), then the execution fails with the last error. A retry calls `run` again
+      with the same arguments, so `run` should have no side effects that a repeat would double.
+    - **Limits**: one attempt may take up to 10 minutes (start-to-close timeout).
+    - **Result**: the replies, stored in order as the execution's ``agent`` messages; an empty
+      list is a completed execution without replies.
+    """
 
     async def run(
         self,
@@ -54,9 +83,11 @@ class AgentRunner(Protocol):
         runtime_env: Mapping[str, str],
         heartbeat: Heartbeat,
     ) -> list[str]:
-        """Answer `message` as `agent`. Call `heartbeat()` at least every second while working.
+        """Answer `message` as `agent`; call `heartbeat()` at least every second while working.
 
-        Raise `AgentFailure` for a failure that a retry would not fix.
+        ``agent`` and ``message`` are the execution's; ``runtime_env`` its per-execution settings
+        (``-e KEY=VALUE`` on the CLI; the runner decides which keys it understands and ignores the
+        rest). Raise `AgentFailure` for a failure that a retry would not fix.
         """
         ...
 
