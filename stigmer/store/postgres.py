@@ -307,10 +307,9 @@ class PgDatabase:
                     break
                 batch.append(more)
             try:
-                with self._pool.connection(timeout=POOL_TIMEOUT) as conn:
-                    conn.autocommit = True
-                    with conn.cursor() as cur:
-                        cur.executemany("SELECT pg_notify(%s, %s)", [(CHANNEL, p) for p in batch])
+                # One transaction (the pool commits it on exit): the notifications go out at its commit.
+                with self._pool.connection(timeout=POOL_TIMEOUT) as conn, conn.cursor() as cur:
+                    cur.executemany("SELECT pg_notify(%s, %s)", [(CHANNEL, p) for p in batch])
             except Exception as exc:
                 logger.debug("Could not announce {} change(s) to other processes: {}", len(batch), exc)
 
