@@ -10,6 +10,8 @@ Temporal and starting three workers.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -19,8 +21,10 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2
+from hypothesis import HealthCheck, seed, settings
 
 from stigmer.contract import UNAVAILABLE_MESSAGE
+from stigmer.testing.eventually import wait_until
 from tests.integration.connection_rig import fast_settings
 from tests.integration.test_servicers import Stack, serving
 
@@ -40,6 +44,10 @@ EXPECTED_CODES = frozenset({
 })  # fmt: skip
 #: Error details are for people: short, and never a traceback or the echo of a huge input.
 MAX_DETAILS = 1000
+SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
+SEED = int(os.environ.get("FUZZ_SEED", "0"))
+#: A busy machine may make a validation or health check time out now and then (see Api.via_temporal).
+MAX_UNAVAILABLE = 3
 
 
 @dataclass(frozen=True)
@@ -178,3 +186,81 @@ class Api:
         request = health_pb2.HealthCheckRequest(service="")
         reply = self.unary(lambda s: s.health_stub.Check, request, timeout=5.0).reply
         return reply is not None and reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# ---------------------------------------------------------------------------------------- shared by the tests
+
+
+def fuzz(examples: int) -> Callable[[Any], Any]:
+    def apply(fn: Any) -> Any:
+        configured = settings(
+            max_examples=examples * SCALE,
+            deadline=None,
+            derandomize=SEED == 0,
+            database=None,
+            print_blob=False,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+        )(fn)
+        return seed(SEED)(configured) if SEED else configured
+
+    return apply
+
+
+def newest(api: Api, kind: str) -> str:
+    """Id of the newest record of a kind, read from the store directly ("" if none)."""
+    store = api.stack.store
+    listing = {"aex": store.list_agent_executions, "wf": store.list_workflows, "wex": store.list_workflow_executions}
+    records, _ = listing[kind](page_size=1)
+    return records[0].id if records else ""
+
+
+def healthy(api: Api) -> bool:
+    """The server still serves, and Temporal said UNAVAILABLE only rarely (each was retried)."""
+    assert api.unavailable_answers <= MAX_UNAVAILABLE, f"{api.unavailable_answers} UNAVAILABLE answers"
+    return api.serving_ok()
+
+
+def terminal(read: Callable[[], Any], *, what: str) -> Any:
+    wait_until(lambda: read().phase.terminal, timeout=60, what=what)
+    return read()
+
+
+_UUID_FORM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+class RequestIds:
+    """A model of the creates made with request ids (AIP-155), for one kind of record: what the
+    server must answer to each one given those before it in the module."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[object, str]] = {}  # lower-case request id -> (body, record id)
+
+    @staticmethod
+    def valid(request_id: str) -> bool:
+        """ "" (no deduplication) or a UUID in the 8-4-4-4-12 form, any case."""
+        return request_id == "" or (request_id.isascii() and _UUID_FORM.fullmatch(request_id) is not None)
+
+    def judge(self, request_id: str, body: object, outcome: Outcome) -> str:
+        """Assert ``outcome`` is what the model expects; "new" (a record was made), "replayed" (the
+        first one's record came back) or "refused"."""
+        key = request_id.lower()
+        if outcome.error is not None:
+            if outcome.code is grpc.StatusCode.ALREADY_EXISTS:
+                first = self.seen.get(key)
+                assert request_id and first is not None, f"ALREADY_EXISTS for an unused request_id: {outcome.details}"
+                assert first[0] != body, f"ALREADY_EXISTS for the same body: {outcome.details}"
+                assert first[1] in outcome.details, f"does not name {first[1]}: {outcome.details}"
+            elif outcome.details.startswith("request_id: "):
+                assert not self.valid(request_id), f"refused a valid request_id {request_id!r}: {outcome.details}"
+            return "refused"
+        assert self.valid(request_id), f"accepted request_id {request_id[:80]!r}"
+        reply = outcome.reply
+        assert reply.request_id == key, (reply.request_id, key)
+        if not key:
+            return "new"
+        first = self.seen.get(key)
+        if first is not None:
+            assert first == (body, reply.id), f"request {key}: first {first}, now {(body, reply.id)}"
+            return "replayed"
+        self.seen[key] = (body, reply.id)
+        return "new"

@@ -244,3 +244,80 @@ inputs = weighted(
                      '{"user": ' + "[" * 3000 + "]" * 3000 + "}"])),
     (1, wild_text),
 )  # fmt: skip
+
+# ------------------------------------------------------------------------------------ request ids (AIP-155)
+
+#: The server's own limit on a request_id's size (a UUID is 36 bytes).
+MAX_REQUEST_ID_BYTES = 64
+valid_request_ids = st.uuids().map(str)
+FULL_WIDTH_DIGITS = str.maketrans("0123456789", "０１２３４５６７８９")  # digits to Python, not to a UUID
+near_miss_request_ids = st.one_of(
+    st.uuids().map(lambda u: u.hex),  # no hyphens
+    st.uuids().map(lambda u: "{" + str(u) + "}"),
+    st.uuids().map(lambda u: f"urn:uuid:{u}"),
+    st.uuids().map(lambda u: f" {u}"),
+    st.uuids().map(lambda u: f"{u}\n"),
+    st.uuids().map(lambda u: str(u)[:-1] + "g"),
+    st.uuids().map(lambda u: f"{u}0"),
+    st.uuids().map(lambda u: str(u).replace("-", "_")),
+    st.uuids().map(
+        lambda u: str(u).translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    ),  # full-width digits
+)
+request_ids = weighted(
+    (3, valid_request_ids),
+    (1, valid_request_ids.map(str.upper)),  # the same UUID: the server folds the case
+    (1, st.just("")),  # no deduplication
+    (3, near_miss_request_ids),
+    (2, wild_text),
+    (1, big_text(MAX_REQUEST_ID_BYTES)),
+    (1, big_text(MIB, char="€")),
+)
+#: A few ids over and over, so that examples repeat them (same body, other body, other case).
+REQUEST_ID_POOL = (
+    "3f2b8c1e-5d4a-4f6b-9c7d-2e1f0a9b8c7d",
+    "00000000-0000-0000-0000-000000000000",
+    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "3F2B8C1E-5D4A-4F6B-9C7D-2E1F0A9B8C7D",  # the first one, upper case
+    "3f2b8c1e5d4a4f6b9c7d2e1f0a9b8c7d",  # not a UUID in the 8-4-4-4-12 form
+    "",
+)
+pooled_request_ids = st.sampled_from(REQUEST_ID_POOL)
+
+# ------------------------------------------------------------------------------------ cancel and delete
+
+#: The server's limits on a cancel's reason and requested_by (UTF-8 bytes).
+MAX_REASON_BYTES = 1024
+MAX_REQUESTED_BY_BYTES = 256
+tame_reason = st.text(string.ascii_letters + string.digits + " .,!?-_\n\t", min_size=0, max_size=80)
+reasons = weighted(
+    (3, tame_reason),
+    (3, wild_text),
+    (1, big_text(MAX_REASON_BYTES)),
+    (1, big_text(MAX_REASON_BYTES, char="€")),
+    (1, st.sampled_from(["\x00", "a\rb", "\x1b[31mred", "line one\nline two\ttab", "\x7f", "\u2028"])),
+)
+tame_requester = st.text(string.ascii_letters + string.digits + "@.-_", min_size=0, max_size=40)
+requesters = weighted(
+    (3, tame_requester),
+    (3, wild_text),
+    (1, big_text(MAX_REQUESTED_BY_BYTES)),
+    (1, big_text(MAX_REQUESTED_BY_BYTES, char="é")),
+    (1, st.sampled_from(["", "   ", " ada@host ", "\tme\n", "a\nb", "\x00"])),
+)
+forces = st.booleans()
+
+# ------------------------------------------------------------------------------------ list filters
+
+#: Valid google.protobuf.Timestamp values span 0001-01-01 .. 9999-12-31; the field itself holds any int64/int32.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+timestamp_seconds = weighted(
+    (3, st.integers(1_700_000_000, 1_900_000_000)),  # around now
+    (1, st.integers(-(2**63), 2**63 - 1)),
+    (1, st.sampled_from([0, -1, MIN_TIMESTAMP_SECONDS, MAX_TIMESTAMP_SECONDS, MAX_TIMESTAMP_SECONDS + 1,
+                         2**53 + 1, 2**63 - 1, -(2**63)])),
+)  # fmt: skip
+timestamp_nanos = weighted((4, st.integers(0, 999_999_999)), (1, st.integers(-(2**31), 2**31 - 1)))
+#: (seconds, nanos) of a created_after filter, or None to leave it unset.
+created_afters = st.one_of(st.none(), st.tuples(timestamp_seconds, timestamp_nanos))

@@ -6,7 +6,10 @@ process, whose memory is measured.
 The properties: a request ends OK or with INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
 ALREADY_EXISTS or UNAVAILABLE -- never INTERNAL or UNKNOWN, never a dead server -- with a short
 message naming the field; what is accepted is stored and returned byte for byte; what is refused
-leaves no record; every execution that was created reaches a terminal phase.
+leaves no record; every execution that was created reaches a terminal phase. Creates carry
+request ids of every shape, some used again and again: a model (harness.RequestIds) says what
+each must answer (the first record again for the same request, ALREADY_EXISTS naming it for
+another). Cancel, Delete and the new List filters are test_lifecycle_fuzz.py's.
 
 Bounded for CI: fixed example counts, derandomized (the same examples on every run, no example
 database), no per-example deadline. FUZZ_SCALE=<n> multiplies the counts for a longer local run
@@ -16,7 +19,6 @@ database), no per-example deadline. FUZZ_SCALE=<n> multiplies the counts for a l
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, example, given, seed, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from stigmer.api import agent_execution_pb2 as aex
@@ -37,19 +39,14 @@ from stigmer.api import workflow_pb2_grpc as wf_grpc
 from stigmer.server import MAX_RECEIVE_MESSAGE_BYTES
 from stigmer.store import Phase
 from stigmer.temporal.agents import FAIL_ENV
-from stigmer.testing.eventually import wait_until
 from stigmer.workflows import workflowdoc
 from tests.fuzz import strategies as s
-from tests.fuzz.harness import Api
+from tests.fuzz.harness import Api, RequestIds, fuzz, healthy, newest, terminal
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.temporal, pytest.mark.timeout(180)]
 
-SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
-SEED = int(os.environ.get("FUZZ_SEED", "0"))
 Code = grpc.StatusCode
 CALL_TIMEOUT = 30.0
-#: A busy machine may make a validation or health check time out now and then (see Api.via_temporal).
-MAX_UNAVAILABLE = 3
 
 # Inputs that broke the server once (INTERNAL, or an execution stuck forever); always tried first.
 BIG_INT = "9" * 4301  # int() refuses more than 4300 digits, with a ValueError json does not wrap
@@ -72,72 +69,61 @@ REGRESSION_INPUTS = (
 REGRESSION_MESSAGES = ("€" * (s.MIB // 3), "\x01" * (s.MIB - 10))
 
 
-def fuzz(examples: int) -> Callable[[Any], Any]:
-    def apply(fn: Any) -> Any:
-        configured = settings(
-            max_examples=examples * SCALE,
-            deadline=None,
-            derandomize=SEED == 0,
-            database=None,
-            print_blob=False,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-        )(fn)
-        return seed(SEED)(configured) if SEED else configured
-
-    return apply
-
-
-def newest(api: Api, kind: str) -> str:
-    """Id of the newest record of a kind, read from the store directly ("" if none)."""
-    store = api.stack.store
-    listing = {"aex": store.list_agent_executions, "wf": store.list_workflows, "wex": store.list_workflow_executions}
-    records, _ = listing[kind](page_size=1)
-    return records[0].id if records else ""
-
-
-def healthy(api: Api) -> bool:
-    """The server still serves, and Temporal said UNAVAILABLE only rarely (each was retried)."""
-    assert api.unavailable_answers <= MAX_UNAVAILABLE, f"{api.unavailable_answers} UNAVAILABLE answers"
-    return api.serving_ok()
-
-
-def terminal(read: Callable[[], Any], *, what: str) -> Any:
-    wait_until(lambda: read().phase.terminal, timeout=60, what=what)
-    return read()
-
-
 # ---------------------------------------------------------------------------------------- agent executions
+
+
+#: Request ids a tame request may carry: none, a fresh UUID, or one of a few used over and over.
+tame_request_ids = s.weighted((1, st.just("")), (3, s.valid_request_ids),
+                              (2, st.sampled_from([r for r in s.REQUEST_ID_POOL if RequestIds.valid(r)])))  # fmt: skip
+any_request_ids = s.weighted((1, st.just("")), (3, s.request_ids), (2, s.pooled_request_ids))
 
 
 @st.composite
 def agent_requests(draw: st.DrawFn) -> tuple[aex.CreateAgentExecutionRequest, bool]:
-    """A request, and whether it is tame (then it must be accepted)."""
+    """A request, and whether it is tame (then it must be accepted, unless its request_id was used
+    before for another request)."""
     tame = draw(st.integers(0, 2)) > 0
     if tame:
         agent = draw(st.sampled_from(["echo", "my-agent", "Agent 1 🚀"]))
         message = draw(st.one_of(s.tame_text, st.tuples(s.tame_text, s.wild_text).map("".join)))
         env = draw(s.tame_env)
+        request_id = draw(tame_request_ids)
     else:
         agent = draw(st.one_of(s.wild_text, s.big_text(256), s.big_text(256, char="é")))
         message = draw(st.one_of(s.wild_text, s.big_text(s.MIB, char="€")))
         env = draw(s.wild_env)
+        request_id = draw(any_request_ids)
     if draw(st.integers(0, 4)) == 0:
         env[FAIL_ENV] = draw(s.wild_text)  # the echo agent fails with exactly this reason
-    return aex.CreateAgentExecutionRequest(agent=agent, message=message, runtime_env=env), tame
+    request = aex.CreateAgentExecutionRequest(agent=agent, message=message, runtime_env=env, request_id=request_id)
+    return request, tame
 
 
-def test_agent_execution_create_get_watch(api: Api) -> None:
+def agent_body(request: aex.CreateAgentExecutionRequest) -> object:
+    """What a request_id stands for: the agent, the message and the env."""
+    return (request.agent, request.message, tuple(sorted(request.runtime_env.items())))
+
+
+def test_agent_execution_create_get_watch(api: Api, request_ids: dict[str, RequestIds]) -> None:
     accepted: list[tuple[str, aex.CreateAgentExecutionRequest]] = []
+    model = request_ids["aex"]
 
     @fuzz(60)
     @given(agent_requests())
     def case(drawn: tuple[aex.CreateAgentExecutionRequest, bool]) -> None:
         request, tame = drawn
         before = newest(api, "aex")
-        outcome = api.via_temporal(lambda x: x.agent_executions.Create, request).expect(Code.INVALID_ARGUMENT)
+        outcome = api.via_temporal(lambda x: x.agent_executions.Create, request)
+        outcome.expect(Code.INVALID_ARGUMENT, Code.ALREADY_EXISTS)
+        made = model.judge(request.request_id, agent_body(request), outcome)
         if outcome.error is not None:
-            assert not tame or FAIL_ENV in request.runtime_env, f"a tame request was refused: {outcome.details}"
-            assert outcome.details.startswith(("agent: ", "message: ", "runtime_env")), outcome.details
+            reused = outcome.code is Code.ALREADY_EXISTS
+            assert not tame or reused or FAIL_ENV in request.runtime_env, (
+                f"a tame request was refused: {outcome.details}"
+            )
+            assert reused or outcome.details.startswith(("agent: ", "message: ", "runtime_env", "request_id: ")), (
+                outcome.details
+            )
             assert newest(api, "aex") == before, "a refused Create left a record"
             return
         reply = outcome.reply
@@ -147,6 +133,12 @@ def test_agent_execution_create_get_watch(api: Api) -> None:
         assert [m.text.encode() for m in reply.messages] == [request.message.encode()]
         got = api.unary(lambda x: x.agent_executions.Get, aex.GetAgentExecutionRequest(id=reply.id)).ok()
         assert (got.reply.message, got.reply.agent) == (request.message, request.agent)
+        if made == "replayed":
+            assert newest(api, "aex") == before, "a retried Create made a second record"
+            return
+        if request.request_id:  # a retry is answered with the same execution, and makes nothing new
+            again = api.via_temporal(lambda x: x.agent_executions.Create, request).ok()
+            assert again.reply.id == reply.id and newest(api, "aex") == reply.id
         accepted.append((reply.id, request))
 
     for message in REGRESSION_MESSAGES:
@@ -295,35 +287,43 @@ def stored_workflows(api: Api) -> tuple[wf.Workflow, wf.Workflow]:
     return made[0], made[1]
 
 
-def test_workflow_execution_create(api: Api, stored_workflows: tuple[wf.Workflow, wf.Workflow]) -> None:
+def test_workflow_execution_create(
+    api: Api, stored_workflows: tuple[wf.Workflow, wf.Workflow], request_ids: dict[str, RequestIds]
+) -> None:
     runnable, broken = stored_workflows
     good_ref = st.sampled_from([runnable.name, runnable.id])
     refs = s.weighted((3, good_ref), (2, st.sampled_from([broken.name, broken.id])), (1, s.ids("wf")),
                       (1, s.wild_text), (1, s.big_text(256)))  # fmt: skip
     created: list[str] = []
+    model = request_ids["wex"]
 
     @fuzz(50)
-    @given(refs, s.inputs)
-    def case(ref: str, input: str) -> None:
+    @given(refs, s.inputs, any_request_ids)
+    def case(ref: str, input: str, request_id: str) -> None:
         before = newest(api, "wex")
-        request = wex.CreateWorkflowExecutionRequest(workflow=ref, input=input)
+        request = wex.CreateWorkflowExecutionRequest(workflow=ref, input=input, request_id=request_id)
         outcome = api.via_temporal(lambda x: x.workflow_executions.Create, request).expect(
-            Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION
+            Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION, Code.ALREADY_EXISTS
         )
+        # A request id stands for what runs: the workflow as resolved (its name or its id) and the input.
+        made = model.judge(request_id, (runnable.id if ref in (runnable.name, runnable.id) else ref, input), outcome)
         if outcome.error is not None:
             assert newest(api, "wex") == before, "a refused Create left a record"
             if outcome.code is Code.INVALID_ARGUMENT:
-                assert outcome.details.startswith(("workflow: ", "input: ")), outcome.details
+                assert outcome.details.startswith(("workflow: ", "input: ", "request_id: ")), outcome.details
             elif ref in (broken.name, broken.id):
                 assert outcome.code is Code.FAILED_PRECONDITION, outcome.details
             return
         assert ref in (runnable.name, runnable.id)
         assert outcome.reply.input.encode() == input.encode()
         assert [t.name for t in outcome.reply.tasks] == ["greet", "ask"]
-        created.append(outcome.reply.id)
+        if made == "new":
+            created.append(outcome.reply.id)
+        else:
+            assert newest(api, "wex") == before, "a retried Create made a second record"
 
     for input in REGRESSION_INPUTS:
-        case = example(runnable.name, input)(case)
+        case = example(runnable.name, input, "")(case)
     case()
     assert len(created) >= 5, f"too few executions created to say much ({len(created)})"
     # Whatever the input, each run ends: COMPLETED, or FAILED saying why (a missing input.user).
