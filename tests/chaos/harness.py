@@ -1,11 +1,13 @@
 """Chaos soak harness: a seeded fault schedule, the injector that plays it, and the soak run.
 
 The rig is real processes: a stigmer server (`stigmer server start`), a Temporal dev server and,
-between them, a TcpProxy. While load clients (load.py) create executions, the injector plays
+between them, a TcpProxy. While load clients (load.py) create, cancel and delete executions, the injector plays
 the schedule: each fault is injected, held, repaired, and followed by a wait until a create
 succeeds again (the recovery time users see), then a healthy gap. Checkpoints pause the load,
 wait until every execution is terminal and read the server process (procstats.py): a few
-faults after the stigmer SIGKILL (the baseline of the restarted process) and at the end.
+faults after the stigmer SIGKILL (the baseline of the restarted process) and at the end. At the
+end, Temporal's own list of workflows (temporal_runs.py) is read too, to count them against the
+records.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from stigmer.api import status_pb2
 from stigmer.testing.eventually import wait_until
 from stigmer.testing.server import StigmerServerProcess
 from stigmer.testing.temporal import TemporalDevServer
-from tests.chaos.load import Api, Attempt, Kind, Ledger, LoadClient, create
+from tests.chaos.load import Api, Attempt, Kind, Ledger, LoadClient, Op, create, new_request_id
 from tests.chaos.procstats import ProcStats, resource_problems
+from tests.chaos.temporal_runs import Run, temporal_runs
 from tests.support.tcp_proxy import TcpProxy
 
 WORKFLOW_DOCUMENT = Path(__file__).resolve().parents[2] / "examples" / "hello-workflow.json"
@@ -40,8 +43,9 @@ RECOVERY_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 90.0
 #: Old workers finish retiring within ~10 s under load (measured).
 RESOURCE_SETTLE_TIMEOUT = 25.0
-#: A paused client finishes the create in flight first; that can take the whole call timeout.
-CALL_TIMEOUT_MARGIN = 25.0
+#: A paused client finishes what it is doing first: a create and its retries (30 s of them at
+#: most), a cancel, a delete with force (which the server gives 30 s): a bound, not a wait.
+CALL_TIMEOUT_MARGIN = 60.0
 
 
 class FaultKind(enum.Enum):
@@ -138,6 +142,9 @@ class SoakResult:
     client_errors: list[str]
     #: time.time() - time.monotonic() during the run: puts the faults on the records' wall clock.
     wall_offset: float = 0.0
+    ops: list[Op] = field(default_factory=list)  # the cancels and deletes
+    #: Temporal's runs of the agent and workflow execution workflows at the end, by workflow id.
+    temporal_runs: dict[str, list[Run]] = field(default_factory=dict)
 
 
 class Soak:
@@ -200,6 +207,7 @@ class Soak:
                 if fault.index == at:
                     baseline = self.checkpoint(f"baseline (after fault {at})")
             self.checkpoint("final", baseline=baseline)
+            runs = temporal_runs(self.temporal.address)
         finally:
             self._stop.set()
             for client in self._clients:
@@ -220,6 +228,8 @@ class Soak:
             wall=time.monotonic() - started,
             client_errors=[f"{c.client_name}: {c.error!r}" for c in self._clients if c.error is not None],
             wall_offset=time.time() - time.monotonic(),
+            ops=self.ledger.ops_snapshot(),
+            temporal_runs=runs,
         )
         self._api.close()
         return result
@@ -284,7 +294,8 @@ class Soak:
             nonlocal tries
             tries += 1
             self._probe_count += 1
-            attempt = Attempt("probe", Kind.AGENT, f"{self.mode}-probe-{self._probe_count}", time.monotonic())
+            tag = f"{self.mode}-probe-{self._probe_count}"
+            attempt = Attempt("probe", Kind.AGENT, tag, time.monotonic(), request_id=new_request_id(self._rng))
             self.ledger.add(create(self._api, attempt, workflow=WORKFLOW_NAME, rng=self._rng))
             return attempt.code == "OK"
 

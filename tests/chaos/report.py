@@ -1,4 +1,5 @@
-"""Judge a chaos soak: every promise of issue 7 as a row of a table (check, figure, verdict).
+"""Judge a chaos soak: every promise of issue 7 as a row of a table (check, figure, verdict); those
+of issue 14 (request ids, cancel, delete, Temporal's count) are report_requests.py's rows.
 
 A row with verdict None is a figure to read (load, recovery times), not a promise. Violations are
 listed under the table with examples, so a failing run says what broke without a rerun.
@@ -17,6 +18,7 @@ from stigmer.controllers.reconciler import LOST_REASON
 from tests.chaos.harness import RESOURCE_SETTLE_TIMEOUT, Checkpoint, FaultKind, SoakResult
 from tests.chaos.load import Attempt, Kind
 from tests.chaos.procstats import PER_WORKER_THREADS, POOL_SLACK, resource_problems
+from tests.chaos.report_requests import Ops, judge_requests, made_during_refusal
 
 #: How often one log line (digits masked) may appear between two faults: the connection logs each
 #: state change once and summarises repeats, so a few is normal and more is a flood.
@@ -80,6 +82,7 @@ def judge(result: SoakResult, *, persisted: bool) -> Report:
     report = Report(mode="persisted (--db-filename)" if persisted else "in memory")
     _load_and_faults(report, result)
     _outcomes(report, result, persisted=persisted)
+    judge_requests(report, result, persisted=persisted)
     _start_latency(report, result)
     _codes(report, result)
     _final_state(report, result)
@@ -136,13 +139,18 @@ def _outcomes(report: Report, result: SoakResult, *, persisted: bool) -> None:
         by_input[e.input].append(e.id)
 
     created = [a for a in result.attempts if a.code == "OK"]
-    missing, unexpected, lost, exhausted, as_expected = [], [], [], [], 0
+    ops = Ops(result.ops)
+    missing, unexpected, lost, exhausted, as_expected, cancelled, gone = [], [], [], [], 0, 0, 0
     for a in created:
         record = (workflows if a.kind is Kind.WORKFLOW else agents).get(a.id)
-        if record is None:
+        if record is None and (a.id in ops.deleted or a.id in ops.maybe_deleted):
+            gone += 1
+        elif record is None:
             missing.append(f"{a.tag} -> {a.id}")
         elif _expected(a, record):
             as_expected += 1
+        elif record.phase == common_pb2.CANCELLED and a.id in ops.cancel_asked:
+            cancelled += 1
         elif _lost(record):
             lost.append(f"{a.id}: {record.error}")
         elif record.phase == common_pb2.FAILED and record.error.startswith("timed out ("):
@@ -156,9 +164,13 @@ def _outcomes(report: Report, result: SoakResult, *, persisted: bool) -> None:
             )
     report.row("creates that returned an id", len(created))
     report.row(
-        "  their record exists", f"{len(created) - len(missing)} of {len(created)}", not missing, examples=missing
+        "  their record exists (or the load deleted it)",
+        f"{len(created) - len(missing)} of {len(created)} ({gone} deleted)",
+        not missing,
+        examples=missing,
     )
     report.row("  ended as asked (COMPLETED, or FAILED with the agent's reason)", as_expected)
+    report.row("  ended CANCELLED, as the load asked", cancelled)
     report.row("  FAILED: in-memory Temporal lost the workflow", len(lost), not (persisted and lost), examples=lost)
     report.row("  FAILED: every attempt of the agent cut by a fault", len(exhausted), not exhausted, examples=exhausted)
     report.row("  ended any other way", len(unexpected), not unexpected, examples=unexpected)
@@ -188,11 +200,9 @@ def _outcomes(report: Report, result: SoakResult, *, persisted: bool) -> None:
     )
 
     refused = [a for a in result.attempts if a.server_unavailable]
-    leftovers = [
-        f"{a.tag}: {_records_of(a, by_message, by_input)}" for a in refused if _records_of(a, by_message, by_input)
-    ]
+    leftovers = made_during_refusal(result)
     report.row("creates answered UNAVAILABLE by the server", len(refused))
-    report.row("  that left a record", len(leftovers), not leftovers, examples=leftovers)
+    report.row("  that left a record (made during that try)", len(leftovers), not leftovers, examples=leftovers)
 
     cut = [a for a in result.attempts if a.code == "UNAVAILABLE" and not a.state]
     in_window = [a for a in cut if _during(a, result.stigmer_down)]
@@ -317,12 +327,56 @@ def _compare(report: Report, base: Checkpoint, end: Checkpoint) -> None:
         report.row(f"  pool threads kept (allowed +{POOL_SLACK})", grew)
 
 
+#: Server bugs the soak found that are not fixed yet: their ERROR lines (and the tracebacks
+#: logged with them) are shown as a figure, so that the soak still judges everything else. Each
+#: pattern is matched against an ERROR line and the line after it, and names the test that
+#: reproduces it (xfail, strict): remove the entry when that test starts passing.
+KNOWN_FINDINGS = {
+    "the reconciler logs an ERROR for an execution deleted during its pass "
+    "(tests/chaos/test_reconciler_delete_race.py)": re.compile(
+        r" \[ERROR\] Reconciler could not check (aex|wex)-\w+: .* not found"
+    ),
+    # An agent's failure and a cancel in one workflow task (after a reconnection delayed it).
+    "an agent's failure dropped for a cancel in the same workflow task "
+    "(tests/chaos/test_cancel_meets_agent_result.py)": re.compile(
+        r" \[ERROR\] Future exception was never retrieved\nfuture: <Future finished exception=ActivityError\("
+    ),
+}
+
+
+_FRAME_LINES = (" ", ">", "File ", "Traceback", "During handling", "The above exception")
+
+
+def _known(line: str) -> str:
+    return next((name for name, pattern in KNOWN_FINDINGS.items() if pattern.search(line)), "")
+
+
 def _log(report: Report, result: SoakResult) -> None:
     log = result.log
-    tracebacks = [line for line in log.splitlines() if "Traceback" in line]
+    lines = log.splitlines()
+    known: collections.Counter[str] = collections.Counter()
+    errors = []
+    for i, line in enumerate(lines):
+        if " [ERROR] " in line:
+            finding = _known("\n".join(lines[i : i + 2]))
+            known[finding] += bool(finding)
+            if not finding:
+                errors.append(line[:500])
+    tracebacks = []
+    for i, line in enumerate(lines):
+        if "Traceback" not in line:
+            continue
+        logged_with = next((x for x in reversed(lines[max(0, i - 3) : i]) if " [ERROR] " in x), "")
+        if logged_with and _known(logged_with):
+            continue
+        # With the exception it ends in (the first line after it that is not a frame).
+        exception = next((x for x in lines[i + 1 :] if x and not x.startswith(_FRAME_LINES)), "?")
+        tracebacks.append(f"{logged_with[:200] or line} ... {exception[:300]}")
     report.row("server log: tracebacks", len(tracebacks), not tracebacks, examples=tracebacks)
-    errors = [line for line in log.splitlines() if " [ERROR] " in line]
     report.row("server log: ERROR lines", len(errors), not errors, examples=errors)
+    for finding, n in known.items():
+        if n:
+            report.row(f"server log: known, not fixed: {finding}", n)
     offsets = [0, *(r.log_offset for r in result.faults), len(log)]
     worst, worst_line = 0, ""
     for start, end in itertools.pairwise(offsets):
