@@ -195,7 +195,14 @@ class Reconciler:
             status = await session.describe(item.workflow_id, timeout=self._describe_timeout)
         except TemporalUnavailableError as err:
             raise _Interrupted(str(err)) from err
-        if item.read().cancel_requested_at is not None:
+        try:
+            current = item.read()  # again: it may have finished, or been deleted, while Temporal answered
+        except NotFoundError:
+            report.finished += 1
+            return
+        if current.phase.terminal:
+            report.finished += 1
+        elif current.cancel_requested_at is not None:
             await self._cancel(item, running=status is RemoteStatus.RUNNING, report=report)
         elif status is RemoteStatus.RUNNING:
             report.running += 1
@@ -212,7 +219,11 @@ class Reconciler:
             logger.error("Reconciler left {} alone: unexpected workflow status {}", item.id, status)
 
     async def _lost(self, item: _Item, report: ReconcileReport) -> None:
-        record = item.read()
+        try:
+            record = item.read()
+        except NotFoundError:  # deleted meanwhile: nothing to settle
+            report.finished += 1
+            return
         if record.phase is Phase.PENDING and item.starter is not None:
             try:
                 await item.starter.start(item.id, timeout=self._start_timeout)
@@ -235,7 +246,10 @@ class Reconciler:
             if still_running:
                 logger.info("Reconciler asked Temporal again to cancel {}", item.id)
                 return
-        record = item.cancel()
+        try:
+            record = item.cancel()
+        except NotFoundError:  # deleted meanwhile
+            return
         logger.info("Reconciler marked {} {}: its cancel was requested and nothing runs it", item.id, record.phase)
 
     def _finished(self, item: _Item) -> bool:
@@ -248,7 +262,11 @@ class Reconciler:
         if self._finished(item):
             report.finished += 1
             return
-        record = item.fail(error=reason)
+        try:
+            record = item.fail(error=reason)
+        except NotFoundError:  # deleted between the check and the write
+            report.finished += 1
+            return
         if record.phase is Phase.FAILED and record.error == reason:
             report.failed += 1
             logger.warning("Reconciler marked {} FAILED: {}", item.id, reason)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -127,6 +128,31 @@ def _cancelled(err: BaseException) -> bool:
 _INTERRUPTED = (asyncio.CancelledError, ActivityError, ChildWorkflowError)
 
 
+async def _outcome(handle: workflow.ActivityHandle[T] | workflow.ChildWorkflowHandle[Any, T]) -> T:
+    """What the agent (or the step) really did, even if the workflow is cancelled meanwhile.
+
+    A plain ``await`` would raise CancelledError and drop an outcome that reached the workflow in
+    the same workflow task as the cancel (the SDK lets the cancel win: the agent had finished
+    first, yet its reply or its failure is lost). Shielded, a cancel only asks it to stop: a
+    finished one keeps its result, a running one ends in its cancellation (ActivityError /
+    ChildWorkflowError caused by CancelledError), which the caller treats as the cancel.
+    """
+    try:
+        return await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        handle.cancel()  # a no-op for one that is done
+        return await handle
+
+
+async def _recorded(call: Awaitable[T]) -> T:
+    """Record an outcome that is known (the agent's reply, its failure) whatever cancel comes now."""
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        return await task
+
+
 async def _store_activity(name: str, arg: Any, result_type: type[T]) -> T:
     """Run a store-writing activity (by name, so its implementation stays out of the sandbox)."""
     result: T = await workflow.execute_activity(
@@ -181,34 +207,39 @@ class AgentExecutionWorkflow:
             return AgentExecutionResult(
                 execution_id=view.execution_id, phase=view.phase, replies=view.replies, error=view.error
             )
+        agent = workflow.start_activity(
+            names.RUN_AGENT,
+            RunAgentInput(
+                execution_id=view.execution_id,
+                agent=view.agent,
+                message=view.message,
+                runtime_env=view.runtime_env,
+            ),
+            result_type=list[str],
+            start_to_close_timeout=AGENT_ACTIVITY_TIMEOUT,
+            heartbeat_timeout=AGENT_HEARTBEAT_TIMEOUT,
+            retry_policy=AGENT_RETRY,
+            # A cancel waits until the agent has stopped, so CANCELLED means "nothing runs".
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
         try:
-            replies: list[str] = await workflow.execute_activity(
-                names.RUN_AGENT,
-                RunAgentInput(
-                    execution_id=view.execution_id,
-                    agent=view.agent,
-                    message=view.message,
-                    runtime_env=view.runtime_env,
-                ),
-                result_type=list[str],
-                start_to_close_timeout=AGENT_ACTIVITY_TIMEOUT,
-                heartbeat_timeout=AGENT_HEARTBEAT_TIMEOUT,
-                retry_policy=AGENT_RETRY,
-                # A cancel waits until the agent has stopped, so CANCELLED means "nothing runs".
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+            replies = await _outcome(agent)
         except ActivityError as err:
             if _cancelled(err):
                 raise
-            return await _store_activity(
-                names.FAIL_AGENT_EXECUTION,
-                FailExecutionInput(execution_id=view.execution_id, error=_failure_text(err)),
+            return await _recorded(
+                _store_activity(
+                    names.FAIL_AGENT_EXECUTION,
+                    FailExecutionInput(execution_id=view.execution_id, error=_failure_text(err)),
+                    AgentExecutionResult,
+                )
+            )
+        return await _recorded(
+            _store_activity(
+                names.COMPLETE_AGENT_EXECUTION,
+                CompleteAgentExecutionInput(execution_id=view.execution_id, replies=replies),
                 AgentExecutionResult,
             )
-        return await _store_activity(
-            names.COMPLETE_AGENT_EXECUTION,
-            CompleteAgentExecutionInput(execution_id=view.execution_id, replies=replies),
-            AgentExecutionResult,
         )
 
 
@@ -320,7 +351,7 @@ class WorkflowExecutionWorkflow:
             ),
             str,
         )
-        result: AgentExecutionResult = await workflow.execute_child_workflow(
+        step = await workflow.start_child_workflow(
             names.AGENT_EXECUTION_WORKFLOW,
             AgentExecutionInput(execution_id=agent_execution_id),
             id=names.agent_execution_workflow_id(agent_execution_id),
@@ -328,6 +359,7 @@ class WorkflowExecutionWorkflow:
             run_timeout=AGENT_EXECUTION_RUN_TIMEOUT,
             result_type=AgentExecutionResult,
         )
+        result: AgentExecutionResult = await _outcome(step)
         if result.phase != "COMPLETED":
             failed = _StepCancelled if result.phase == "CANCELLED" else _TaskFailed
             raise failed(f"agent execution {agent_execution_id} {result.phase}: {result.error}")

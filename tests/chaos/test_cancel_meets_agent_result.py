@@ -19,8 +19,8 @@ finished first". With a reply instead of a failure (the same history, event 13 m
 ActivityTaskCompleted) the agent's reply is dropped and the execution recorded CANCELLED.
 
 Deterministic: the Replayer runs stigmer's workflow over the history (no worker, no server) and an
-interceptor records the activities it schedules. Server side (stigmer/temporal/workflows.py), not
-fixed here.
+interceptor records the activities it schedules. Fixed in stigmer/temporal/workflows.py
+(``_outcome``: the agent's activity is awaited shielded, and a cancel only asks it to stop).
 """
 
 from __future__ import annotations
@@ -116,12 +116,6 @@ def test_the_history_is_the_soaks() -> None:
     assert events[12]["eventTime"] < events[14]["eventTime"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug (stigmer/temporal/workflows.py, not fixed here): an agent failure and a cancel in one "
-    "workflow task record CANCELLED (the SDK raises CancelledError and drops the activity's outcome), though "
-    "the agent had finished first",
-)
 async def test_an_agent_that_failed_before_the_cancel_stays_failed(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
         activities = await replay(history(agent_replied=False))
@@ -135,11 +129,6 @@ async def test_an_agent_that_failed_before_the_cancel_stays_failed(caplog: pytes
     assert dropped == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug (stigmer/temporal/workflows.py, not fixed here): an agent reply and a cancel in one "
-    "workflow task record CANCELLED and drop the reply, though the agent had finished first",
-)
 async def test_an_agent_that_replied_before_the_cancel_stays_completed() -> None:
     activities = await replay(history(agent_replied=True))
     assert activities == [

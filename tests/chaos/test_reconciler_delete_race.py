@@ -65,12 +65,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug (stigmer/controllers/reconciler.py, not fixed here): a pass reads the execution again "
-    "after Temporal's answer without allowing for NotFoundError, so one deleted meanwhile is logged as an "
-    "ERROR with a traceback and counted in errors instead of being skipped as finished",
-)
 @pytest.mark.parametrize("status", [RemoteStatus.COMPLETED, RemoteStatus.RUNNING, None], ids=str)
 async def test_an_execution_deleted_during_a_pass_is_no_error(store: Store, status: RemoteStatus | None) -> None:
     execution = store.create_agent_execution(agent="echo", message="finishes while the pass asks Temporal")
