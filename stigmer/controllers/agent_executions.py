@@ -71,6 +71,3 @@ class AgentExecutionController(ExecutionController[AgentExecution, Starter]):
 
     def _fetch(self, id: str) -> AgentExecution:
         return self._store.get_agent_execution(id)
-
-    def _delete(self, id: str) -> bool:
-        return self._store.delete_agent_execution(id)

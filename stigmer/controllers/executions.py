@@ -97,9 +97,6 @@ class ExecutionController(Generic[R, C]):
     def _fetch(self, id: str) -> R:
         raise NotImplementedError
 
-    def _delete(self, id: str) -> bool:
-        raise NotImplementedError
-
     def _find_request(self, key: RequestKey) -> R | None:
         found: R | None = self._call(lambda: self._store.find_request(self.LISTENER_KIND, key))
         return found
@@ -115,21 +112,24 @@ class ExecutionController(Generic[R, C]):
             # An acknowledged create is answered again even while Temporal is away.
             found = self._find_request(key)
             if found is not None:
-                return await self._replay(found)
+                return await self._replay(found, key, admit)
         creator = await self._require_creator()
         record, created = admit(key)
         if not created:  # a concurrent attempt with the same request id stored it first
-            return await self._replay(record)
+            return await self._replay(record, key, admit)
         return await self._start(creator, record)
 
-    async def _replay(self, record: R) -> R:
+    async def _replay(self, record: R, key: RequestKey | None, admit: Admit[R]) -> R:
         """A retried create: the record an earlier attempt made, with its workflow started."""
         inflight = self._starting.get(record.id)
         if inflight is not None:
             await asyncio.shield(inflight)  # the first attempt's error, if its start failed
         elif record.phase is Phase.PENDING and record.id not in self._started:
-            # Its start may have failed after the record was stored (the server stopped mid-way);
-            # starting again is a no-op if it had reached Temporal.
+            # The first attempt may still be starting it in another process, and remove it if that
+            # fails: claim it first (its removal then leaves it alone), or create it afresh if it
+            # is gone already. Starting again is a no-op if its start had reached Temporal.
+            if self._store.claim(self.LISTENER_KIND, record.id) is None:
+                return await self._create(key, admit)
             creator = await self._require_creator()
             try:
                 await creator.start(record.id, timeout=self._start_timeout)
@@ -142,19 +142,28 @@ class ExecutionController(Generic[R, C]):
         return await require(lambda: self._creator, self._availability, what=f"{self.KIND} creator")
 
     async def _start(self, creator: C, record: R) -> R:
-        """Start the record's workflow; on failure the record is removed before the error surfaces."""
+        """Start the record's workflow; on failure the record is removed before the error surfaces
+        (unless a retry answered by another server claimed it meanwhile: see _replay)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._starting[record.id] = done
+        version = record.version
+
+        def forget(id: str) -> bool:
+            return self._store.forget(self.LISTENER_KIND, id, version=version)
+
         try:
             await start_or_forget(
                 creator,
                 id=record.id,
                 timeout=self._start_timeout,
-                delete=self._delete,
+                delete=forget,
                 availability=self._availability,
             )
         except BaseException as err:
-            done.set_exception(err if isinstance(err, Exception) else asyncio.CancelledError())
+            # A waiting retry gets an answer it can give its own caller: the first attempt's error,
+            # or UNAVAILABLE if that caller went away (a CancelledError would cancel the retry too).
+            failure = err if isinstance(err, Exception) else unavailable(self._availability, cause="create abandoned")
+            done.set_exception(failure)
             done.exception()  # retrieved: nobody may be waiting for it
             raise
         else:

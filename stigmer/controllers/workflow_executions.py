@@ -83,9 +83,6 @@ class WorkflowExecutionController(ExecutionController[WorkflowExecution, Starter
     def _fetch(self, id: str) -> WorkflowExecution:
         return self._store.get_workflow_execution(id)
 
-    def _delete(self, id: str) -> bool:
-        return self._store.delete_workflow_execution(id)
-
 
 def _runnable_tasks(workflow: Workflow) -> list[tuple[str, str]]:
     """(name, kind) of each task; FailedPreconditionError if the stored workflow cannot run."""

@@ -20,11 +20,13 @@ from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, UNFINISHED, Execu
 __all__ = [
     "PREFIX",
     "cancel",
+    "claim",
     "complete",
     "delete",
     "delete_finished",
     "fail",
     "find_request",
+    "forget",
     "get",
     "insert",
     "list_page",
@@ -98,6 +100,8 @@ unfinished = _TABLE.unfinished
 mark_started = _TABLE.mark_started
 delete_finished = _TABLE.delete_finished
 find_request = _TABLE.find_request
+forget = _TABLE.forget
+claim = _TABLE.claim
 request_cancel = _TABLE.request_cancel
 withdraw_cancel = _TABLE.withdraw_cancel
 

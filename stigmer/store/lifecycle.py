@@ -36,6 +36,25 @@ class ExecutionLifecycle(StoreBase):
         with self._db.write(f"look up request {request.id}") as conn:
             return cast(Execution | None, table.find_request(conn, request, now=time.time()))
 
+    def forget(self, kind: str, id: str, *, version: int) -> bool:
+        """Remove a record whose workflow could not be started, unless a retried create claimed it."""
+        table = _table(kind)
+        with self._db.write(f"forget {id}") as conn:
+            gone = bool(table.forget(conn, id, version=version))
+        if gone:
+            self._notify(kind, id)
+        return gone
+
+    def claim(self, kind: str, id: str) -> Execution | None:
+        """Protect a record a retried create is answered with from its first attempt's forget();
+        None if it is gone (that attempt failed and removed it)."""
+        table = _table(kind)
+        with self._db.write(f"claim {id}") as conn:
+            record, changed = table.claim(conn, id)
+        if changed:
+            self._notify(kind, id)
+        return cast(Execution | None, record)
+
     def request_cancel(self, kind: str, id: str, *, by: str, reason: str, at: float | None = None) -> Execution:
         """Record who asks to cancel and why (the first request is kept); FailedPreconditionError
         naming the phase if the execution is already terminal."""

@@ -81,6 +81,27 @@ class ExecutionTable(Generic[R]):
     def delete(self, conn: Connection, id: str) -> bool:
         return conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (id,)).rowcount > 0
 
+    def forget(self, conn: Connection, id: str, *, version: int) -> bool:
+        """Remove a record whose start failed -- only if nothing touched it since (still PENDING at
+        ``version``): another server may have answered a retry of its create meanwhile (claim)."""
+        cursor = conn.execute(
+            f"DELETE FROM {self.table} WHERE id = ? AND phase = ? AND version = ?", (id, Phase.PENDING.value, version)
+        )
+        return cursor.rowcount == 1
+
+    def claim(self, conn: Connection, id: str) -> tuple[R | None, bool]:
+        """A retried create is about to be answered with this record: bump its version, so that the
+        first attempt's forget() can no longer remove it. (None, False) if it is gone already."""
+        cursor = conn.execute(
+            f"UPDATE {self.table} SET version = version + 1 WHERE id = ? AND phase IN (?, ?)", (id, *UNFINISHED)
+        )
+        if cursor.rowcount == 0:
+            try:
+                return self.get(conn, id), False  # terminal: nothing to protect
+            except NotFoundError:
+                return None, False
+        return self.get(conn, id), True
+
     def delete_finished(self, conn: Connection, id: str) -> R:
         """Delete a record in a terminal phase and return it as it was.
 

@@ -21,11 +21,13 @@ from .table import TEMPORAL_CANCEL_REASON, TEMPORAL_CANCELLER, TERMINAL, UNFINIS
 __all__ = [
     "PREFIX",
     "cancel",
+    "claim",
     "complete",
     "delete",
     "delete_finished",
     "fail",
     "find_request",
+    "forget",
     "get",
     "insert",
     "list_page",
@@ -95,6 +97,8 @@ delete = _TABLE.delete
 unfinished = _TABLE.unfinished
 mark_started = _TABLE.mark_started
 find_request = _TABLE.find_request
+forget = _TABLE.forget
+claim = _TABLE.claim
 request_cancel = _TABLE.request_cancel
 withdraw_cancel = _TABLE.withdraw_cancel
 

@@ -201,3 +201,36 @@ async def test_delete_with_force_cancels_waits_and_deletes(store: Store) -> None
     assert deleted.phase is Phase.CANCELLED and deleted.cancel_reason == "deleted with force"
     with pytest.raises(NotFoundError):
         aex.get(record.id)
+
+
+async def test_a_retry_answered_by_another_server_keeps_the_record_when_the_first_start_fails(
+    store: Store,
+) -> None:
+    """Server A stores the record and its start hangs; the client's retry reaches server B, which
+    starts and answers it; then A's start fails. A must not remove what B acknowledged."""
+    first, second = GatedCreator(), GatedCreator()
+    first.gate = asyncio.Event()
+    first.start_error = TemporalUnavailableError("start: no answer")
+    server_a, server_b = controller(store, first), controller(store, second)
+    request_id = str(uuid.uuid4())
+    hanging = asyncio.create_task(server_a.create(agent="echo", message="m", request_id=request_id))
+    await first.started.wait()
+    answered = await server_b.create(agent="echo", message="m", request_id=request_id)
+    first.gate.set()
+    with pytest.raises(TemporalUnavailableError):
+        await hanging
+    assert store.get_agent_execution(answered.id).phase is Phase.PENDING  # kept: B acknowledged it
+    assert second.starts == [answered.id]
+
+
+async def test_a_retry_after_the_first_attempt_removed_its_record_creates_it_afresh(store: Store) -> None:
+    creator = GatedCreator()
+    aex = controller(store, creator)
+    request_id = str(uuid.uuid4())
+    creator.start_error = TemporalUnavailableError("no answer")
+    with pytest.raises(TemporalUnavailableError):
+        await aex.create(agent="echo", message="m", request_id=request_id)
+    assert store.list_agent_executions()[0] == []
+    creator.start_error = None
+    again = await controller(store, creator).create(agent="echo", message="m", request_id=request_id)
+    assert store.get_agent_execution(again.id).request_id == request_id
