@@ -70,21 +70,33 @@ class LeadingReconciler:
         return await self._reconciler.reconcile(session)
 
     async def run(self) -> None:
-        """Forever: take the lease when it is free (reconcile at once then), and reconcile every period."""
+        """Forever: take the lease when it is free (reconcile at once then), and reconcile every period.
+
+        Only a connected server leads: one cut off from Temporal lets go, so that a connected one
+        takes over. A failed pass (the database away, say) is logged and tried again later; it
+        never ends this loop.
+        """
         since = 0.0
         loop = asyncio.get_running_loop()
         try:
             while True:
                 await asyncio.sleep(self._check_every)
-                was_leading = self._leading
-                if not await self._holds():
-                    continue
-                session = self._session()
-                if session is None:
-                    continue  # not connected: the next CONNECTED reconciles
-                if not was_leading or loop.time() - since >= self._period:
-                    since = loop.time()
-                    await self._reconciler.reconcile(session)
+                try:
+                    session = self._session()
+                    if session is None:  # not connected: lead no longer (the next CONNECTED asks again)
+                        if self._leading:
+                            await asyncio.to_thread(self._lease.release)
+                            self._leading = False
+                            logger.info("This server no longer runs the reconciler (not connected to Temporal)")
+                        continue
+                    was_leading = self._leading
+                    if not await self._holds():
+                        continue
+                    if not was_leading or loop.time() - since >= self._period:
+                        since = loop.time()
+                        await self._reconciler.reconcile(session)
+                except Exception as err:  # the next round tries again
+                    logger.warning("Periodic reconciliation failed, will retry: {}", err)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._lease.release)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from stigmer.errors import NotFoundError, TemporalUnavailableError
+from stigmer.errors import NotFoundError, StoreError, TemporalUnavailableError
 from stigmer.store import AGENT_EXECUTION, WORKFLOW_EXECUTION, AgentExecution, Phase, Store, WorkflowExecution
 
 from .ports import Availability, RemoteStatus, Session, Starter
@@ -123,6 +123,9 @@ class Reconciler:
                     except Exception as err:  # one odd record must not block the others
                         report.errors += 1
                         logger.opt(exception=err).error("Reconciler could not check {}: {}", item.id, err)
+            except StoreError as err:  # listing the unfinished failed (the database is away)
+                report.interrupted = True
+                logger.warning("Reconciliation stopped, the store is unavailable ({}); retried on the next pass", err)
             except _Interrupted as stop:
                 report.interrupted = True
                 logger.warning(

@@ -59,6 +59,17 @@ LISTEN_RETRY = 1.0
 #: How often the prober tries the database while it is unavailable.
 PROBE_INTERVAL = 0.5
 PROBE_CONNECT_TIMEOUT = 2
+#: Every connection's bounds: a silent path is given up within ~10 s (TCP keepalives and
+#: tcp_user_timeout, instead of libpq's default of about two hours), a statement within 15 s and a
+#: wait for a row lock within 5 s, so a dead peer can neither freeze a caller nor hold a lock for long.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,
+    "options": "-c statement_timeout=15000 -c lock_timeout=5000",
+}
 
 
 def redact(url: str) -> str:
@@ -128,7 +139,12 @@ class PgDatabase:
             max_size=pool_size,
             open=False,
             timeout=POOL_TIMEOUT,
-            kwargs={"row_factory": text_rows, "connect_timeout": CONNECT_TIMEOUT, "application_name": "stigmer"},
+            kwargs={
+                "row_factory": text_rows,
+                "connect_timeout": CONNECT_TIMEOUT,
+                "application_name": "stigmer",
+                **CONNECTION_OPTIONS,
+            },
             check=ConnectionPool.check_connection,
             name="stigmer",
         )
@@ -137,7 +153,9 @@ class PgDatabase:
         self._publisher: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._prober: threading.Thread | None = None
+        self._probing = False  # under _state_lock: a prober runs (cleared as it reports success)
         self._stop = threading.Event()
+        self._listening = threading.Event()
         self._state_lock = threading.Lock()
         self._available = False
         self._schema_ready = False
@@ -171,7 +189,9 @@ class PgDatabase:
             # A connection of its own, not the pool's: a refused or unknown server answers at once
             # instead of after the pool's timeout.
             with (
-                psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, row_factory=text_rows) as conn,
+                psycopg.connect(
+                    self.url, connect_timeout=CONNECT_TIMEOUT, row_factory=text_rows, **CONNECTION_OPTIONS
+                ) as conn,
                 conn.transaction(),
             ):
                 pg_schema.ensure_schema(PgConnection(conn), where=self.path)
@@ -204,6 +224,8 @@ class PgDatabase:
         # Under _state_lock.
         changed = value != self._available
         self._available, self._why = value, why
+        if value:
+            self._probing = False
         if changed:
             if value:
                 logger.info("✅ Database {} is available", self.path)
@@ -220,15 +242,22 @@ class PgDatabase:
             if self._available:
                 logger.warning("Database {} is unavailable: {}", self.path, why)
             self._set_available(False, why)
-            if self._prober is None or not self._prober.is_alive():
+            if not self._probing:
+                self._probing = True
                 self._prober = threading.Thread(target=self._probe, name="stigmer-pg-probe", daemon=True)
                 self._prober.start()
+
+    def _reachable(self) -> None:
+        """One fresh connection and a round trip, or psycopg.Error."""
+        with psycopg.connect(
+            self.url, connect_timeout=PROBE_CONNECT_TIMEOUT, autocommit=True, **CONNECTION_OPTIONS
+        ) as conn:
+            conn.execute("SELECT 1")
 
     def _probe(self) -> None:
         while not self._stop.wait(PROBE_INTERVAL):
             try:
-                with psycopg.connect(self.url, connect_timeout=PROBE_CONNECT_TIMEOUT, autocommit=True) as conn:
-                    conn.execute("SELECT 1")
+                self._reachable()
                 if self._schema_ready:
                     with self._state_lock:
                         self._set_available(True, "")
@@ -264,10 +293,18 @@ class PgDatabase:
             with self._pool.connection() as conn, conn.transaction():
                 yield PgConnection(conn)
         except PoolTimeout as exc:
-            self._mark_down(f"no connection within {POOL_TIMEOUT:g} s")
+            # Every pooled connection busy, or none can be made: only the second is an outage.
+            try:
+                self._reachable()
+            except psycopg.Error as down:
+                self._mark_down(_one_line(down))
+                raise DatabaseUnavailableError(
+                    f"database unavailable: could not {doing}: no connection to {self.path} ({_one_line(down)}). "
+                    "Check that PostgreSQL is running and reachable; stigmer reconnects by itself."
+                ) from exc
             raise DatabaseUnavailableError(
-                f"database unavailable: could not {doing}: no connection to {self.path} within {POOL_TIMEOUT:g} s "
-                f"({exc}). Check that PostgreSQL is running and reachable; stigmer reconnects by itself."
+                f"database busy: could not {doing}: all connections to {self.path} stayed in use for "
+                f"{POOL_TIMEOUT:g} s; retry later"
             ) from exc
         except psycopg.Error as exc:
             if not _is_unreachable(exc):
@@ -290,6 +327,8 @@ class PgDatabase:
         self._listener = threading.Thread(target=self._listen, args=(deliver,), name="stigmer-pg-listen", daemon=True)
         self._publisher.start()
         self._listener.start()
+        if self._available:  # hear the others from the first change on, not from whenever LISTEN lands
+            self._listening.wait(timeout=CONNECT_TIMEOUT)
 
     def _publish(self) -> None:
         while True:
@@ -316,8 +355,11 @@ class PgDatabase:
     def _listen(self, deliver: Callable[[str, str], None]) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                with psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **CONNECTION_OPTIONS
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5, stop_after=100):
                             token, _, rest = note.payload.partition(" ")
@@ -361,13 +403,21 @@ def _is_unreachable(exc: psycopg.Error) -> bool:
     return exc.sqlstate.startswith(_UNREACHABLE_STATES)
 
 
-_CONFIGURATION_HINTS = ("password authentication failed", "does not exist", "no password supplied", "role ")
+_CONFIGURATION_HINTS = (
+    "password authentication failed",
+    "no password supplied",
+    'database "',  # database "x" does not exist
+    'role "',  # role "x" does not exist
+)
 
 
 def _is_configuration(exc: psycopg.OperationalError) -> bool:
-    """A refusal that waiting will not fix (wrong password, no such database or role)."""
+    """A refusal that waiting will not fix (wrong password, no such database or role) -- not one
+    that passes (too many connections, the server starting or shutting down)."""
     text = str(exc).lower()
-    return any(hint in text for hint in _CONFIGURATION_HINTS)
+    if "too many connections" in text or "reserved for" in text:
+        return False
+    return any(hint in text for hint in _CONFIGURATION_HINTS) and ("password" in text or "does not exist" in text)
 
 
 def _configuration_advice(exc: psycopg.OperationalError, where: str) -> str:
@@ -397,7 +447,9 @@ class PgLease:
             try:
                 if self._conn is None or self._conn.closed:
                     self._held = False
-                    self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=PROBE_CONNECT_TIMEOUT)
+                    self._conn = psycopg.connect(
+                        self._url, autocommit=True, connect_timeout=PROBE_CONNECT_TIMEOUT, **CONNECTION_OPTIONS
+                    )
                 if self._held:
                     self._conn.execute("SELECT 1")  # still connected: still held
                     return True
