@@ -64,7 +64,12 @@ class WorkflowController:
             if found is not None:
                 return found
         # Cheap early answer; the insert below still catches a concurrent create of the same name.
-        if self._find(name) is not None:
+        existing = self._find(name)
+        if existing is not None:
+            if key is not None and existing.request_id == key.id:
+                found = self._store.find_workflow_request(key)  # committed meanwhile by this create's other attempt
+                if found is not None:
+                    return found
             raise AlreadyExistsError(f"a workflow named {name!r} already exists")
         result = await self._validate(document)
         try:

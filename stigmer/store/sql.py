@@ -68,9 +68,11 @@ class RequestRace(Exception):
 
 
 def refused_insert(exc: Exception, *, request_id: str | None, message: str) -> Exception:
-    """What a refused INSERT means: a request id taken meanwhile (RequestRace), else AlreadyExistsError."""
+    """What a refused INSERT means. With a request id, possibly that another process's attempt of the
+    same create got in first (whichever unique index refused it: PostgreSQL may check the name's
+    before the request id's): RequestRace, so the store looks again; else AlreadyExistsError."""
     from stigmer.errors import AlreadyExistsError
 
-    if request_id is not None and "request_id" in str(exc):
-        return RequestRace(request_id)
+    if request_id is not None:
+        return RequestRace(message)
     return AlreadyExistsError(message)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from stigmer.errors import AlreadyExistsError
+
 from . import agent_executions, workflow_executions, workflows
 from .base import AGENT_EXECUTION, WORKFLOW, WORKFLOW_EXECUTION, Listener
 from .base import now as _now
@@ -35,7 +37,11 @@ def _once_more_on_race(create: Callable[[], T]) -> T:
     try:
         return create()
     except RequestRace:
-        return create()
+        pass
+    try:
+        return create()  # the lookup finds the other attempt's record now, if that is what refused it
+    except RequestRace as still:
+        raise AlreadyExistsError(str(still)) from None  # a genuine conflict (the name is taken)
 
 
 def _created_after(created_after: float | None) -> list[Filter]:
