@@ -115,7 +115,9 @@ class AgentExecutionServiceServicer:
         finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
         while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
         FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
-        UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+        UNAVAILABLE if it is running and Temporal is unreachable: retry later. Nothing changed if the
+        server had no connection; if the request may have reached Temporal (no answer in time), it is
+        kept and the server sends it again once reconnected.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

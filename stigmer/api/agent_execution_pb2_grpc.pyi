@@ -59,7 +59,9 @@ class AgentExecutionServiceStub:
     finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
     while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
     FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
-    UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+    UNAVAILABLE if it is running and Temporal is unreachable: retry later. Nothing changed if the
+    server had no connection; if the request may have reached Temporal (no answer in time), it is
+    kept and the server sends it again once reconnected.
     """
     Delete: _grpc.UnaryUnaryMultiCallable[_agent_execution_pb2.DeleteAgentExecutionRequest, _agent_execution_pb2.AgentExecution]
     """Deletes a finished execution and returns it as it was. Errors: NOT_FOUND (also when
@@ -97,7 +99,9 @@ class AgentExecutionServiceAsyncStub(AgentExecutionServiceStub):
     finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
     while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
     FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
-    UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+    UNAVAILABLE if it is running and Temporal is unreachable: retry later. Nothing changed if the
+    server had no connection; if the request may have reached Temporal (no answer in time), it is
+    kept and the server sends it again once reconnected.
     """
     Delete: _aio.UnaryUnaryMultiCallable[_agent_execution_pb2.DeleteAgentExecutionRequest, _agent_execution_pb2.AgentExecution]  # type: ignore[assignment]
     """Deletes a finished execution and returns it as it was. Errors: NOT_FOUND (also when
@@ -162,7 +166,9 @@ class AgentExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         finished first. Repeating it is harmless. A PENDING execution is cancelled at once, even
         while Temporal is unreachable (no worker ever ran it). Errors: NOT_FOUND;
         FAILED_PRECONDITION if it is already in a terminal phase (the message names it);
-        UNAVAILABLE if it is running and Temporal is unreachable (nothing changed; retry later).
+        UNAVAILABLE if it is running and Temporal is unreachable: retry later. Nothing changed if the
+        server had no connection; if the request may have reached Temporal (no answer in time), it is
+        kept and the server sends it again once reconnected.
         """
 
     @_abc_1.abstractmethod

@@ -182,27 +182,36 @@ class ExecutionController(Generic[R, C]):
         check.check_id(self.PREFIX, id)
         why, who = check.check_cancel_request(reason, requested_by)
         await self._settle_start(id)
-        at = time.time()
-        record: R = self._call(lambda: self._store.request_cancel(self.LISTENER_KIND, id, by=who, reason=why, at=at))
-        # Never run by a worker: nothing to stop in Temporal. A workflow that starts it later
-        # finds it CANCELLED and ends at once (PENDING only: a worker may start it meanwhile).
-        record = self._call(lambda: self._store.cancel(self.LISTENER_KIND, id, pending_only=True))
-        if record.phase.terminal:
-            logger.info("Cancelled {} before any worker ran it", id, by=who)
-            return record
+
+        def request() -> R:
+            at = time.time()
+            asked: R = self._call(lambda: self._store.request_cancel(self.LISTENER_KIND, id, by=who, reason=why, at=at))
+            return asked
+
+        if self._read(id).phase is Phase.PENDING:
+            request()
+            # Never run by a worker: nothing to stop in Temporal. A workflow that starts it later
+            # finds it CANCELLED and ends at once (PENDING only: a worker may start it meanwhile).
+            local: R = self._call(lambda: self._store.cancel(self.LISTENER_KIND, id, pending_only=True))
+            if local.phase.terminal:
+                logger.info("Cancelled {} before any worker ran it", id, by=who)
+                return local
+        # Running: Temporal must stop it. Without a connection nothing is recorded (UNAVAILABLE
+        # then means "nothing changed"); with one, the request is recorded first (the workflow
+        # reads who and why from it) and then sent.
+        creator = await self._require_creator()
+        request()
         try:
-            creator = await self._require_creator()
             running = await creator.cancel(id, timeout=self._start_timeout)
         except TemporalUnavailableError as err:
-            # Nothing reached Temporal: take the request back, so that "UNAVAILABLE" means "nothing changed".
-            self._store.withdraw_cancel(self.LISTENER_KIND, id, requested_at=at)
-            if self._creator is not None:
-                self._availability.report_unavailable(err, client=self._creator.client)
+            # It may have reached Temporal or not: the request stays recorded, and the reconciler
+            # sends it again on the next connection (it does so for every running workflow with one).
+            self._availability.report_unavailable(err, client=creator.client)
             raise unavailable(self._availability, cause=str(err)) from err
         if not running:  # Temporal has no live workflow for it: nothing can record an outcome
-            record = self._call(lambda: self._store.cancel(self.LISTENER_KIND, id))
+            done: R = self._call(lambda: self._store.cancel(self.LISTENER_KIND, id))
             logger.info("Cancelled {}: Temporal had no running workflow for it", id, by=who)
-            return record
+            return done
         logger.info("Requested cancellation of {}", id, by=who, reason=why)
         return self._read(id)
 
