@@ -188,8 +188,9 @@ class ExecutionController(Generic[R, C]):
             asked: R = self._call(lambda: self._store.request_cancel(self.LISTENER_KIND, id, by=who, reason=why, at=at))
             return asked
 
-        if self._read(id).phase is Phase.PENDING:
-            request()
+        phase = self._read(id).phase
+        if phase.terminal or phase is Phase.PENDING:
+            request()  # FAILED_PRECONDITION naming the phase, for a terminal one
             # Never run by a worker: nothing to stop in Temporal. A workflow that starts it later
             # finds it CANCELLED and ends at once (PENDING only: a worker may start it meanwhile).
             local: R = self._call(lambda: self._store.cancel(self.LISTENER_KIND, id, pending_only=True))

@@ -60,7 +60,8 @@ LISTEN_RETRY = 1.0
 PROBE_INTERVAL = 0.5
 PROBE_CONNECT_TIMEOUT = 2
 #: Every connection's bounds: a silent path is given up within ~10 s (TCP keepalives and
-#: tcp_user_timeout, instead of libpq's default of about two hours), a statement within 15 s and a
+#: tcp_user_timeout, instead of libpq's default of about two hours), a statement within 8 s (inside
+#: the store activities' 10 s timeout) and a
 #: wait for a row lock within 5 s, so a dead peer can neither freeze a caller nor hold a lock for long.
 CONNECTION_OPTIONS: dict[str, Any] = {
     "keepalives": 1,
@@ -68,7 +69,7 @@ CONNECTION_OPTIONS: dict[str, Any] = {
     "keepalives_interval": 2,
     "keepalives_count": 2,
     "tcp_user_timeout": 10_000,
-    "options": "-c statement_timeout=15000 -c lock_timeout=5000",
+    "options": "-c statement_timeout=8000 -c lock_timeout=5000",
 }
 
 

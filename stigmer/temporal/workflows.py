@@ -49,13 +49,15 @@ T = TypeVar("T")
 
 _TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")  # the store's terminal Phase values
 
-# Store activities: quick SQLite writes. Retried on anything but a missing record.
+# Store activities: quick writes. Retried on anything but a missing record, for about four minutes
+# of backoff: long enough to ride out a PostgreSQL restart or failover (its calls fail fast while
+# it is away), after which the execution finishes as if nothing happened.
 STORE_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 STORE_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=10,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=30,
     non_retryable_error_types=["NotFound"],
 )
 
@@ -92,11 +94,11 @@ def worst_case(timeout: timedelta, retry: RetryPolicy) -> timedelta:
     return total
 
 
-# mark-started + run-agent + complete-or-fail, all at their worst: about 35 minutes.
+# mark-started + run-agent + complete-or-fail, all at their worst: about 73 minutes.
 AGENT_EXECUTION_WORST_CASE = 2 * worst_case(STORE_ACTIVITY_TIMEOUT, STORE_RETRY) + worst_case(
     AGENT_ACTIVITY_TIMEOUT, AGENT_RETRY
 )
-AGENT_EXECUTION_RUN_TIMEOUT = timedelta(hours=1)
+AGENT_EXECUTION_RUN_TIMEOUT = timedelta(hours=2)
 VALIDATION_RUN_TIMEOUT = timedelta(minutes=1)
 # The workflow execution gets no run timeout: it is as long as its document says (waits of up to
 # a day per task), and each of its steps is bounded by its own timeout.

@@ -69,8 +69,13 @@ async def closes_normally(address: str, workflow_id: str) -> None:
 
 
 async def workflow_runs(address: str, workflow_id: str) -> int:
+    """Runs Temporal lists for the id, once its (eventually consistent) visibility shows any."""
     client = await Client.connect(address)
-    return len([w async for w in client.list_workflows(f'WorkflowId = "{workflow_id}"', rpc_timeout=_td(CALL))])
+
+    async def listed() -> int:
+        return len([w async for w in client.list_workflows(f'WorkflowId = "{workflow_id}"', rpc_timeout=_td(CALL))])
+
+    return await eventually(listed, timeout=10, what=f"{workflow_id} in Temporal's list")
 
 
 def _td(seconds: float) -> Any:
