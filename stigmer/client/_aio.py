@@ -70,7 +70,9 @@ class AsyncClient(Transport):
         request = agent_execution_pb2.CreateAgentExecutionRequest(
             agent=agent, message=message, runtime_env=dict(runtime_env or {}), request_id=fill_request_id(request_id)
         )
-        reply = await self._unary(_AEX + "Create", request, agent_execution_pb2.AgentExecution, timeout)
+        reply = await self._unary(
+            _AEX + "Create", request, agent_execution_pb2.AgentExecution, timeout, retries=bool(request.request_id)
+        )
         return AgentExecution.from_proto(reply)
 
     async def get_agent_execution(self, id: str, *, timeout: float | None = None) -> AgentExecution:
@@ -173,7 +175,10 @@ class AsyncClient(Transport):
     ) -> Workflow:
         """Validate and store a document; ``request_id``: see the class (None: a fresh one, "": none)."""
         request = workflow_pb2.CreateWorkflowRequest(document=document, request_id=fill_request_id(request_id))
-        return Workflow.from_proto(await self._unary(_WF + "Create", request, workflow_pb2.Workflow, timeout))
+        reply = await self._unary(
+            _WF + "Create", request, workflow_pb2.Workflow, timeout, retries=bool(request.request_id)
+        )
+        return Workflow.from_proto(reply)
 
     async def validate_workflow(self, document: str, *, timeout: float | None = None) -> ValidationResult:
         request = workflow_pb2.ValidateWorkflowRequest(document=document)
@@ -209,7 +214,13 @@ class AsyncClient(Transport):
         request = workflow_execution_pb2.CreateWorkflowExecutionRequest(
             workflow=workflow, input=input, request_id=fill_request_id(request_id)
         )
-        reply = await self._unary(_WEX + "Create", request, workflow_execution_pb2.WorkflowExecution, timeout)
+        reply = await self._unary(
+            _WEX + "Create",
+            request,
+            workflow_execution_pb2.WorkflowExecution,
+            timeout,
+            retries=bool(request.request_id),
+        )
         return WorkflowExecution.from_proto(reply)
 
     async def get_workflow_execution(self, id: str, *, timeout: float | None = None) -> WorkflowExecution:
