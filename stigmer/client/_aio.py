@@ -40,9 +40,12 @@ _TERMINAL = frozenset(p for p in Phase if p.terminal)
 
 
 class AsyncClient(Transport):
-    """A connection to one stigmer server. ``async with AsyncClient() as client: ...``
+    """A connection to one stigmer server, or to several. ``async with AsyncClient() as client: ...``
 
-    ``address`` defaults to ``STIGMER_SERVER_ADDRESS`` (else 127.0.0.1:7234); token and TLS come
+    ``address`` defaults to ``STIGMER_SERVER_ADDRESS`` (else 127.0.0.1:7234): ``host:port``, several
+    IP addresses (``"10.0.0.1:7234,10.0.0.2:7234"``) or a DNS name with several records, among which
+    gRPC balances (round_robin) and retries UNAVAILABLE on the idempotent calls (not Delete; see
+    stigmer.client.target); a bad one is ConfigError naming the setting. Token and TLS come
     from the same variables as the CLI's (``STIGMER_AUTH_TOKEN``, ``STIGMER_TLS_CA``, ...) unless
     ``security`` is given. ``timeout`` bounds each call (seconds). ``retry_unavailable`` (seconds,
     off by default) retries a call the server refused with :class:`TemporalUnavailableError`,
