@@ -17,9 +17,10 @@ from google.protobuf.message import Message
 
 from stigmer.client import Client, Page
 from stigmer.client.models import message_of
+from stigmer.client.target import parse_address
 from stigmer.config import DEFAULT_ADDRESS
 from stigmer.contract import RETRY_AFTER_KEY, STATE_KEY
-from stigmer.errors import DatabaseUnavailableError, ExitCode, StigmerError, TemporalUnavailableError
+from stigmer.errors import ConfigError, DatabaseUnavailableError, ExitCode, StigmerError, TemporalUnavailableError
 from stigmer.security import ClientSecurity, ClientSecurityError, tls_hint
 
 T = TypeVar("T")
@@ -33,13 +34,27 @@ output_option = click.option(
     show_default=True,
     help="text for people; json prints one JSON object (same fields as the API) for scripts.",
 )
+
+
+def _check_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--address must parse (stigmer.client's rules); the error names the option and the variable."""
+    try:
+        parse_address(value, setting="--address / STIGMER_SERVER_ADDRESS")
+    except ConfigError as err:
+        raise click.UsageError(str(err), ctx=ctx) from None
+    return value
+
+
 address_option = click.option(
     "--address",
     envvar="STIGMER_SERVER_ADDRESS",
     default=DEFAULT_ADDRESS,
     show_default=True,
-    help="The stigmer server to talk to [env: STIGMER_SERVER_ADDRESS]. If it requires a token or TLS, set "
-    "STIGMER_AUTH_TOKEN and STIGMER_TLS_CA in the environment (see `stigmer server --help`).",
+    callback=_check_address,
+    help="The stigmer server to talk to [env: STIGMER_SERVER_ADDRESS]: HOST:PORT, several IP addresses "
+    "(10.0.0.1:7234,10.0.0.2:7234: calls go round-robin to those that answer) or a DNS name with several "
+    "records. If it requires a token or TLS, set STIGMER_AUTH_TOKEN and STIGMER_TLS_CA in the environment "
+    "(see `stigmer server --help`).",
 )
 data_dir_option = click.option(
     "--data-dir",

@@ -40,9 +40,12 @@ _TERMINAL = frozenset(p for p in Phase if p.terminal)
 
 
 class AsyncClient(Transport):
-    """A connection to one stigmer server. ``async with AsyncClient() as client: ...``
+    """A connection to one stigmer server, or to several. ``async with AsyncClient() as client: ...``
 
-    ``address`` defaults to ``STIGMER_SERVER_ADDRESS`` (else 127.0.0.1:7234); token and TLS come
+    ``address`` defaults to ``STIGMER_SERVER_ADDRESS`` (else 127.0.0.1:7234): ``host:port``, several
+    IP addresses (``"10.0.0.1:7234,10.0.0.2:7234"``) or a DNS name with several records, among which
+    gRPC balances (round_robin) and retries UNAVAILABLE on the idempotent calls (not Delete; see
+    stigmer.client.target); a bad one is ConfigError naming the setting. Token and TLS come
     from the same variables as the CLI's (``STIGMER_AUTH_TOKEN``, ``STIGMER_TLS_CA``, ...) unless
     ``security`` is given. ``timeout`` bounds each call (seconds). ``retry_unavailable`` (seconds,
     off by default) retries a call the server refused with :class:`TemporalUnavailableError`,
@@ -70,7 +73,9 @@ class AsyncClient(Transport):
         request = agent_execution_pb2.CreateAgentExecutionRequest(
             agent=agent, message=message, runtime_env=dict(runtime_env or {}), request_id=fill_request_id(request_id)
         )
-        reply = await self._unary(_AEX + "Create", request, agent_execution_pb2.AgentExecution, timeout)
+        reply = await self._unary(
+            _AEX + "Create", request, agent_execution_pb2.AgentExecution, timeout, retries=bool(request.request_id)
+        )
         return AgentExecution.from_proto(reply)
 
     async def get_agent_execution(self, id: str, *, timeout: float | None = None) -> AgentExecution:
@@ -173,7 +178,10 @@ class AsyncClient(Transport):
     ) -> Workflow:
         """Validate and store a document; ``request_id``: see the class (None: a fresh one, "": none)."""
         request = workflow_pb2.CreateWorkflowRequest(document=document, request_id=fill_request_id(request_id))
-        return Workflow.from_proto(await self._unary(_WF + "Create", request, workflow_pb2.Workflow, timeout))
+        reply = await self._unary(
+            _WF + "Create", request, workflow_pb2.Workflow, timeout, retries=bool(request.request_id)
+        )
+        return Workflow.from_proto(reply)
 
     async def validate_workflow(self, document: str, *, timeout: float | None = None) -> ValidationResult:
         request = workflow_pb2.ValidateWorkflowRequest(document=document)
@@ -209,7 +217,13 @@ class AsyncClient(Transport):
         request = workflow_execution_pb2.CreateWorkflowExecutionRequest(
             workflow=workflow, input=input, request_id=fill_request_id(request_id)
         )
-        reply = await self._unary(_WEX + "Create", request, workflow_execution_pb2.WorkflowExecution, timeout)
+        reply = await self._unary(
+            _WEX + "Create",
+            request,
+            workflow_execution_pb2.WorkflowExecution,
+            timeout,
+            retries=bool(request.request_id),
+        )
         return WorkflowExecution.from_proto(reply)
 
     async def get_workflow_execution(self, id: str, *, timeout: float | None = None) -> WorkflowExecution:

@@ -48,7 +48,7 @@ class _Loop:
 
 
 class Client:
-    """A blocking connection to one stigmer server; the same arguments and methods as
+    """A blocking connection to one stigmer server (or several); the same arguments and methods as
     :class:`AsyncClient` (see there), without ``await``. ``with Client() as client: ...``"""
 
     def __init__(

@@ -20,6 +20,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from stigmer.client import _errors
 from stigmer.client.models import Page
+from stigmer.client.target import channel_options, parse_address
 from stigmer.config import DEFAULT_ADDRESS
 from stigmer.contract import RETRY_AFTER_KEY
 from stigmer.errors import DatabaseUnavailableError, StigmerError, TemporalUnavailableError
@@ -27,12 +28,11 @@ from stigmer.security import ClientSecurity, Secret
 
 ADDRESS_ENV = "STIGMER_SERVER_ADDRESS"
 T = TypeVar("T")
-#: No client-side size cap: a workflow execution with many agent steps can exceed gRPC's 4 MiB.
-_OPTIONS: list[tuple[str, Any]] = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", -1)]
 
 
 class Transport:
-    """A connection to one stigmer server and the shapes of its calls (AsyncClient's base).
+    """A connection to one stigmer server, or to any of several (stigmer.client.target), and the
+    shapes of its calls (AsyncClient's base).
 
     ``timeout`` arguments are gRPC deadlines callers pass per call, not waits (hence the noqa).
     """
@@ -49,6 +49,7 @@ class Transport:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.address = address or os.environ.get(ADDRESS_ENV, "").strip() or DEFAULT_ADDRESS
+        self._target = parse_address(self.address)  # ConfigError naming the setting
         security = security or ClientSecurity.from_env()
         if token is not None:  # "" sends none
             security = dataclasses.replace(security, token=Secret(token) if token else None)
@@ -56,8 +57,9 @@ class Transport:
         self.timeout = timeout
         self.retry_unavailable = retry_unavailable
         self._metadata = security.metadata() or None
-        self._channel: grpc.aio.Channel | None = None
-        self._unaries: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        #: By "retries on": a create without a request_id goes on a channel of its own without them.
+        self._channels: dict[bool, grpc.aio.Channel] = {}
+        self._unaries: dict[tuple[str, bool], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -71,27 +73,41 @@ class Transport:
     async def close(self) -> None:
         """Close the channel; safe twice."""
         self._closed = True
-        channel, self._channel = self._channel, None
+        channels = list(self._channels.values())
+        self._channels.clear()
         self._unaries.clear()
-        if channel is not None:
+        for channel in channels:
             await channel.close()
 
-    def _open(self) -> grpc.aio.Channel:
+    def _open(self, *, retries: bool = True) -> grpc.aio.Channel:
         if self._closed:
             raise RuntimeError("the client is closed")
-        if self._channel is None:
-            self._channel = self._security.aio_channel(self.address, options=_OPTIONS)
-        return self._channel
+        channel = self._channels.get(retries)
+        if channel is None:
+            security = self._target.secured(self._security)  # ClientSecurityError: TLS needs a name
+            channel = self._channels[retries] = security.aio_channel(
+                self._target.grpc_target, options=channel_options(retries=retries)
+            )
+        return channel
 
     # -- the two call shapes ---------------------------------------------------------------
 
     def _error(self, error: grpc.RpcError) -> StigmerError:
         return _errors.from_rpc(error, address=self.address, tls=self._security.tls)
 
-    async def _unary(self, method: str, request: ProtoMessage, reply: type[T], timeout: float | None) -> T:  # noqa: ASYNC109
-        call = self._unaries.get(method)
+    async def _unary(
+        self,
+        method: str,
+        request: ProtoMessage,
+        reply: type[T],
+        timeout: float | None,  # noqa: ASYNC109
+        *,
+        retries: bool = True,
+    ) -> T:
+        """One unary call; ``retries=False`` (a create without a request_id) also turns off gRPC's."""
+        call = self._unaries.get((method, retries))
         if call is None:  # one multicallable per method and channel: making one per call costs CPU
-            call = self._unaries[method] = self._open().unary_unary(
+            call = self._unaries[method, retries] = self._open(retries=retries).unary_unary(
                 method,
                 request_serializer=type(request).SerializeToString,
                 response_deserializer=reply.FromString,  # type: ignore[attr-defined]

@@ -167,13 +167,28 @@ async def test_a_given_request_id_is_sent_as_it_is_and_empty_sends_none(fake) ->
         assert (await client.create_workflow_execution(workflow="w", request_id=mine)).request_id == mine
 
 
-async def test_without_the_opt_in_retry_a_refused_create_is_sent_once(fake) -> None:
+async def test_without_the_opt_in_retry_grpc_tries_a_refused_create_three_times_with_one_request_id(fake) -> None:
+    # gRPC's retry policy (stigmer.client.target): it cannot tell a refusal from a lost server.
+    address, rec = fake
+    rec.refuse = 3
+    async with client_for(address) as client:
+        with pytest.raises(TemporalUnavailableError):
+            await client.create_agent_execution(agent="a", message="m")
+        sent = [r.request_id for r in rec.seen["aex.Create"]]
+        assert len(sent) == 3 and len(set(sent)) == 1 and sent[0]
+
+        rec.refuse = 1  # the next attempt (another server, behind a list) answers
+        assert (await client.create_workflow("{}")).request_id == rec.seen["wf.Create"][-1].request_id
+        assert len(rec.seen["wf.Create"]) == 2
+
+
+async def test_a_create_without_a_request_id_is_never_sent_twice(fake) -> None:
     address, rec = fake
     rec.refuse = 1
     async with client_for(address) as client:
         with pytest.raises(TemporalUnavailableError):
-            await client.create_agent_execution(agent="a", message="m")
-    assert len(rec.seen["aex.Create"]) == 1
+            await client.create_agent_execution(agent="a", message="m", request_id="")
+    assert [r.request_id for r in rec.seen["aex.Create"]] == [""]
 
 
 async def test_list_filters_go_with_every_page(fake) -> None:
