@@ -97,6 +97,11 @@ class Config:
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")
+        if "," in self.address:
+            raise ConfigError(
+                f"STIGMER_SERVER_ADDRESS / --address holds a list ({self.address}): clients may name several "
+                "servers, but a server listens on one HOST:PORT; give this server its own --address"
+            )
         split_host_port(self.address, name="STIGMER_SERVER_ADDRESS / --address")
         if not self.namespace.strip():
             raise ConfigError("TEMPORAL_NAMESPACE / --namespace must not be empty")
