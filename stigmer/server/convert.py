@@ -73,11 +73,24 @@ def phase_filter(value: int) -> str:
         raise InvalidArgumentError("phase", f"unknown phase {value}; use one of {known}") from None
 
 
+#: google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
 def created_after(
     request: agent_execution_pb2.ListAgentExecutionsRequest | workflow_execution_pb2.ListWorkflowExecutionsRequest,
 ) -> float | None:
-    """A List request's created_after -> unix seconds, None when unset."""
-    return seconds(request.created_after) if request.HasField("created_after") else None
+    """A List request's created_after -> unix seconds, None when unset; INVALID_ARGUMENT outside
+    google.protobuf.Timestamp's range (years 1-9999, nanos 0-999,999,999)."""
+    if not request.HasField("created_after"):
+        return None
+    stamp = request.created_after
+    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS or not 0 <= stamp.nanos <= 999_999_999:
+        raise InvalidArgumentError(
+            "created_after", f"not a valid timestamp (seconds={stamp.seconds}, nanos={stamp.nanos}): years 1 to 9999"
+        )
+    return seconds(stamp)
 
 
 def _set_time(target: Timestamp, value: float | None) -> None:

@@ -377,8 +377,11 @@ def test_lists_with_hostile_new_filters(api: Api, listed: None) -> None:
             assert outcome.details.startswith(names), outcome.details
             tame = phase in common_pb2.ExecutionPhase.values() and not token and len(agent.encode()) <= 256
             tame = tame and (parent_id == "" or parent_id in parents) and len(workflow.encode()) <= 256
+            tame = tame and (created_after is None or s.valid_timestamp(*created_after))
             assert not tame, f"a valid listing was refused: {outcome.details}"
             return
+        # A timestamp outside google.protobuf.Timestamp's range is refused, naming the field.
+        assert created_after is None or s.valid_timestamp(*created_after), "an invalid created_after was accepted"
         # The token is bound to the listing it came from: with other filters it is refused.
         if token:
             assert kind == "aex" and (phase, agent, parent_id, created_after) == (0, "alpha", "", None), (
