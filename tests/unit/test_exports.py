@@ -49,6 +49,10 @@ FACES = {
         "API_RETRY", "ConnectionSettings", "CreatorTargets", "JITTER", "TemporalClients", "TemporalConnection",
         "WORKER_NAMES", "WorkerStartError", "make_runtime",
     },
+    "stigmer.metrics": {
+        "ConnectionMetrics", "ExecutionMetrics", "GrpcMetrics", "LifecycleView", "MetricsEndpoint",
+        "MetricsListenError", "PhaseCounts", "ServerMetrics", "WorkersView", "split_address",
+    },
     "stigmer.server": {
         "BoundServer", "INTERNAL_MESSAGE", "ListenError", "MAX_RECEIVE_MESSAGE_BYTES", "OVERALL", "RETRY_AFTER_KEY",
         "STATE_KEY", "ServerHealth", "Services", "StatusProvider", "StatusServicer", "TEMPORAL_SERVICE",
