@@ -47,7 +47,7 @@ FACES = {
     },
     "stigmer.temporal.connection": {
         "API_RETRY", "ConnectionSettings", "CreatorTargets", "JITTER", "TemporalClients", "TemporalConnection",
-        "WORKER_NAMES", "WorkerStartError", "make_runtime",
+        "WORKER_NAMES", "WorkerStartError", "make_runtime", "process_runtime",
     },
     "stigmer.metrics": {
         "ConnectionMetrics", "ExecutionMetrics", "GrpcMetrics", "LifecycleView", "MetricsEndpoint",

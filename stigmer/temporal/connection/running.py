@@ -9,12 +9,19 @@ from temporalio.worker import Worker
 
 from statemachine import describe
 from stigmer.errors import StigmerError
+from stigmer.temporal.names import TaskQueues
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
 
 
 class WorkerStartError(StigmerError):
     """A worker exited, or did not report running in time, while its generation started."""
+
+
+def by_queue(workers: list[Worker], queues: TaskQueues) -> dict[str, bool]:
+    """Each task queue -> whether its worker (``workers`` in WORKER_NAMES order) runs; reads flags only."""
+    names = (queues.agent_execution, queues.workflow_execution, queues.workflow_validation)
+    return {queue: index < len(workers) and workers[index].is_running for index, queue in enumerate(names)}
 
 
 def spawn(workers: list[Worker]) -> list[asyncio.Task[None]]:
