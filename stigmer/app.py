@@ -3,27 +3,41 @@
 Startup order is the promise "serves whether Temporal is up or not": the listener opens first and
 says so, then Temporal is connected in the background. Shutdown runs the other way: health goes
 NOT_SERVING, in-flight calls get ``grace`` seconds, then the connection (ticker, workers, client),
-the managed Temporal child and the store are closed.
+the metrics endpoint, the managed Temporal child and the store are closed.
+
+Metrics (stigmer.metrics, ``--metrics-address``) are wired here, by callbacks, so that no layer
+below imports them: the lifecycle's transition feed, the probes' results, the workers' flags, the
+store's counts, the reconciler's reports, the controllers' fast fails and the gRPC interceptor.
+The Temporal SDK's own metrics come from the process's one Runtime (``--temporal-metrics-address``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from loguru import logger
 
 from stigmer import __version__
 from stigmer.config import Config, split_host_port
-from stigmer.controllers import AgentExecutionController, Reconciler, WorkflowController, WorkflowExecutionController
+from stigmer.controllers import (
+    AgentExecutionController,
+    Reconciler,
+    ReconcileReport,
+    WorkflowController,
+    WorkflowExecutionController,
+)
 from stigmer.errors import ConfigError, DatabaseError, ExitCode
 from stigmer.managed_temporal import ManagedTemporal, TemporalBinaryMissing
+from stigmer.metrics import MetricsEndpoint, MetricsListenError, ServerMetrics
 from stigmer.outage import OutageLimit
 from stigmer.server import BoundServer, ListenError, ServerHealth, Services, build_server
 from stigmer.server.auth import ListenerSecurity, describe_protection, startup_warnings
 from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner, EchoAgentRunner
-from stigmer.temporal.connection import CreatorTargets, TemporalConnection
+from stigmer.temporal.connection import CreatorTargets, TemporalConnection, process_runtime
+from stigmer.temporal.session import TemporalSession
 from stigmer.temporal.tls import TemporalSecurity
 
 
@@ -36,6 +50,9 @@ class Running:
     bound: BoundServer
     health: ServerHealth
     managed: ManagedTemporal | None
+    #: None with ``--metrics-address none``: then nothing is measured at all.
+    metrics: ServerMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
 
 
 class StigmerServer:
@@ -135,15 +152,26 @@ class StigmerServer:
                 settings.security.describe(),
             )
             settings = replace(settings, security=TemporalSecurity())
-        connection = TemporalConnection(settings, store=store, runner=self._runner)
+        try:
+            runtime = process_runtime(prometheus=config.temporal_metrics_address)
+        except ConfigError as err:
+            logger.error("{}", err)
+            return ExitCode.CONFIG
+        connection = TemporalConnection(settings, store=store, runner=self._runner, runtime=runtime)
+        metrics = ServerMetrics() if config.metrics_address is not None else None
         # The controllers ask the connection for a fast retry; the connection hands them creators
         # while CONNECTED, and on every entry to CONNECTED the reconciler settles unfinished
         # executions (nothing is left in PENDING).
         reconciler = Reconciler(store=store, availability=connection)
         ttl = config.request_id_ttl
-        agent_executions = AgentExecutionController(store=store, availability=connection, request_id_ttl=ttl)
-        workflows = WorkflowController(store=store, availability=connection, request_id_ttl=ttl)
-        workflow_executions = WorkflowExecutionController(store=store, availability=connection, request_id_ttl=ttl)
+        fast_fail = metrics.fast_fail if metrics is not None else None
+        agent_executions = AgentExecutionController(
+            store=store, availability=connection, request_id_ttl=ttl, on_fast_fail=fast_fail
+        )
+        workflows = WorkflowController(store=store, availability=connection, request_id_ttl=ttl, on_fast_fail=fast_fail)
+        workflow_executions = WorkflowExecutionController(
+            store=store, availability=connection, request_id_ttl=ttl, on_fast_fail=fast_fail
+        )
         connection.send_creators_to(
             CreatorTargets(
                 agent_execution=agent_executions.set_creator,
@@ -151,7 +179,7 @@ class StigmerServer:
                 workflow_validation=workflows.set_validator,
             )
         )
-        connection.when_connected(reconciler.reconcile)
+        connection.when_connected(_counted(reconciler, metrics))
         limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
         health = ServerHealth(connection.lifecycle, database=store)
         services = Services(
@@ -162,19 +190,40 @@ class StigmerServer:
             health=health,
         )
         try:
+            endpoint = _serve_metrics(metrics, config.metrics_address, connection, store)
+        except MetricsListenError as err:
+            logger.error("{}", err)
+            return ExitCode.CONFIG
+        try:
             bound = build_server(
                 services,
                 address=config.address,
                 interceptors=self._listener.interceptors,
                 credentials=self._listener.credentials,
+                metrics=metrics.interceptor if metrics is not None else None,
             )
         except ListenError as err:
             logger.error("{}", err)
+            if endpoint is not None:
+                endpoint.stop()
             return ExitCode.UNAVAILABLE
         await bound.server.start()
         await health.start()
-        self.running = Running(store=store, connection=connection, bound=bound, health=health, managed=managed)
-        logger.info("Stigmer Server started successfully", address=bound.address)
+        self.running = Running(
+            store=store,
+            connection=connection,
+            bound=bound,
+            health=health,
+            managed=managed,
+            metrics=metrics,
+            metrics_endpoint=endpoint,
+        )
+        logger.info(
+            "Stigmer Server started successfully",
+            address=bound.address,
+            metrics=endpoint.url if endpoint is not None else "off",
+            temporal_metrics=config.temporal_metrics_address or "off",
+        )
         if managed is not None:
             # The API already serves; give our own child a moment so the first dial finds it.
             await managed.wait_listening()
@@ -198,4 +247,46 @@ class StigmerServer:
             await bound.server.stop(grace=config.grace)
             await connection.close()
             await health.close()
+            if metrics is not None:
+                metrics.close()
+            if endpoint is not None:
+                await asyncio.to_thread(endpoint.stop)
         return ExitCode.UNAVAILABLE if limit is not None and limit.tripped else ExitCode.OK
+
+
+def _serve_metrics(
+    metrics: ServerMetrics | None, address: str | None, connection: TemporalConnection, store: Store
+) -> MetricsEndpoint | None:
+    """Feed ``metrics`` from the connection and the store, and serve them on ``address``.
+
+    Before the connection starts, so its first transition is counted. MetricsListenError when the
+    address is taken (nothing is left subscribed then).
+    """
+    if metrics is None or address is None:
+        return None
+    connection.observe_probes(metrics.probe)
+    metrics.follow(connection.lifecycle, workers=connection.workers_by_queue)
+    metrics.watch(store)
+    endpoint = MetricsEndpoint(address, metrics.registry)
+    try:
+        endpoint.start()
+    except MetricsListenError:
+        metrics.close()
+        raise
+    logger.info("Serving metrics on {}", endpoint.url)
+    return endpoint
+
+
+def _counted(
+    reconciler: Reconciler, metrics: ServerMetrics | None
+) -> Callable[[TemporalSession], Awaitable[ReconcileReport]]:
+    """The on-connected hook: a reconciliation pass, counted by the metrics (when they are on)."""
+    if metrics is None:
+        return reconciler.reconcile
+
+    async def reconcile(session: TemporalSession) -> ReconcileReport:
+        report = await reconciler.reconcile(session)
+        metrics.reconciled(report)
+        return report
+
+    return reconcile
