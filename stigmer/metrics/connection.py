@@ -133,8 +133,12 @@ class ConnectionMetrics:
         self._state = dest
 
     def probe(self, kind: str, answered: bool) -> None:
-        """One probe's result; ``kind`` is LIVENESS or COMEBACK."""
-        (self._answered if answered else self._failed)[kind].inc()
+        """One probe's result; ``kind`` is LIVENESS or COMEBACK (stigmer.temporal.probe's names)."""
+        series = self._answered if answered else self._failed
+        counter = series.get(kind)
+        if counter is None:  # a probe added later: still counted, under its own name
+            counter = series[kind] = self.probes.labels(kind, ANSWERED if answered else FAILED)
+        counter.inc()
 
     # -- read at scrape time ------------------------------------------------------------------
 

@@ -179,6 +179,9 @@ def test_following_starts_from_the_state_at_hand(clock: FakeClock) -> None:
 
 
 def test_probe_results_are_counted_by_probe_and_result(rig: tuple[ServerMetrics, FakeLifecycle]) -> None:
+    from stigmer.temporal import probe
+
+    assert (probe.LIVENESS, probe.COMEBACK) == (LIVENESS, COMEBACK)  # the names the connection reports
     metrics, _ = rig
     for answered in (True, True, False):
         metrics.probe(LIVENESS, answered)
@@ -190,6 +193,8 @@ def test_probe_results_are_counted_by_probe_and_result(rig: tuple[ServerMetrics,
         ("answered", "comeback"): 0.0,
         ("comeback", "failed"): 1.0,
     }
+    metrics.probe("another", True)
+    assert value(metrics, "stigmer_temporal_probe_total", probe="another", result="answered") == 1.0
 
 
 class FakeStore:
