@@ -35,6 +35,7 @@ from bench import (  # noqa: E402
     idle,
     lb_recovery,
     machine,
+    metrics_overhead,
     reconnect,
     recovery,
     sporadic,
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     sporadic.NAME: sporadic.run,
     happy_path.NAME: happy_path.run,
     client_overhead.NAME: client_overhead.run,
+    metrics_overhead.NAME: metrics_overhead.run,
     cancel.NAME: cancel.run,
 }
 

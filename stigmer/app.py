@@ -20,17 +20,20 @@ from stigmer.controllers import (
     AgentExecutionController,
     LeadingReconciler,
     Reconciler,
+    ReconcileReport,
+    Session,
     WorkflowController,
     WorkflowExecutionController,
 )
 from stigmer.errors import ConfigError, DatabaseError, ExitCode
 from stigmer.managed_temporal import ManagedTemporal, TemporalBinaryMissing
+from stigmer.metrics import MetricsEndpoint, MetricsListenError, ServerMetrics
 from stigmer.outage import OutageLimit
 from stigmer.server import BoundServer, ListenError, ServerHealth, Services, build_server
 from stigmer.server.auth import ListenerSecurity, describe_protection, startup_warnings
 from stigmer.store import Store
 from stigmer.temporal.agents import AgentRunner
-from stigmer.temporal.connection import CreatorTargets, TemporalConnection
+from stigmer.temporal.connection import CreatorTargets, TemporalConnection, process_runtime
 from stigmer.temporal.runners import load_agent_runner
 from stigmer.temporal.tls import TemporalSecurity
 
@@ -44,6 +47,9 @@ class Running:
     bound: BoundServer
     health: ServerHealth
     managed: ManagedTemporal | None
+    #: None with ``--metrics-address none``: then nothing is measured at all.
+    metrics: ServerMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
 
 
 class StigmerServer:
@@ -146,7 +152,9 @@ class StigmerServer:
             logger.info("Stigmer Server stopped")
 
     @staticmethod
-    def _api(config: Config, store: Store, connection: TemporalConnection) -> tuple[Services, LeadingReconciler | None]:
+    def _api(
+        config: Config, store: Store, connection: TemporalConnection, metrics: ServerMetrics | None
+    ) -> tuple[Services, LeadingReconciler | None]:
         """The controllers of an API process (roles all and api), wired to the connection; a worker
         process serves only status and health, and never reconciles."""
         health = ServerHealth(connection.lifecycle, database=store)
@@ -158,11 +166,17 @@ class StigmerServer:
         # while CONNECTED, and on every entry to CONNECTED the reconciler settles unfinished
         # executions (nothing is left in PENDING) -- in one API process at a time (the lease).
         reconciler = Reconciler(store=store, availability=connection)
-        leader = LeadingReconciler(reconciler, store.lease(LEASE_KEY), session=connection.session)
+        counted = _Counted(reconciler, metrics) if metrics is not None else reconciler
+        leader = LeadingReconciler(counted, store.lease(LEASE_KEY), session=connection.session)
         ttl = config.request_id_ttl
-        agent_executions = AgentExecutionController(store=store, availability=connection, request_id_ttl=ttl)
-        workflows = WorkflowController(store=store, availability=connection, request_id_ttl=ttl)
-        workflow_executions = WorkflowExecutionController(store=store, availability=connection, request_id_ttl=ttl)
+        fast_fail = metrics.fast_fail if metrics is not None else None
+        agent_executions = AgentExecutionController(
+            store=store, availability=connection, request_id_ttl=ttl, on_fast_fail=fast_fail
+        )
+        workflows = WorkflowController(store=store, availability=connection, request_id_ttl=ttl, on_fast_fail=fast_fail)
+        workflow_executions = WorkflowExecutionController(
+            store=store, availability=connection, request_id_ttl=ttl, on_fast_fail=fast_fail
+        )
         connection.send_creators_to(
             CreatorTargets(
                 agent_execution=agent_executions.set_creator,
@@ -190,24 +204,51 @@ class StigmerServer:
             )
             settings = replace(settings, security=TemporalSecurity())
         assert self._runner is not None  # chosen in run()
-        connection = TemporalConnection(settings, store=store, runner=self._runner)
-        services, leader = self._api(config, store, connection)
+        try:
+            runtime = process_runtime(prometheus=config.temporal_metrics_address)
+        except ConfigError as err:
+            logger.error("{}", err)
+            return ExitCode.CONFIG
+        connection = TemporalConnection(settings, store=store, runner=self._runner, runtime=runtime)
+        metrics = ServerMetrics() if config.metrics_address is not None else None
+        services, leader = self._api(config, store, connection, metrics)
         limit = OutageLimit(connection.lifecycle, config.exit_after_outage) if config.exit_after_outage else None
+        try:
+            endpoint = _serve_metrics(metrics, config.metrics_address, connection, store)
+        except MetricsListenError as err:
+            logger.error("{}", err)
+            return ExitCode.CONFIG
         try:
             bound = build_server(
                 services,
                 address=config.address,
                 interceptors=self._listener.interceptors,
                 credentials=self._listener.credentials,
+                metrics=metrics.interceptor if metrics is not None else None,
             )
         except ListenError as err:
             logger.error("{}", err)
+            if endpoint is not None:
+                endpoint.stop()
             return ExitCode.UNAVAILABLE
         health = services.health
         await bound.server.start()
         await health.start()
-        self.running = Running(store=store, connection=connection, bound=bound, health=health, managed=managed)
-        logger.info("Stigmer Server started successfully", address=bound.address)
+        self.running = Running(
+            store=store,
+            connection=connection,
+            bound=bound,
+            health=health,
+            managed=managed,
+            metrics=metrics,
+            metrics_endpoint=endpoint,
+        )
+        logger.info(
+            "Stigmer Server started successfully",
+            address=bound.address,
+            metrics=endpoint.url if endpoint is not None else "off",
+            temporal_metrics=config.temporal_metrics_address or "off",
+        )
         if managed is not None:
             # The API already serves; give our own child a moment so the first dial finds it.
             await managed.wait_listening()
@@ -233,4 +274,44 @@ class StigmerServer:
             await bound.server.stop(grace=config.grace)
             await connection.close()
             await health.close()
+            if metrics is not None:
+                metrics.close()
+            if endpoint is not None:
+                await asyncio.to_thread(endpoint.stop)
         return ExitCode.UNAVAILABLE if limit is not None and limit.tripped else ExitCode.OK
+
+
+def _serve_metrics(
+    metrics: ServerMetrics | None, address: str | None, connection: TemporalConnection, store: Store
+) -> MetricsEndpoint | None:
+    """Feed ``metrics`` from the connection and the store, and serve them on ``address``.
+
+    Before the connection starts, so its first transition is counted. MetricsListenError when the
+    address is taken (nothing is left subscribed then).
+    """
+    if metrics is None or address is None:
+        return None
+    connection.observe_probes(metrics.probe)
+    metrics.follow(connection.lifecycle, workers=connection.workers_by_queue)
+    metrics.watch(store)
+    endpoint = MetricsEndpoint(address, metrics.registry)
+    try:
+        endpoint.start()
+    except MetricsListenError:
+        metrics.close()
+        raise
+    logger.info("Serving metrics on {}", endpoint.url)
+    return endpoint
+
+
+class _Counted:
+    """The reconciler, each pass counted by the metrics."""
+
+    def __init__(self, reconciler: Reconciler, metrics: ServerMetrics) -> None:
+        self._reconciler = reconciler
+        self._metrics = metrics
+
+    async def reconcile(self, session: Session) -> ReconcileReport:
+        report = await self._reconciler.reconcile(session)
+        self._metrics.reconciled(report)
+        return report

@@ -23,6 +23,11 @@ DEFAULT_ADDRESS = "127.0.0.1:7234"
 DEFAULT_DATA_DIR = "~/.stigmer"
 #: The built-in echo runner (stigmer.temporal.runners.BUILTIN).
 DEFAULT_AGENT_RUNNER = "echo"
+#: `stigmer server start`'s defaults (a Config made in code serves no metrics unless told to).
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
+DEFAULT_TEMPORAL_METRICS_ADDRESS = "127.0.0.1:9465"
+#: What turns a metrics address off.
+NO_ADDRESS = "none"
 
 #: env variable -> Config field
 ENV = {
@@ -35,6 +40,8 @@ ENV = {
     "STIGMER_TLS_KEY": "tls_key",
     "STIGMER_DATABASE_URL": "database_url",
     "STIGMER_AGENT_RUNNER": "agent_runner",
+    "STIGMER_METRICS_ADDRESS": "metrics_address",
+    "STIGMER_TEMPORAL_METRICS_ADDRESS": "temporal_metrics_address",
 }
 #: Temporal's own name for the address (its CLI and SDKs); TEMPORAL_HOST_PORT wins when both are set.
 TEMPORAL_ADDRESS_ALIAS = "TEMPORAL_ADDRESS"
@@ -94,6 +101,10 @@ class Config:
     #: What answers agent executions: a name in the entry point group ``stigmer.agent_runners`` or
     #: ``module:attr``; loaded and checked at start (stigmer.temporal.runners).
     agent_runner: str = DEFAULT_AGENT_RUNNER
+    #: Serve Prometheus metrics at http://HOST:PORT/metrics (stigmer.metrics); None (or "none"): not.
+    metrics_address: str | None = None
+    #: Where the Temporal SDK serves its own metrics (its process-wide Runtime); None (or "none"): not.
+    temporal_metrics_address: str | None = None
 
     def __post_init__(self) -> None:
         split_host_port(self.temporal_host_port, name="TEMPORAL_HOST_PORT / --temporal-host-port")
@@ -103,6 +114,15 @@ class Config:
                 "servers, but a server listens on one HOST:PORT; give this server its own --address"
             )
         split_host_port(self.address, name="STIGMER_SERVER_ADDRESS / --address")
+        for name, flag in (
+            ("metrics_address", "STIGMER_METRICS_ADDRESS / --metrics-address"),
+            ("temporal_metrics_address", "STIGMER_TEMPORAL_METRICS_ADDRESS / --temporal-metrics-address"),
+        ):
+            value = getattr(self, name)
+            if value is not None and value.strip().lower() in ("", NO_ADDRESS):
+                object.__setattr__(self, name, None)  # frozen: normalised once, here
+            elif value is not None:
+                split_host_port(value, name=f"{flag} (or `{NO_ADDRESS}`)")
         if not self.namespace.strip():
             raise ConfigError("TEMPORAL_NAMESPACE / --namespace must not be empty")
         if self.exit_after_outage is not None and not self.exit_after_outage > 0:

@@ -29,7 +29,7 @@ from stigmer.cli.common import (
 )
 from stigmer.cli.server_control import data_dir_claimed
 from stigmer.client.models import message_of
-from stigmer.config import Config
+from stigmer.config import DEFAULT_METRICS_ADDRESS, DEFAULT_TEMPORAL_METRICS_ADDRESS, Config
 from stigmer.errors import ConfigError, ExitCode, ServerUnreachableError
 from stigmer.logs import LEVELS, setup_logging
 from stigmer.outage import parse_duration
@@ -201,6 +201,28 @@ def server() -> None:
     "module:attr naming a runner class (instantiated with no arguments), a zero-argument factory or an "
     "instance, with an async run() (README: 'Your own agent runner'). Checked at start. [default: echo]",
 )
+@click.option(
+    "--metrics-address",
+    envvar="STIGMER_METRICS_ADDRESS",
+    show_envvar=True,
+    default=DEFAULT_METRICS_ADDRESS,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics (stigmer_*: connection state, outages, requests, executions by phase) at "
+    "http://HOST:PORT/metrics; `none`: no metrics. Read-only and without token or TLS, so any address is "
+    "allowed: bind beyond loopback only where whoever can reach it may read them.",
+)
+@click.option(
+    "--temporal-metrics-address",
+    envvar="STIGMER_TEMPORAL_METRICS_ADDRESS",
+    show_envvar=True,
+    default=DEFAULT_TEMPORAL_METRICS_ADDRESS,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the Temporal SDK serves its own metrics (temporal_*: requests to Temporal, polls, task "
+    "latencies), at http://HOST:PORT/metrics on a listener of its own; `none`: off. Read-only, like "
+    "--metrics-address.",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True)
 @click.option(
@@ -227,6 +249,8 @@ def start(
     role: str,
     queues: str | None,
     agent_runner: str | None,
+    metrics_address: str,
+    temporal_metrics_address: str,
     log_format: str,
     log_level: str,
     log_file: Path | None,
@@ -266,6 +290,8 @@ def start(
             database_url=database_url,
             role=RoleSpec(Role(role), parse_queues(queues)),
             agent_runner=agent_runner,
+            metrics_address=metrics_address,
+            temporal_metrics_address=temporal_metrics_address,
         )
     except ConfigError as err:
         raise ConfigUsageError(str(err)) from err

@@ -20,10 +20,17 @@ def unavailable(availability: Availability, *, cause: str = "") -> TemporalUnava
     return TemporalUnavailableError(state=state, retry_after=retry_after, cause=cause)
 
 
-async def require(current: Callable[[], C | None], availability: Availability, *, what: str) -> C:
+async def require(
+    current: Callable[[], C | None],
+    availability: Availability,
+    *,
+    what: str,
+    refused: Callable[[], None] | None = None,
+) -> C:
     """The injected creator, after at most one fast reconnect attempt; else TemporalUnavailableError.
 
     `current` re-reads the controller's slot: a successful attempt injects a new creator.
+    `refused` is told of each refusal (the create fast-fail counter).
     """
     creator = current()
     if creator is None:
@@ -33,6 +40,8 @@ async def require(current: Callable[[], C | None], availability: Availability, *
         error = unavailable(availability, cause=f"no {what}: not connected to Temporal")
         # DEBUG: during an outage every request lands here; the connection logs the outage itself.
         logger.debug("Refused a request: Temporal is unavailable", what=what, state=error.state)
+        if refused is not None:
+            refused()
         raise error
     return creator
 

@@ -69,7 +69,9 @@ class ExecutionController(Generic[R, C]):
         start_timeout: float = 10.0,
         watch_recheck_interval: float = DEFAULT_RECHECK_INTERVAL,
         request_id_ttl: float = DEFAULT_REQUEST_ID_TTL,
+        on_fast_fail: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_fast_fail(kind)`` hears of each create refused because Temporal is not connected."""
         if start_timeout <= 0:
             raise ValueError(f"start_timeout must be positive, got {start_timeout}")
         if request_id_ttl <= 0:
@@ -79,6 +81,7 @@ class ExecutionController(Generic[R, C]):
         self._start_timeout = start_timeout
         self._recheck = watch_recheck_interval
         self._request_ttl = request_id_ttl
+        self._on_fast_fail = on_fast_fail
         # Set and cleared by the Temporal layer from the event loop; a plain attribute read is
         # all a request needs (it keeps its own reference for the rest of the call).
         self._creator: C | None = None
@@ -113,7 +116,7 @@ class ExecutionController(Generic[R, C]):
             found = self._find_request(key)
             if found is not None:
                 return await self._replay(found, key, admit)
-        creator = await self._require_creator()
+        creator = await self._require_creator(creating=True)
         record, created = admit(key)
         if not created:  # a concurrent attempt with the same request id stored it first
             return await self._replay(record, key, admit)
@@ -130,7 +133,7 @@ class ExecutionController(Generic[R, C]):
             # is gone already. Starting again is a no-op if its start had reached Temporal.
             if self._store.claim(self.LISTENER_KIND, record.id) is None:
                 return await self._create(key, admit)
-            creator = await self._require_creator()
+            creator = await self._require_creator(creating=True)
             try:
                 await creator.start(record.id, timeout=self._start_timeout)
             except TemporalUnavailableError as err:
@@ -138,8 +141,13 @@ class ExecutionController(Generic[R, C]):
                 raise unavailable(self._availability, cause=str(err)) from err
         return self._read(record.id)
 
-    async def _require_creator(self) -> C:
-        return await require(lambda: self._creator, self._availability, what=f"{self.KIND} creator")
+    async def _require_creator(self, *, creating: bool = False) -> C:
+        refused = self._fast_failed if creating and self._on_fast_fail is not None else None
+        return await require(lambda: self._creator, self._availability, what=f"{self.KIND} creator", refused=refused)
+
+    def _fast_failed(self) -> None:
+        if self._on_fast_fail is not None:
+            self._on_fast_fail(self.LISTENER_KIND)
 
     async def _start(self, creator: C, record: R) -> R:
         """Start the record's workflow; on failure the record is removed before the error surfaces

@@ -16,12 +16,18 @@ from typing import Protocol
 from loguru import logger
 
 from .ports import Session
-from .reconciler import Reconciler, ReconcileReport
+from .reconciler import ReconcileReport
 
 __all__ = ["LEASE_KEY", "LeadingReconciler"]
 
 #: The store lease the reconciler holds ("reconcil" in ASCII, as a bigint).
 LEASE_KEY = 0x7265636F_6E63696C
+
+
+class Reconciling(Protocol):
+    """What runs a pass: the Reconciler, or something wrapping it (counting its passes, say)."""
+
+    async def reconcile(self, session: Session) -> ReconcileReport: ...
 
 
 class Lease(Protocol):
@@ -35,7 +41,7 @@ class LeadingReconciler:
 
     def __init__(
         self,
-        reconciler: Reconciler,
+        reconciler: Reconciling,
         lease: Lease,
         *,
         session: Callable[[], Session | None],

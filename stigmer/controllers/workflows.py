@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable
 
 from stigmer.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, TemporalUnavailableError
-from stigmer.store import DEFAULT_REQUEST_ID_TTL, RequestKey, Store, Workflow, body_digest
+from stigmer.store import DEFAULT_REQUEST_ID_TTL, WORKFLOW, RequestKey, Store, Workflow, body_digest
 from stigmer.workflows import jsontext, workflowdoc
 from stigmer.workflows.workflowdoc import ValidationResult
 
@@ -32,13 +33,16 @@ class WorkflowController:
         availability: Availability,
         validate_timeout: float = 10.0,
         request_id_ttl: float = DEFAULT_REQUEST_ID_TTL,
+        on_fast_fail: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_fast_fail("workflow")`` hears of each create refused because Temporal is not connected."""
         if validate_timeout <= 0:
             raise ValueError(f"validate_timeout must be positive, got {validate_timeout}")
         self._request_ttl = request_id_ttl
         self._store = store
         self._availability = availability
         self._validate_timeout = validate_timeout
+        self._on_fast_fail = on_fast_fail
         self._validator: Validator | None = None  # set like ExecutionController._creator
 
     def set_validator(self, validator: Validator | None) -> None:
@@ -71,7 +75,7 @@ class WorkflowController:
                 if found is not None:
                     return found
             raise AlreadyExistsError(f"a workflow named {name!r} already exists")
-        result = await self._validate(document)
+        result = await self._validate(document, creating=True)
         try:
             return self._store.create_workflow(
                 name=name, document=document, valid=result.valid, validation_errors=result.errors, request=key
@@ -105,8 +109,12 @@ class WorkflowController:
         size = check.check_page_size(page_size)
         return check.list_page(lambda: self._store.list_workflows(page_size=size, page_token=page_token))
 
-    async def _validate(self, document: str) -> ValidationResult:
-        validator = await require(lambda: self._validator, self._availability, what="workflow validator")
+    async def _validate(self, document: str, *, creating: bool = False) -> ValidationResult:
+        on_fast_fail = self._on_fast_fail
+        refused = (lambda: on_fast_fail(WORKFLOW)) if creating and on_fast_fail is not None else None
+        validator = await require(
+            lambda: self._validator, self._availability, what="workflow validator", refused=refused
+        )
         try:
             return await validator.validate(document, timeout=self._validate_timeout)
         except TemporalUnavailableError as err:

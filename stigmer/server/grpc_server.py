@@ -76,15 +76,18 @@ def build_server(
     max_receive_message_bytes: int = MAX_RECEIVE_MESSAGE_BYTES,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    metrics: grpc.aio.ServerInterceptor | None = None,
 ) -> BoundServer:
     """A grpc.aio.Server with every servicer, bound to ``address`` but not started.
 
     Must be called on the loop that will run it. Raises ListenError (after logging the
     contract line) when the address cannot be bound. ``interceptors`` (the token check) run
-    before every servicer; ``credentials`` make the listener TLS-only.
+    before every servicer; ``credentials`` make the listener TLS-only. ``metrics``
+    (stigmer.metrics.GrpcMetrics) goes outermost, so it sees every call's final code, the
+    token check's refusals included.
     """
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[*([metrics] if metrics is not None else []), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max_receive_message_bytes),
             ("grpc.max_send_message_length", -1),

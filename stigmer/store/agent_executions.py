@@ -22,6 +22,7 @@ __all__ = [
     "cancel",
     "claim",
     "complete",
+    "count_by_phase",
     "delete",
     "delete_finished",
     "fail",
@@ -97,6 +98,7 @@ get = _TABLE.get
 list_page = _TABLE.list_page
 delete = _TABLE.delete
 unfinished = _TABLE.unfinished
+count_by_phase = _TABLE.count_by_phase
 mark_started = _TABLE.mark_started
 delete_finished = _TABLE.delete_finished
 find_request = _TABLE.find_request

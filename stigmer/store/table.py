@@ -123,6 +123,12 @@ class ExecutionTable(Generic[R]):
         rows = conn.execute(f"SELECT * FROM {self.table} WHERE phase IN (?, ?) ORDER BY id ASC", UNFINISHED)
         return [self.convert(row) for row in rows.fetchall()]
 
+    def count_by_phase(self, conn: Connection) -> dict[str, int]:
+        """How many records each phase holds (phases that hold none are left out); one statement
+        over the (phase, id) index, for the executions gauge."""
+        rows = conn.execute(f"SELECT phase, COUNT(*) AS n FROM {self.table} GROUP BY phase").fetchall()
+        return {str(row["phase"]): int(row["n"]) for row in rows}
+
     def mark_started(self, conn: Connection, id: str, *, at: float) -> tuple[R, bool]:
         """PENDING -> IN_PROGRESS (conditional on the phase, so two starters cannot both win);
         (the record, whether this call changed it)."""

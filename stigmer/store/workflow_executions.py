@@ -23,6 +23,7 @@ __all__ = [
     "cancel",
     "claim",
     "complete",
+    "count_by_phase",
     "delete",
     "delete_finished",
     "fail",
@@ -95,6 +96,7 @@ get = _TABLE.get
 list_page = _TABLE.list_page
 delete = _TABLE.delete
 unfinished = _TABLE.unfinished
+count_by_phase = _TABLE.count_by_phase
 mark_started = _TABLE.mark_started
 find_request = _TABLE.find_request
 forget = _TABLE.forget

@@ -45,6 +45,8 @@ from stigmer.temporal.wire import Refused, is_ip, replies_to_hello, split_host_p
 FRONTEND_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
 CHECK_METHOD = "/grpc.health.v1.Health/Check"
 _Check = grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+#: The two probes as TemporalConnection.observe_probes() names them.
+LIVENESS, COMEBACK = "liveness", "comeback"
 
 #: Codes that only a gRPC server that received the call can give: Temporal (or a gateway in
 #: front of it that speaks gRPC) answered. Credentials refused still means "it is up": the real
@@ -90,9 +92,22 @@ class TemporalProbe:
         self._namespace = namespace
         self._channel: grpc.aio.Channel | None = None
         self._check: _Check | None = None
+        #: Called with each question's result, True when Temporal answered (the metrics' probe counter).
+        self.on_result: Callable[[bool], None] | None = None
 
     async def answers(self, timeout: float) -> str | None:  # noqa: ASYNC109 -- a gRPC deadline, not a wait
         """None when Temporal answered within ``timeout`` s, else the reason in words."""
+        try:
+            reason = await self._answers(timeout)
+        except Exception:
+            if self.on_result is not None:
+                self.on_result(False)
+            raise
+        if self.on_result is not None:
+            self.on_result(reason is None)
+        return reason
+
+    async def _answers(self, timeout: float) -> str | None:  # noqa: ASYNC109
         check = self._check or self._open()
         request = health_pb2.HealthCheckRequest(service=FRONTEND_SERVICE)
         try:
@@ -226,6 +241,8 @@ class ComebackProbe:
         self.rpcs = 0
         #: Called on each new verdict (the supervisor's probe_has_news: read it now, not a tick later).
         self.on_verdict: Callable[[], None] | None = None
+        #: Called with each RPC's result, True when Temporal answered (the metrics' probe counter).
+        self.on_result: Callable[[bool], None] | None = None
 
     @property
     def last_reason(self) -> str:
@@ -274,6 +291,8 @@ class ComebackProbe:
             reason = await self._ask(self._rpc_timeout)
         except Exception as err:  # a certificate file gone, say: not an answer, and say why
             reason = f"{type(err).__name__}: {err}"
+        if self.on_result is not None:
+            self.on_result(reason is None)
         if reason is not None and reason.startswith(REFUSED) and launched >= self._verdict_of:
             self._port_was_open = False  # a bare port that closed: TCP hints again
         self._settle(launched, reason)

@@ -46,12 +46,19 @@ class CliResult:
 
 
 class StigmerServerProcess:
-    """`stigmer server start ...` in its own process group, log captured to a file."""
+    """`stigmer server start ...` in its own process group, log captured to a file.
+
+    Its metrics are served on free ports too (``metrics_url``: stigmer's, ``temporal_metrics_url``:
+    the Temporal SDK's), so that servers side by side never fight over the defaults; an ``extra``
+    ``--metrics-address none`` (or another address) wins, and the URLs then say nothing.
+    """
 
     def __init__(
         self, *, data_dir: Path, temporal: str, extra: list[str] | None = None, health_interval: float = 1.0
     ) -> None:
         self.address = f"127.0.0.1:{free_port()}"
+        self.metrics_address = f"127.0.0.1:{free_port()}"
+        self.temporal_metrics_address = f"127.0.0.1:{free_port()}"
         self.data_dir = data_dir
         self.temporal = temporal
         self.log_path = data_dir / "server.out"
@@ -61,10 +68,22 @@ class StigmerServerProcess:
             "--temporal-host-port", temporal,
             "--data-dir", str(data_dir),
             "--health-interval", str(health_interval),
+            "--metrics-address", self.metrics_address,
+            "--temporal-metrics-address", self.temporal_metrics_address,
             *(extra or []),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+
+    @property
+    def metrics_url(self) -> str:
+        """Where its ``/metrics`` is (stigmer_*)."""
+        return f"http://{self.metrics_address}/metrics"
+
+    @property
+    def temporal_metrics_url(self) -> str:
+        """Where the Temporal SDK's ``/metrics`` is (temporal_*)."""
+        return f"http://{self.temporal_metrics_address}/metrics"
 
     def start(self) -> StigmerServerProcess:
         """Start (or, after kill() or stop(), start again: the log is appended to) and wait until it serves."""

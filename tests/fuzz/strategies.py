@@ -319,6 +319,8 @@ timestamp_seconds = weighted(
                          2**53 + 1, 2**63 - 1, -(2**63)])),
 )  # fmt: skip
 timestamp_nanos = weighted((4, st.integers(0, 999_999_999)), (1, st.integers(-(2**31), 2**31 - 1)))
+
+
 def valid_timestamp(seconds: int, nanos: int) -> bool:
     """Inside google.protobuf.Timestamp's range (what the server accepts as created_after)."""
     return MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS and 0 <= nanos <= 999_999_999

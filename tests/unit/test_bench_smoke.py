@@ -16,6 +16,7 @@ from bench import (
     happy_path,
     idle,
     lb_recovery,
+    metrics_overhead,
     procs,
     reconnect,
     recovery,
@@ -28,7 +29,7 @@ MODULES = [
     "bench.run", "bench.harness", "bench.stats", "bench.procs", "bench.machine", "bench.recovery",
     "bench.detection", "bench.happy_path", "bench.idle", "bench.reconnect", "bench.plain_sdk",
     "bench.plain_workflow", "bench.load_client", "bench.patched_server", "bench.sporadic", "bench.lb_recovery",
-    "bench.client_overhead", "bench.legacy", "bench.cancel",
+    "bench.client_overhead", "bench.legacy", "bench.cancel", "bench.metrics_overhead",
 ]  # fmt: skip
 
 
@@ -39,7 +40,10 @@ def test_module_imports(name: str) -> None:
 
 def test_every_benchmark_is_registered_under_its_name() -> None:
     run = importlib.import_module("bench.run")
-    modules = (recovery, detection, happy_path, idle, reconnect, sporadic, lb_recovery, client_overhead, cancel)
+    modules = (
+        recovery, detection, happy_path, idle, reconnect, sporadic, lb_recovery, client_overhead, cancel,
+        metrics_overhead,
+    )  # fmt: skip
     assert set(run.BENCHMARKS) == {m.NAME for m in modules}
     args = run.parse_args(["--quick", "--only", "idle", "--only", "happy"])
     assert args.quick and args.only == ["idle", "happy"]
@@ -165,3 +169,17 @@ def test_lb_recovery_tables_judge_p95_detection_and_cost() -> None:
     assert "45.00x (target >= 10x: met)" in recovery.notes[1]  # legacy p50 9 s / ours 0.2 s (all idle samples)
     assert detection.rows[0][-1] == "**missed**"
     assert cost.rows[0][-1] == "met"  # means: CPU 0.6 %, 2.0 RPC/s
+
+
+def test_the_metrics_table_says_what_the_metrics_cost() -> None:
+    """bench/metrics_overhead.py's table from made-up chunks: +1 % p50 meets the 2 % goal."""
+    chunk = {"elapsed": 1.0, "failures": 0}
+    results = {
+        ("sequential", "off"): {**chunk, "latencies": [0.010] * 9},
+        ("sequential", "on"): {**chunk, "latencies": [0.0101] * 9},
+        ("concurrent", "off"): {**chunk, "latencies": [0.01] * 500},
+        ("concurrent", "on"): {**chunk, "latencies": [0.01] * 490},
+    }
+    rendered = metrics_overhead.table(results, scrapes=[0.002, 0.003], sizes=[9000, 9100]).render()
+    assert "+1.0 % (goal <= +2 %: met)" in rendered and "0.98x" in rendered
+    assert "2 scrapes" in rendered and "8.9 KiB" in rendered

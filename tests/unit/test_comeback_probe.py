@@ -153,3 +153,31 @@ async def test_behind_a_balancer_the_rpcs_alone_watch_until_one_is_refused(rig):
     world.port_open, world.answer = True, None
     seen = await run_for(world, probe, 0.1)
     assert seen[-1] is True and len(world.asked_at) == 22  # asked at once when it opened
+
+
+async def test_each_rpc_result_is_told_to_on_result_but_tcp_hints_are_not(rig):
+    """The metrics' stigmer_temporal_probe_total{probe="comeback"} hears one result per RPC."""
+    world, probe = rig
+    results: list[bool] = []
+    probe.on_result = results.append
+    await run_for(world, probe, 1.0)  # the port refuses: hints only
+    assert results == [] and world.hints > 0
+    world.port_open = True
+    await run_for(world, probe, 0.6)
+    world.answer = None
+    await run_for(world, probe, 0.6)
+    assert results == [False] * (len(world.asked_at) - 1) + [True]
+
+
+async def test_the_liveness_probe_tells_on_result_too() -> None:
+    from stigmer.temporal.probe import TemporalProbe
+    from stigmer.testing.ports import free_port
+
+    probe = TemporalProbe(f"127.0.0.1:{free_port()}")  # nobody listens
+    results: list[bool] = []
+    probe.on_result = results.append
+    try:
+        assert await probe.answers(2.0) is not None
+    finally:
+        await probe.close()
+    assert results == [False]

@@ -587,6 +587,30 @@ async def test_workflow_execution_without_creator_is_unavailable(store: Store, w
     assert writes == []
 
 
+async def test_creates_refused_for_want_of_temporal_are_told_as_fast_fails(store: Store) -> None:
+    """on_fast_fail(kind) hears of creates refused at require() (the metrics' counter); a cancel, a
+    Validate or a start that failed later are not fast fails."""
+    store.create_workflow(name="greet", document=json.dumps(DOC), valid=True)
+    told: list[str] = []
+    availability = FakeAvailability()
+    agents = AgentExecutionController(store=store, availability=availability, on_fast_fail=told.append)
+    runs = WorkflowExecutionController(store=store, availability=availability, on_fast_fail=told.append)
+    workflows = WorkflowController(store=store, availability=availability, on_fast_fail=told.append)
+    for create in (
+        lambda: agents.create(agent="echo", message="hi"),
+        lambda: runs.create(workflow="greet"),
+        lambda: workflows.create(json.dumps({**DOC, "name": "other"})),
+        lambda: workflows.validate(json.dumps(DOC)),
+    ):
+        with pytest.raises(TemporalUnavailableError):
+            await create()
+    assert told == ["agent_execution", "workflow_execution", "workflow"]
+    agents.set_creator(FakeCreator(store.get_agent_execution, fail=TemporalUnavailableError("down")))  # type: ignore[arg-type]
+    with pytest.raises(TemporalUnavailableError):
+        await agents.create(agent="echo", message="hi")  # refused by Temporal after the start: no fast fail
+    assert told == ["agent_execution", "workflow_execution", "workflow"]
+
+
 # -- reconciler decision table (fake client; real Temporal in tests/integration) -------------------
 
 

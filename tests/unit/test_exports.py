@@ -47,7 +47,11 @@ FACES = {
     },
     "stigmer.temporal.connection": {
         "API_RETRY", "ConnectionSettings", "CreatorTargets", "JITTER", "TemporalClients", "TemporalConnection",
-        "WORKER_NAMES", "WorkerStartError", "make_runtime",
+        "WORKER_NAMES", "WorkerStartError", "make_runtime", "process_runtime",
+    },
+    "stigmer.metrics": {
+        "ConnectionMetrics", "ExecutionMetrics", "GrpcMetrics", "LifecycleView", "MetricsEndpoint",
+        "MetricsListenError", "PhaseCounts", "ServerMetrics", "WorkersView", "split_address",
     },
     "stigmer.server": {
         "BoundServer", "INTERNAL_MESSAGE", "ListenError", "MAX_RECEIVE_MESSAGE_BYTES", "OVERALL", "RETRY_AFTER_KEY",

@@ -44,6 +44,19 @@ async def test_a_connection_runs_once_and_closes_twice(store: Store) -> None:
         await connection.start()
 
 
+async def test_probes_are_observed_from_before_start_and_no_worker_runs_unconnected(store: Store) -> None:
+    settings = ConnectionSettings(host_port=NOWHERE, queues=TaskQueues.with_suffix("obs"))
+    connection = TemporalConnection(settings, store=store, runner=EchoAgentRunner())
+    connection.observe_probes(lambda probe, answered: None)
+    assert connection.workers_by_queue() == dict.fromkeys(
+        (settings.queues.agent_execution, settings.queues.workflow_execution, settings.queues.workflow_validation),
+        False,
+    )
+    async with connection:
+        with pytest.raises(RuntimeError, match="already started"):
+            connection.observe_probes(lambda probe, answered: None)
+
+
 async def test_a_connection_closed_before_it_started_cannot_start(store: Store) -> None:
     connection = TemporalConnection(ConnectionSettings(host_port=NOWHERE), store=store, runner=EchoAgentRunner())
     await connection.close()

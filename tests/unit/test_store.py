@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from stigmer.errors import AlreadyExistsError, DatabaseError, NotFoundError
-from stigmer.store import AGENT_EXECUTION, Message, Phase, Store, TaskStatus, Workflow, is_valid_id
+from stigmer.store import AGENT_EXECUTION, WORKFLOW_EXECUTION, Message, Phase, Store, TaskStatus, Workflow, is_valid_id
 from stigmer.store import schema as schema_module
 
 TRICKY_TEXTS = [
@@ -364,6 +364,20 @@ def test_filter_by_phase_with_pages(store: Store) -> None:
     pending, _ = store.list_agent_executions(phase=Phase.PENDING)
     assert [r.id for r in pending] == ids[1::2][::-1]
     assert store.list_agent_executions(phase=Phase.FAILED) == ([], "")
+
+
+def test_count_by_phase_counts_each_kind_with_every_phase_present(store: Store) -> None:
+    empty = store.count_by_phase()
+    assert set(empty) == {AGENT_EXECUTION, WORKFLOW_EXECUTION}
+    assert all(counts == {phase.value: 0 for phase in Phase} for counts in empty.values())
+    ids = [store.create_agent_execution(agent="a", message=str(i)).id for i in range(4)]
+    store.complete_agent_execution(ids[0], replies=[])
+    store.fail_agent_execution(ids[1], error="no")
+    store.mark_agent_execution_started(ids[2])
+    start_wex(store)
+    counts = store.count_by_phase()
+    assert counts[AGENT_EXECUTION] == {"PENDING": 1, "IN_PROGRESS": 1, "COMPLETED": 1, "FAILED": 1, "CANCELLED": 0}
+    assert counts[WORKFLOW_EXECUTION]["PENDING"] == 1 and sum(counts[WORKFLOW_EXECUTION].values()) == 1
 
 
 def test_page_size_zero_means_default_and_negative_is_refused(store: Store) -> None:

@@ -6,7 +6,7 @@ and their release, ``running`` the start and retirement of a generation's worker
 connection reports about itself is stigmer.temporal.status.ConnectionStatus (a leaf).
 """
 
-from stigmer.temporal.connection.clients import CreatorTargets, TemporalClients, make_runtime
+from stigmer.temporal.connection.clients import CreatorTargets, TemporalClients, make_runtime, process_runtime
 from stigmer.temporal.connection.core import TemporalConnection
 from stigmer.temporal.connection.running import WORKER_NAMES, WorkerStartError
 from stigmer.temporal.connection.settings import API_RETRY, JITTER, ConnectionSettings
@@ -21,4 +21,5 @@ __all__ = [
     "TemporalConnection",
     "WorkerStartError",
     "make_runtime",
+    "process_runtime",
 ]

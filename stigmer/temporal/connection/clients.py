@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -12,8 +13,16 @@ from dataclasses import dataclass
 
 from loguru import logger
 from temporalio.client import Client
-from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
+from stigmer.errors import ConfigError
 from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCreator, WorkflowValidator
 
 CORE_LOGGER = "temporalio.core"
@@ -54,20 +63,61 @@ def _drop(creator: object) -> None:
     return None
 
 
-def make_runtime() -> Runtime:
+def make_runtime(*, prometheus: str | None = None) -> Runtime:
     """A Temporal runtime whose core log lines go through Python logging (then loguru).
 
     Without this the SDK core writes its own ANSI-coloured WARN lines straight to stderr, about
-    one per second per worker during an outage.
+    one per second per worker during an outage. ``prometheus`` (HOST:PORT): the SDK serves its own
+    metrics there (``temporal_`` prefix, Prometheus' naming: ``_total``, ``_seconds``); ValueError
+    when the address cannot be bound. Make one per process: see :func:`process_runtime`.
     """
+    metrics = None
+    if prometheus is not None:
+        metrics = PrometheusConfig(
+            bind_address=prometheus, counters_total_suffix=True, unit_suffix=True, durations_as_seconds=True
+        )
     return Runtime(
         telemetry=TelemetryConfig(
             logging=LoggingConfig(
                 filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
                 forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
-            )
+            ),
+            metrics=metrics,
         )
     )
+
+
+_process_runtime: Runtime | None = None
+_process_prometheus: str | None = None
+_runtime_lock = threading.Lock()
+
+
+def process_runtime(*, prometheus: str | None = None) -> Runtime:
+    """The process's one Temporal runtime (every connection's clients and workers), made on first use.
+
+    One per process because a runtime that exports metrics binds its address, and a runtime is a
+    thread pool of its own. Only the first call's ``prometheus`` counts (the server's, made first
+    at start); a later call asking for another logs a warning. ConfigError (naming the flag) when
+    the address cannot be bound.
+    """
+    global _process_runtime, _process_prometheus
+    with _runtime_lock:
+        if _process_runtime is None:
+            try:
+                _process_runtime = make_runtime(prometheus=prometheus)
+            except (ValueError, RuntimeError) as err:
+                raise ConfigError(
+                    f"cannot serve the Temporal SDK's metrics on {prometheus}: {err} (choose another address with "
+                    "--temporal-metrics-address / STIGMER_TEMPORAL_METRICS_ADDRESS, or `none`)"
+                ) from err
+            _process_prometheus = prometheus
+        elif prometheus is not None and prometheus != _process_prometheus:
+            logger.warning(
+                "The Temporal SDK's metrics stay {}: this process made its Temporal runtime first",
+                f"on {_process_prometheus}" if _process_prometheus else "off",
+                asked=prometheus,
+            )
+        return _process_runtime
 
 
 class ClientReaper:

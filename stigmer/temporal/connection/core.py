@@ -28,14 +28,14 @@ from stigmer.temporal.creators import AgentExecutionCreator, WorkflowExecutionCr
 from stigmer.temporal.diagnose import NamespaceMissing, diagnose, diagnose_dial
 from stigmer.temporal.log_contract import TransitionLog
 from stigmer.temporal.loop_thread import LoopThread
-from stigmer.temporal.probe import ComebackProbe, TemporalProbe
+from stigmer.temporal.probe import COMEBACK, LIVENESS, ComebackProbe, TemporalProbe
 from stigmer.temporal.session import TemporalSession
 from stigmer.temporal.status import ConnectionStatus
 from stigmer.temporal.wire import accepts
 from stigmer.temporal.workers import build_workers
 
 from . import running
-from .clients import ClientReaper, CreatorTargets, TemporalClients, make_runtime
+from .clients import ClientReaper, CreatorTargets, TemporalClients, process_runtime
 from .settings import ConnectionSettings
 
 Connect = Callable[..., Awaitable[Client]]
@@ -133,6 +133,17 @@ class TemporalConnection:
         self._refuse_once_started("when_connected")
         self._on_connected = hook
 
+    def observe_probes(self, fn: Callable[[str, bool], None]) -> None:
+        """``fn(probe, answered)`` after each health question: probe is LIVENESS (while CONNECTED)
+        or COMEBACK (while not; one per RPC, not per TCP hint). Before start() only."""
+        self._refuse_once_started("observe_probes")
+        self._health_probe.on_result = functools.partial(fn, LIVENESS)
+        self.comeback.on_result = functools.partial(fn, COMEBACK)
+
+    def workers_by_queue(self) -> dict[str, bool]:
+        """Each worker's task queue -> whether it runs now (only while CONNECTED); from any thread."""
+        return running.by_queue(self._workers, self.settings.queues, self.settings.workers)
+
     async def __aenter__(self) -> TemporalConnection:
         await self.start()
         return self
@@ -145,7 +156,7 @@ class TemporalConnection:
         self._refuse_once_started("start")
         self._started = True
         if self._runtime is None:
-            self._runtime = make_runtime()
+            self._runtime = process_runtime()
         self._loop = asyncio.get_running_loop()
         self._workers_loop.start()
         logger.info(

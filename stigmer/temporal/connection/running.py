@@ -9,12 +9,23 @@ from temporalio.worker import Worker
 
 from statemachine import describe
 from stigmer.errors import StigmerError
+from stigmer.temporal.names import TaskQueues
 
 WORKER_NAMES = ("agent execution", "workflow execution", "workflow validation")
 
 
 class WorkerStartError(StigmerError):
     """A worker exited, or did not report running in time, while its generation started."""
+
+
+def by_queue(workers: list[Worker], queues: TaskQueues, names: tuple[str, ...] = WORKER_NAMES) -> dict[str, bool]:
+    """Each task queue -> whether its worker runs (``workers`` are the ones ``names`` lists, in that
+    order; a queue this process runs no worker for is False); reads flags only."""
+    queue_of = dict(
+        zip(WORKER_NAMES, (queues.agent_execution, queues.workflow_execution, queues.workflow_validation), strict=True)
+    )
+    running = {name: worker.is_running for name, worker in zip(names, workers, strict=False)}
+    return {queue: running.get(name, False) for name, queue in queue_of.items()}
 
 
 def spawn(workers: list[Worker], names: tuple[str, ...] = WORKER_NAMES) -> list[asyncio.Task[None]]:
