@@ -39,6 +39,7 @@ from bench import (  # noqa: E402
     reconnect,
     recovery,
     sporadic,
+    store_backends,
 )
 from bench.harness import PATCH_ENV, Context  # noqa: E402
 from bench.stats import Table  # noqa: E402
@@ -58,6 +59,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     client_overhead.NAME: client_overhead.run,
     metrics_overhead.NAME: metrics_overhead.run,
     cancel.NAME: cancel.run,
+    store_backends.NAME: store_backends.run,
 }
 
 
