@@ -210,7 +210,11 @@ def stop(data_dir: Path | None, timeout: float, force: bool, output: str) -> Non
             os.kill(pid, signal.SIGKILL)
         if not _wait_gone(pid, KILL_WAIT, _Progress(output, f"waiting for server pid {pid} to die")):
             _fail(output, f"server pid {pid} is still alive {KILL_WAIT:g} s after SIGKILL", ExitCode.ERROR)
-    probe(path)  # a server that died without cleaning up leaves its file: remove it (if nobody holds it)
+    # A server that died without cleaning up leaves its file: remove it once nobody holds its lock
+    # (the kernel drops a killed process's lock as it reaps its files: allow it a moment).
+    deadline = time.monotonic() + KILL_WAIT
+    while probe(path).running and time.monotonic() < deadline:
+        time.sleep(0.05)
     seconds = time.monotonic() - began
     if forced:
         text = f"✅ Killed server pid {pid} on data dir {where} (SIGKILL: still running {timeout:g} s after SIGTERM)"
