@@ -1,4 +1,4 @@
-"""Benchmark 10: what the metrics cost a Create, measured with and without them on the same run.
+"""Benchmark 11: what the metrics cost a Create, measured with and without them on the same run.
 
 Two servers side by side on one in-memory Temporal, both with the agent worker polling another
 queue (bench/patched_server.py ``noexec``: nothing is executed, so what is timed is the Create path
@@ -163,7 +163,7 @@ def table(results: dict[tuple[str, str], dict[str, Any]], *, scrapes: list[float
     rows.append(["on vs off", f"{extra * 100:+.1f} % (goal <= +2 %: {verdict(extra <= 0.02)})", "",
                  f"{fmt_ratio(kept)}", ""])  # fmt: skip
     result = Table(
-        title="Benchmark 10: what the metrics cost a Create (nothing executed)",
+        title="Benchmark 11: what the metrics cost a Create (nothing executed)",
         headers=["contender", "sequential p50 (interleaved)", "p99", f"concurrent ({IN_FLIGHT} in flight)", "failures"],
         rows=rows,
     )
