@@ -235,7 +235,6 @@ def test_every_broken_promise_of_requests_cancels_and_deletes_fails_its_row():
         "  CANCELLED, but not saying who asked and why",
         "  CANCELLED agent executions with an agent reply",
         "CANCELLED though nobody asked",
-        "  cancels answered UNAVAILABLE (1) after which it was cancelled anyway",
         "  deleted executions (their steps too) still listed",
         "  deletes that answered with an unfinished execution",
         "cancel/delete codes other than UNAVAILABLE, FAILED_PRECONDITION (INTERNAL, NOT_FOUND, ...)",
@@ -244,6 +243,9 @@ def test_every_broken_promise_of_requests_cancels_and_deletes_fails_its_row():
         "  records Temporal has no workflow for",
         "  workflows without a record that did not end FAILED",
     } <= failed, report.table()
+    # A cancel answered UNAVAILABLE may still be carried out (the server keeps one that may have
+    # reached Temporal): shown, never a broken promise.
+    assert not [check for check in failed if "answered only UNAVAILABLE" in check], report.table()
     # In memory, Temporal forgets at each restart: what it lacks is a figure, not a broken promise.
     memory = judge(result(attempts=attempts, agents=agents, ops=ops, runs=runs), persisted=False)
     assert "  records Temporal has no workflow for" not in memory.violations
