@@ -38,6 +38,7 @@ from bench import (  # noqa: E402
     metrics_overhead,
     reconnect,
     recovery,
+    split_roles,
     sporadic,
     store_backends,
 )
@@ -60,6 +61,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     metrics_overhead.NAME: metrics_overhead.run,
     cancel.NAME: cancel.run,
     store_backends.NAME: store_backends.run,
+    split_roles.NAME: split_roles.run,
 }
 
 

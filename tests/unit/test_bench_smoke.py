@@ -20,6 +20,7 @@ from bench import (
     procs,
     reconnect,
     recovery,
+    split_roles,
     sporadic,
     stats,
     store_backends,
@@ -31,7 +32,7 @@ MODULES = [
     "bench.detection", "bench.happy_path", "bench.idle", "bench.reconnect", "bench.plain_sdk",
     "bench.plain_workflow", "bench.load_client", "bench.patched_server", "bench.sporadic", "bench.lb_recovery",
     "bench.client_overhead", "bench.legacy", "bench.cancel", "bench.metrics_overhead",
-    "bench.store_backends",
+    "bench.store_backends", "bench.split_roles",
 ]  # fmt: skip
 
 
@@ -44,7 +45,7 @@ def test_every_benchmark_is_registered_under_its_name() -> None:
     run = importlib.import_module("bench.run")
     modules = (
         recovery, detection, happy_path, idle, reconnect, sporadic, lb_recovery, client_overhead, cancel,
-        metrics_overhead, store_backends,
+        metrics_overhead, store_backends, split_roles,
     )  # fmt: skip
     assert set(run.BENCHMARKS) == {m.NAME for m in modules}
     args = run.parse_args(["--quick", "--only", "idle", "--only", "happy"])
