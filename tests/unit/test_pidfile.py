@@ -77,11 +77,11 @@ def test_a_lock_held_for_a_moment_is_waited_for(tmp_path: Path) -> None:
 def test_a_killed_servers_file_is_stale_and_taken_over(tmp_path: Path) -> None:
     path = pid_file_path(tmp_path)
     code = (
-        "import sys, time; from pathlib import Path; from stigmer.pidfile import PidFile, ServerRecord; import os\n"
+        "import sys; from pathlib import Path; from stigmer.pidfile import PidFile, ServerRecord; import os\n"
         f"held = PidFile.acquire(Path({str(path)!r}), ServerRecord(pid=os.getpid(), address='a:1'))\n"
-        "print('held', flush=True); time.sleep(60)\n"
+        "print('held', flush=True); sys.stdin.read()\n"  # holds the lock until killed (or stdin closes)
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline() == "held\n"
         assert probe(path).running
